@@ -1,0 +1,52 @@
+"""Cutting patch pixels out of an image.
+
+The project's way resizes the whole image once per scale so that patches become `size` pixels
+wide, then slices every patch of that scale out of the resized image (DESIGN.md 3). Patches are
+``(x0, y0, side)`` float pixels of the original image, 0-based.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+RESAMPLE = Image.Resampling.BILINEAR
+
+
+def cut_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Cut square patches out of an RGB image and bring them to `size` x `size`.
+
+    Takes the image ``[H, W, 3]`` uint8 and patch boxes ``[N, 3]`` ``(x0, y0, side)`` in its
+    pixels. Patches of the same side share one resize of the whole image (PIL bilinear, with
+    antialiasing when shrinking); each patch is then a slice of it, its corner rounded to the
+    nearest resized pixel and kept inside the image. Returns ``[N, size, size, 3]`` uint8 in the
+    order of `boxes`.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 3)
+    height, width = image.shape[:2]
+    out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
+    pil = Image.fromarray(image)
+    sides, which = np.unique(boxes[:, 2], return_inverse=True)
+    for k, side in enumerate(sides):
+        rows = np.flatnonzero(which == k)
+        factor = size / side
+        new_w = max(size, round(width * factor))
+        new_h = max(size, round(height * factor))
+        resized = np.asarray(pil.resize((new_w, new_h), RESAMPLE))
+        xs = np.clip(np.rint(boxes[rows, 0] * factor).astype(np.int64), 0, new_w - size)
+        ys = np.clip(np.rint(boxes[rows, 1] * factor).astype(np.int64), 0, new_h - size)
+        windows = sliding_window_view(resized, (size, size, 3))  # [h', w', 1, size, size, 3]
+        out[rows] = windows[ys, xs, 0]
+    return out
+
+
+def crop_and_resize(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Cut one patch ``(x0, y0, side)`` by resampling only its own area to `size` x `size`.
+
+    The per-patch reference the project's cutting is checked and benchmarked against: same
+    filter, about 5x slower on a full grid. Returns ``[size, size, 3]`` uint8.
+    """
+    x0, y0, side = (float(v) for v in box)
+    pil = Image.fromarray(image)
+    return np.asarray(pil.resize((size, size), RESAMPLE, box=(x0, y0, x0 + side, y0 + side)))

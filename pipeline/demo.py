@@ -1,0 +1,259 @@
+"""A small synthetic dataset in exact VOCdevkit layout, for demos and tests.
+
+Each class is drawn as its own shape filled with its own texture and colours (a pretrained CNN
+tells them apart easily), 1-6 objects per image from small to most of the image, some
+overlapping, some cut by the border (``truncated``), some small ones ``difficult``, on cluttered
+textured backgrounds, at VOC-like image sizes. Everything is a function of the seed.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+IMAGE_SIZES: tuple[tuple[int, int], ...] = (
+    (500, 375),
+    (375, 500),
+    (500, 333),
+    (333, 500),
+    (500, 400),
+    (500, 281),
+    (400, 500),
+    (480, 360),
+)
+SHAPES = ("ellipse", "triangle", "rectangle", "diamond", "star", "ring", "cross", "hexagon")
+PATTERNS = ("hstripes", "checker", "dots", "vstripes", "gradient", "grid")
+POSES = ("Unspecified", "Left", "Right", "Frontal", "Rear")
+
+
+@dataclass(frozen=True)
+class DemoObject:
+    """An object drawn in a demo image: class, 0-based half-open integer box, flags."""
+
+    name: str
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    difficult: bool
+    truncated: bool
+    pose: str
+
+
+def class_style(index: int) -> tuple[str, str, float]:
+    """Return the (shape, pattern, hue in [0, 1)) that identifies class number `index`."""
+    return (
+        SHAPES[index % len(SHAPES)],
+        PATTERNS[(index + 2 * (index // len(SHAPES))) % len(PATTERNS)],
+        (index * 0.381966) % 1.0,
+    )
+
+
+def _shape_mask(shape: str, w: int, h: int) -> Image.Image:
+    mask = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(mask)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    if shape == "ellipse":
+        d.ellipse((0, 0, w - 1, h - 1), fill=255)
+    elif shape == "triangle":
+        d.polygon([(cx, 0), (w - 1, h - 1), (0, h - 1)], fill=255)
+    elif shape == "rectangle":
+        d.rectangle((0, 0, w - 1, h - 1), fill=255)
+    elif shape == "diamond":
+        d.polygon([(cx, 0), (w - 1, cy), (cx, h - 1), (0, cy)], fill=255)
+    elif shape == "star":
+        angles = np.arange(10) * np.pi / 5 - np.pi / 2
+        radius = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        d.polygon(
+            list(
+                zip(
+                    cx + cx * radius * np.cos(angles),
+                    cy + cy * radius * np.sin(angles),
+                    strict=True,
+                )
+            ),
+            fill=255,
+        )
+    elif shape == "ring":
+        d.ellipse((0, 0, w - 1, h - 1), fill=255)
+        d.ellipse((w * 0.3, h * 0.3, w * 0.7, h * 0.7), fill=0)
+    elif shape == "cross":
+        d.rectangle((w * 0.33, 0, w * 0.67, h - 1), fill=255)
+        d.rectangle((0, h * 0.33, w - 1, h * 0.67), fill=255)
+    elif shape == "hexagon":
+        angles = np.arange(6) * np.pi / 3
+        d.polygon(
+            list(zip(cx + cx * np.cos(angles), cy + cy * np.sin(angles), strict=True)), fill=255
+        )
+    else:
+        raise ValueError(shape)
+    return mask
+
+
+def _texture(pattern: str, w: int, h: int, hue: float, rng: np.random.Generator) -> np.ndarray:
+    hue = (hue + rng.uniform(-0.03, 0.03)) % 1.0
+    c1 = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))) * 255
+    c2 = np.array(colorsys.hsv_to_rgb((hue + 0.5) % 1.0, 0.3, rng.uniform(0.1, 0.35))) * 255
+    period = max(4, int(min(w, h) / rng.uniform(4, 7)))
+    yy, xx = np.mgrid[0:h, 0:w]
+    if pattern == "hstripes":
+        t = (yy // (period // 2)) % 2
+    elif pattern == "vstripes":
+        t = (xx // (period // 2)) % 2
+    elif pattern == "checker":
+        t = ((xx // period) + (yy // period)) % 2
+    elif pattern == "dots":
+        t = (((xx % period) - period / 2) ** 2 + ((yy % period) - period / 2) ** 2) < (
+            period / 3
+        ) ** 2
+    elif pattern == "gradient":
+        t = (xx + yy) / max(1, w + h - 2)
+    elif pattern == "grid":
+        t = ((xx % period) < period / 4) | ((yy % period) < period / 4)
+    else:
+        raise ValueError(pattern)
+    t = np.asarray(t, dtype=np.float64)[..., None]
+    return (c1 * (1 - t) + c2 * t).astype(np.uint8)
+
+
+def _background(w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    coarse = rng.integers(0, 256, size=(rng.integers(3, 8), rng.integers(3, 8), 3), dtype=np.uint8)
+    base = Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC)
+    noise = rng.normal(0, 18, size=(h, w, 3))
+    img = Image.fromarray(np.clip(np.asarray(base) * 0.6 + 50 + noise, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(15, 40))):  # clutter: lines and small blobs
+        color = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        if rng.random() < 0.5:
+            d.line(
+                (x, y, x + rng.normal(0, 60), y + rng.normal(0, 60)),
+                fill=color,
+                width=int(rng.integers(1, 4)),
+            )
+        else:
+            r = rng.uniform(2, 9)
+            d.ellipse((x - r, y - r, x + r, y + r), fill=color)
+    return img.filter(ImageFilter.GaussianBlur(0.6))
+
+
+def render_image(
+    classes: Sequence[str], rng: np.random.Generator
+) -> tuple[Image.Image, list[DemoObject]]:
+    """Draw one demo image with 1-6 objects; return the RGB image and its objects."""
+    w, h = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
+    img = _background(w, h, rng)
+    objects = []
+    for _ in range(int(rng.integers(1, 7))):
+        k = int(rng.integers(len(classes)))
+        shape, pattern, hue = class_style(k)
+        size = min(w, h) * float(np.exp(rng.uniform(np.log(0.1), np.log(0.9))))
+        aspect = float(np.exp(rng.uniform(-0.4, 0.4)))
+        ow, oh = max(8, int(size * aspect)), max(8, int(size / aspect))
+        # a few objects are placed across the border and cut by it
+        x0 = int(rng.integers(-ow // 4, w - 3 * ow // 4)) if ow < w else 0
+        y0 = int(rng.integers(-oh // 4, h - 3 * oh // 4)) if oh < h else 0
+        sprite = Image.fromarray(_texture(pattern, ow, oh, hue, rng))
+        img.paste(sprite, (x0, y0), _shape_mask(shape, ow, oh))
+        bx0, by0, bx1, by1 = max(0, x0), max(0, y0), min(w, x0 + ow), min(h, y0 + oh)
+        truncated = (bx0, by0, bx1, by1) != (x0, y0, x0 + ow, y0 + oh)
+        difficult = min(bx1 - bx0, by1 - by0) < 40 and rng.random() < 0.5
+        pose = POSES[int(rng.integers(len(POSES)))]
+        objects.append(DemoObject(classes[k], bx0, by0, bx1, by1, difficult, truncated, pose))
+    return img, objects
+
+
+def annotation_xml(image_id: str, width: int, height: int, objects: Sequence[DemoObject]) -> str:
+    """Return the VOC XML annotation of an image (boxes 1-based inclusive, as the devkit)."""
+    parts = [
+        "<annotation>",
+        "\t<folder>VOC2007</folder>",
+        f"\t<filename>{escape(image_id)}.jpg</filename>",
+        "\t<source>",
+        "\t\t<database>voc-transfer synthetic demo</database>",
+        "\t\t<annotation>PASCAL VOC2007</annotation>",
+        "\t\t<image>generated</image>",
+        "\t</source>",
+        f"\t<size>\n\t\t<width>{width}</width>\n\t\t<height>{height}</height>",
+        "\t\t<depth>3</depth>\n\t</size>",
+        "\t<segmented>0</segmented>",
+    ]
+    for o in objects:
+        parts += [
+            "\t<object>",
+            f"\t\t<name>{escape(o.name)}</name>",
+            f"\t\t<pose>{o.pose}</pose>",
+            f"\t\t<truncated>{int(o.truncated)}</truncated>",
+            f"\t\t<difficult>{int(o.difficult)}</difficult>",
+            "\t\t<bndbox>",
+            f"\t\t\t<xmin>{o.x0 + 1}</xmin>\n\t\t\t<ymin>{o.y0 + 1}</ymin>",
+            f"\t\t\t<xmax>{o.x1}</xmax>\n\t\t\t<ymax>{o.y1}</ymax>",
+            "\t\t</bndbox>",
+            "\t</object>",
+        ]
+    parts.append("</annotation>\n")
+    return "\n".join(parts)
+
+
+def image_truth(objects: Sequence[DemoObject], class_name: str) -> int:
+    """Return the VOC image-level ground truth of a class: 1, -1, or 0 (only difficult ones)."""
+    of_class = [o for o in objects if o.name == class_name]
+    if any(not o.difficult for o in of_class):
+        return 1
+    return 0 if of_class else -1
+
+
+def generate_demo(
+    year_dir: Path,
+    classes: Sequence[str],
+    *,
+    n_trainval: int,
+    n_test: int,
+    seed: int,
+    jpeg_quality: int = 90,
+) -> dict[str, list[str]]:
+    """Write a synthetic VOC year directory (``JPEGImages``, ``Annotations``, ``ImageSets/Main``).
+
+    `year_dir` is e.g. ``.../VOCdevkit/VOC2007``; it is built under a temporary name and renamed
+    into place, replacing any previous one. Trainval is split in half into train and val. Writes
+    ``<split>.txt`` and ``<class>_<split>.txt`` (1 / -1 / 0) for train, val, trainval and test.
+    Returns ``{split: [image ids]}``.
+    """
+    tmp = year_dir.with_name(f".{year_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (tmp / sub).mkdir(parents=True)
+    ids = [f"{i:06d}" for i in range(1, n_trainval + n_test + 1)]
+    splits = {
+        "train": ids[: n_trainval // 2],
+        "val": ids[n_trainval // 2 : n_trainval],
+        "trainval": ids[:n_trainval],
+        "test": ids[n_trainval:],
+    }
+    truth: dict[str, dict[str, int]] = {c: {} for c in classes}
+    for number, image_id in enumerate(ids):
+        img, objects = render_image(classes, np.random.default_rng([seed, number]))
+        img.save(tmp / "JPEGImages" / f"{image_id}.jpg", quality=jpeg_quality)
+        xml = annotation_xml(image_id, img.width, img.height, objects)
+        (tmp / "Annotations" / f"{image_id}.xml").write_text(xml)
+        for c in classes:
+            truth[c][image_id] = image_truth(objects, c)
+    main = tmp / "ImageSets" / "Main"
+    for split, members in splits.items():
+        (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in members))
+        for c in classes:
+            lines = "".join(f"{i} {truth[c][i]:2d}\n" for i in members)
+            (main / f"{c}_{split}.txt").write_text(lines)
+    if year_dir.exists():
+        shutil.rmtree(year_dir)
+    year_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, year_dir)
+    return splits

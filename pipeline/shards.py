@@ -1,0 +1,138 @@
+"""Sharded HDF5 storage of patch pixels (DESIGN.md 3).
+
+A patch shard holds ``pixels`` uint8 ``[N, S, S, 3]`` RGB (one patch per chunk), ``label``
+int16, ``image_id`` and ``patch`` (joining each row back to ``patches.parquet``), and the
+attributes ``format_version`` and ``digest`` (a hash of everything the shard's content depends
+on, so that a finished shard can be recognised and skipped on re-run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_path
+from pipeline.errors import PipelineError
+
+PATCH_FORMAT_VERSION = 1
+INDEX_NAME = "index.parquet"
+
+
+def shard_name(number: int) -> str:
+    """Return the file name of shard `number`: ``shard-NNNNN.h5``."""
+    return f"shard-{number:05d}.h5"
+
+
+def digest_of(*parts: Any) -> str:
+    """Return a SHA-256 hex digest of JSON-able values and numpy arrays, in order."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(str(part.dtype).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Return the SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def h5_compression(name: str, level: int | None) -> dict[str, Any]:
+    """Translate a compression param (``gzip``, ``lzf`` or ``none``) into h5py dataset keywords."""
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": 1 if level is None else int(level)}
+    if name == "lzf":
+        return {"compression": "lzf"}
+    if name == "none":
+        return {}
+    raise PipelineError(f"shards.compression: unknown compression {name!r} (gzip, lzf or none)")
+
+
+def write_patch_shard(
+    path: Path,
+    *,
+    pixels: np.ndarray,
+    label: np.ndarray,
+    image_id: Sequence[str],
+    patch: np.ndarray,
+    digest: str,
+    compression: str = "gzip",
+    compression_level: int | None = 1,
+    attrs: dict[str, Any] | None = None,
+) -> str:
+    """Write one patch shard atomically and return the SHA-256 of its bytes.
+
+    Takes pixels ``[N, S, S, 3]`` uint8, label int16 ``[N]``, image ids, patch indices ``[N]``
+    and the content digest. No timestamps are stored, so the same content gives the same bytes.
+    """
+    n = len(pixels)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.create_dataset(
+                "pixels",
+                data=pixels,
+                chunks=(1, *pixels.shape[1:]) if n else None,
+                track_times=False,
+                **(h5_compression(compression, compression_level) if n else {}),
+            )
+            f.create_dataset("label", data=np.asarray(label, np.int16), track_times=False)
+            f.create_dataset(
+                "image_id",
+                data=np.asarray(image_id, dtype=object),
+                dtype=h5py.string_dtype(),
+                track_times=False,
+            )
+            f.create_dataset("patch", data=np.asarray(patch, np.int32), track_times=False)
+            f.attrs["format_version"] = PATCH_FORMAT_VERSION
+            f.attrs["digest"] = digest
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+        sha = file_sha256(tmp)
+    return sha
+
+
+def shard_digest(path: Path, format_version: int = PATCH_FORMAT_VERSION) -> str | None:
+    """Return the content digest of a finished shard, or None when it is absent, unreadable or
+    of another format version (it must then be written again)."""
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if int(f.attrs.get("format_version", -1)) != format_version:
+                return None
+            return str(f.attrs["digest"])
+    except (OSError, KeyError):
+        return None
+
+
+def check_format_version(f: h5py.File, expected: int, path: Path) -> None:
+    """Raise PipelineError naming `path` when the open shard `f` is not of version `expected`."""
+    found = f.attrs.get("format_version")
+    if found is None or int(found) != expected:
+        raise PipelineError(
+            f"{path}: shard format version {found} is not {expected}; re-run the stage that "
+            "wrote it (delete the directory to force it)"
+        )
+
+
+def read_shard_index(directory: Path) -> list[tuple[Path, int]]:
+    """Return ``[(shard path, row count), ...]`` from ``<directory>/index.parquet``."""
+    index_path = directory / INDEX_NAME
+    if not index_path.is_file():
+        raise PipelineError(f"{index_path}: shard index is missing; run the stage that writes it")
+    table = pq.read_table(index_path, columns=["shard", "rows"]).to_pydict()
+    return [(directory / s, int(r)) for s, r in zip(table["shard"], table["rows"], strict=True)]

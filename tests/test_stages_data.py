@@ -1,0 +1,200 @@
+"""The data half as a user runs it: index -> tile -> sample on the demo dataset."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline.cutting import cut_patches
+from pipeline.datasets import PatchShardDataset
+from pipeline.shards import file_sha256, read_shard_index
+from pipeline.tiling import patch_grid
+from pipeline.voc import load_rgb
+from tests.cli import run_cli
+from tests.conftest import demo_params
+
+MANIFESTS = Path("manifests/test-voc")
+
+
+def run_data_half(split: str = "trainval", *extra: str) -> None:
+    run_cli("index", "--split", split, *extra)
+    run_cli("tile", "--split", split)
+    if split == "trainval":
+        run_cli("sample", "--split", split, *extra)
+
+
+def test_index_tile_sample_produce_joined_manifests_and_shards(workdir):
+    run_data_half()
+    images = pq.read_table(MANIFESTS / "trainval/images.parquet").to_pandas()
+    objects = pq.read_table(MANIFESTS / "trainval/objects.parquet").to_pandas()
+    patches = pq.read_table(MANIFESTS / "trainval/patches.parquet").to_pandas()
+    assert images.image_id.tolist() == [f"{i:06d}" for i in range(1, 7)]
+    assert (images.split == "trainval").all() and images.path.str.startswith("JPEGImages/").all()
+    assert set(objects.label) <= {1, 2, 3, 4} and (objects.x1 > objects.x0).all()
+    for row in images.itertuples():
+        mine = patches[patches.image_id == row.image_id]
+        assert len(mine) == len(patch_grid(row.width, row.height)[1])
+        assert mine.patch.tolist() == list(range(len(mine)))
+    assert set(patches.label) <= {-1, 0, 1, 2, 3, 4} and (patches.label > 0).any()
+
+    shards = read_shard_index(Path("data/patches/trainval"))
+    index = pq.read_table("data/patches/trainval/index.parquet").to_pandas()
+    assert [file_sha256(p) for p, _ in shards] == index.sha256.tolist()
+    data = PatchShardDataset(shards)
+    keys = patches.set_index(["image_id", "patch"])
+    sampled = [(data[i]["image_id"], data[i]["patch"], data[i]["label"]) for i in range(len(data))]
+    labels = np.array([keys.loc[(i, p), "label"] for i, p, _ in sampled])
+    assert [lab for *_, lab in sampled] == labels.tolist()
+    assert set(np.flatnonzero(patches.label > 0)) <= {keys.index.get_loc(k[:2]) for k in sampled}
+    assert (labels >= 0).all()
+    n_background = int((patches.label == 0).sum())
+    assert abs(int((labels == 0).sum()) - 0.1 * n_background) <= len(images)
+
+    item = data[len(data) // 2]
+    row = keys.loc[(item["image_id"], item["patch"])]
+    image = load_rgb(Path("VOCdevkit/VOC2007/JPEGImages") / f"{item['image_id']}.jpg")
+    expected = cut_patches(image, np.array([[row.x0, row.y0, row.side]]), 32)[0]
+    assert item["pixels"].shape == (32, 32, 3)
+    assert np.array_equal(item["pixels"].numpy(), expected)
+
+
+def outputs_digest() -> dict[str, str]:
+    files = sorted(MANIFESTS.rglob("*.parquet")) + [Path("data/patches/trainval/index.parquet")]
+    return {str(p): file_sha256(p) for p in files}
+
+
+def test_same_params_give_byte_identical_manifests_and_shards_whatever_jobs(
+    workdir, tmp_path_factory, monkeypatch
+):
+    run_data_half("trainval", "--jobs", "1")
+    first = outputs_digest()
+    other = tmp_path_factory.mktemp("again")
+    shutil.copytree(workdir / "VOCdevkit", other / "VOCdevkit")
+    params = demo_params(other / "VOCdevkit" / "VOC2007")
+    params["dataset"]["root"] = str(workdir / "VOCdevkit" / "VOC2007")  # same images
+    (other / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(other)
+    run_data_half("trainval", "--jobs", "2")
+    assert outputs_digest() == first
+
+
+def break_inputs(root: Path) -> None:
+    jpeg = root / "JPEGImages/000001.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:2000])
+    (root / "Annotations/000002.xml").write_text("<annotation><size><width>")
+    xml = root / "Annotations/000003.xml"
+    xml.write_text(xml.read_text().replace("<name>", "<name>unicorn", 1))
+    xml = root / "Annotations/000004.xml"
+    text = xml.read_text()
+    start = text.index("<xmax>") + len("<xmax>")
+    xml.write_text(text[:start] + "9999" + text[text.index("</xmax>") :])
+    (root / "JPEGImages/000005.jpg").unlink()
+
+
+def test_bad_images_are_reported_counted_and_skipped(workdir):
+    break_inputs(workdir / "VOCdevkit/VOC2007")
+    done = run_cli("index", "--split", "trainval")
+    report = yaml.safe_load((MANIFESTS / "trainval/problems.json").read_text())
+    assert report["skipped"] == 5 and report["images"] == 1
+    for needle in (
+        "000001.jpg: corrupt or truncated",
+        "000002.xml: malformed XML",
+        "000003.xml: unknown class 'unicorn",
+        "000004.xml: box of",
+        "000005.jpg: image is listed but missing",
+    ):
+        assert any(needle in p for p in report["problems"]), needle
+        assert needle in done.stderr
+    images = pq.read_table(MANIFESTS / "trainval/images.parquet")
+    assert images["image_id"].to_pylist() == ["000006"]
+    run_cli("tile", "--split", "trainval")
+    run_cli("sample", "--split", "trainval")
+
+
+def test_strict_stops_at_the_first_bad_image_with_one_line(workdir):
+    break_inputs(workdir / "VOCdevkit/VOC2007")
+    done = run_cli("index", "--split", "trainval", "--strict", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in done.stderr
+    assert not (MANIFESTS / "trainval/images.parquet").exists()
+
+
+def test_missing_split_file_is_one_clear_line(workdir):
+    done = run_cli("index", "--split", "nosuchsplit", check=False)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and line.endswith(
+        "ImageSets/Main/nosuchsplit.txt: split file is missing (is dataset.root a VOC year dir?)"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def shards_state() -> dict[str, str]:
+    return {
+        p.name: file_sha256(p) for p in sorted(Path("data/patches/trainval").glob("shard-*.h5"))
+    }
+
+
+def test_killed_sample_leaves_no_torn_shard_and_resumes_to_the_same_shards(workdir):
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["shards"]["patches_per_shard"] = 8
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    run_data_half()
+    complete = shards_state()
+    index_bytes = Path("data/patches/trainval/index.parquet").read_bytes()
+    assert len(complete) > 10
+    shutil.rmtree("data/patches")
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.cli", "sample", "--split", "trainval"],
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(shards_state()) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = shards_state()
+    assert partial, "the run was killed before writing any shard"
+    for name, sha in partial.items():  # whatever is there under a shard's name is complete
+        assert sha == complete[name]
+        with h5py.File(Path("data/patches/trainval") / name) as f:
+            assert len(f["pixels"]) == len(f["label"])
+
+    # a torn file under a final name (e.g. a crash of the file system) is rewritten too
+    torn = Path("data/patches/trainval") / next(iter(partial))
+    torn.write_bytes(torn.read_bytes()[:500])
+    run_cli("sample", "--split", "trainval")
+    assert shards_state() == complete
+    assert Path("data/patches/trainval/index.parquet").read_bytes() == index_bytes
+    assert not [p for p in Path("data/patches/trainval").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("split", ["test"])
+def test_index_and_tile_work_for_a_split_without_sampling(workdir, split):
+    run_data_half(split)
+    patches = pq.read_table(MANIFESTS / f"{split}/patches.parquet")
+    assert patches.column_names == [
+        "image_id",
+        "patch",
+        "scale",
+        "x0",
+        "y0",
+        "side",
+        "label",
+        "best_object",
+        "patch_cover",
+        "object_cover",
+    ]
+    assert sorted(set(patches["image_id"].to_pylist())) == ["000007", "000008", "000009"]

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import PipelineError
+from pipeline.voc import (
+    VOC_CLASSES,
+    annotation_path,
+    load_rgb,
+    parse_annotation,
+    read_class_image_set,
+    read_image_set,
+)
+
+
+def write_xml(
+    path: Path, objects: str, size: str = "<width>100</width><height>80</height>"
+) -> Path:
+    path.write_text(f"<annotation><size>{size}<depth>3</depth></size>{objects}</annotation>")
+    return path
+
+
+def obj(name="dog", box=(1, 1, 50, 40), difficult=0, truncated=1) -> str:
+    x0, y0, x1, y1 = box
+    return (
+        f"<object><name>{name}</name><pose>Left</pose><truncated>{truncated}</truncated>"
+        f"<difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+        f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+    )
+
+
+def test_boxes_become_zero_based_half_open_and_flags_are_read(tmp_path):
+    xml = write_xml(
+        tmp_path / "a.xml", obj(box=(1, 1, 100, 80)) + obj("cat", (10, 20, 30, 40), 1, 0)
+    )
+    ann = parse_annotation(xml, VOC_CLASSES)
+    assert (ann.image_id, ann.width, ann.height) == ("a", 100, 80)
+    whole, cat = ann.objects
+    assert (whole.x0, whole.y0, whole.x1, whole.y1) == (0, 0, 100, 80)
+    assert whole.truncated and not whole.difficult
+    assert (cat.name, cat.x0, cat.y0, cat.x1, cat.y1, cat.difficult) == ("cat", 9, 19, 30, 40, True)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (obj("unicorn"), "unknown class 'unicorn'"),
+        (obj(box=(10, 10, 9, 20)), "zero area"),
+        (obj(box=(1, 1, 101, 20)), "outside the 100x80 image"),
+        (obj(box=(0, 1, 10, 20)), "outside"),
+        ("<object><name>dog</name></object>", "no <bndbox>"),
+        (obj().replace("<xmax>50</xmax>", "<xmax>fifty</xmax>"), "<xmax> is 'fifty'"),
+    ],
+)
+def test_bad_annotation_is_one_line_naming_the_file_and_problem(tmp_path, content, message):
+    xml = write_xml(tmp_path / "bad.xml", content)
+    with pytest.raises(PipelineError) as err:
+        parse_annotation(xml, VOC_CLASSES)
+    text = str(err.value)
+    assert str(xml) in text and message in text and "\n" not in text
+
+
+def test_malformed_and_missing_xml_are_reported(tmp_path):
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<annotation><size>")
+    with pytest.raises(PipelineError, match="malformed XML"):
+        parse_annotation(bad, VOC_CLASSES)
+    with pytest.raises(PipelineError, match="missing"):
+        parse_annotation(tmp_path / "nope.xml", VOC_CLASSES)
+    bad.write_text("<annotation></annotation>")
+    with pytest.raises(PipelineError, match="missing <size>"):
+        parse_annotation(bad, VOC_CLASSES)
+
+
+def test_image_sets_and_class_files(demo_root):
+    assert read_image_set(demo_root, "trainval") == [f"{i:06d}" for i in range(1, 7)]
+    truth = read_class_image_set(demo_root, "bird", "test")
+    assert set(truth) == {"000007", "000008", "000009"} and set(truth.values()) <= {-1, 0, 1}
+    assert read_class_image_set(demo_root, "bird", "nosuchsplit") is None
+    with pytest.raises(PipelineError, match=r"Main/nosuchsplit.txt: split file is missing"):
+        read_image_set(demo_root, "nosuchsplit")
+
+
+def test_demo_annotations_parse_and_agree_with_class_files(demo_root):
+    truth = read_class_image_set(demo_root, "aeroplane", "trainval")
+    for image_id in read_image_set(demo_root, "trainval"):
+        ann = parse_annotation(
+            annotation_path(demo_root, image_id), ("aeroplane", "bicycle", "bird", "boat")
+        )
+        planes = [o for o in ann.objects if o.name == "aeroplane"]
+        expected = 1 if any(not o.difficult for o in planes) else (0 if planes else -1)
+        assert truth[image_id] == expected
+
+
+def test_greyscale_and_cmyk_jpegs_are_converted_to_rgb(tmp_path):
+    grey = tmp_path / "grey.jpg"
+    Image.new("L", (30, 20), 128).save(grey)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (30, 20), (0, 255, 255, 0)).save(cmyk)
+    g, c = load_rgb(grey), load_rgb(cmyk)
+    assert g.shape == c.shape == (20, 30, 3) and g.dtype == np.uint8
+    assert abs(int(g[10, 10, 0]) - 128) <= 2
+    assert c[10, 10, 0] > 200 and c[10, 10, 1] < 60  # red
+
+
+def test_exif_orientation_is_not_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.new("RGB", (40, 20), (10, 200, 10)).save(path, exif=exif)
+    assert load_rgb(path).shape == (20, 40, 3)
+
+
+def test_truncated_corrupt_and_missing_images_are_reported(tmp_path):
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8)).save(good)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:3000])
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"this is not a jpeg")
+    with pytest.raises(PipelineError, match=r"truncated.jpg: corrupt or truncated"):
+        load_rgb(truncated)
+    with pytest.raises(PipelineError, match=r"garbage.jpg: not a readable image"):
+        load_rgb(garbage)
+    with pytest.raises(PipelineError, match=r"nope.jpg: image is listed but missing"):
+        load_rgb(tmp_path / "nope.jpg")
