@@ -1,4 +1,8 @@
-"""Torch datasets over the HDF5 patch shards, for the stages that feed networks."""
+"""Torch datasets that feed networks: patches from the HDF5 shards or cut from the images.
+
+HDF5 files are opened lazily, once per process, so that DataLoader workers each hold their own
+handles (h5py handles must not cross a fork).
+"""
 
 from __future__ import annotations
 
@@ -12,27 +16,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.cutting import cut_patches
 from pipeline.shards import PATCH_FORMAT_VERSION, check_format_version
+from pipeline.voc import load_rgb
 
 
-class PatchShardDataset(Dataset):
-    """Patches stored in HDF5 shards, as a map-style torch Dataset.
+class LazyShards:
+    """Per-process handles of a list of patch shards, opened on first use."""
 
-    Takes ``[(shard path, rows), ...]`` (see `read_shard_index`). Item i is a dict with ``pixels``
-    (uint8 tensor ``[S, S, 3]`` RGB), ``label`` (int), ``image_id`` (str) and ``patch`` (int).
-    Files are opened lazily, once per process, so DataLoader workers each hold their own handles.
-    """
-
-    def __init__(self, shards: Sequence[tuple[Path, int]]) -> None:
-        self.paths = [Path(p) for p, _ in shards]
-        self.offsets = np.cumsum([0] + [int(n) for _, n in shards])
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = [Path(p) for p in paths]
         self._files: dict[int, h5py.File] = {}
         self._pid = os.getpid()
 
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def _file(self, k: int) -> h5py.File:
+    def __getitem__(self, k: int) -> h5py.File:
         if self._pid != os.getpid():  # forked into a worker: never share HDF5 handles
             self._files, self._pid = {}, os.getpid()
         if k not in self._files:
@@ -41,12 +38,31 @@ class PatchShardDataset(Dataset):
             self._files[k] = f
         return self._files[k]
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"paths": self.paths, "_files": {}, "_pid": -1}
+
+
+class PatchShardDataset(Dataset):
+    """Patches stored in HDF5 shards, one item per patch.
+
+    Takes ``[(shard path, rows), ...]`` (see `pipeline.shards.read_shard_index`). Item i is a dict
+    with ``pixels`` (uint8 tensor ``[S, S, 3]`` RGB), ``label`` (int), ``image_id`` (str) and
+    ``patch`` (int).
+    """
+
+    def __init__(self, shards: Sequence[tuple[Path, int]]) -> None:
+        self.files = LazyShards([p for p, _ in shards])
+        self.offsets = np.cumsum([0] + [int(n) for _, n in shards])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(index)
         k = int(np.searchsorted(self.offsets, index, side="right") - 1)
         row = index - int(self.offsets[k])
-        f = self._file(k)
+        f = self.files[k]
         return {
             "pixels": torch.from_numpy(f["pixels"][row]),
             "label": int(f["label"][row]),
@@ -54,7 +70,41 @@ class PatchShardDataset(Dataset):
             "patch": int(f["patch"][row]),
         }
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_files"] = {}
-        return state
+
+class ShardPixelChunks(Dataset):
+    """The pixels of patch shards in consecutive chunks of rows: item i is a uint8 tensor
+    ``[n, S, S, 3]``; items in order cover every row of every shard in order."""
+
+    def __init__(self, shards: Sequence[tuple[Path, int]], chunk_rows: int) -> None:
+        self.files = LazyShards([p for p, _ in shards])
+        self.chunks = [
+            (k, start, min(start + chunk_rows, rows))
+            for k, (_, rows) in enumerate(shards)
+            for start in range(0, rows, chunk_rows)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        k, start, stop = self.chunks[index]
+        return torch.from_numpy(self.files[k]["pixels"][start:stop])
+
+
+class ImagePatchChunks(Dataset):
+    """All listed patches of one image per item, cut from the decoded image (decoded once).
+
+    Takes ``[(image path, boxes [n, 3] (x0, y0, side) in image pixels), ...]`` and the patch size.
+    Item i is a uint8 tensor ``[n_i, size, size, 3]`` in the order of the boxes.
+    """
+
+    def __init__(self, images: Sequence[tuple[Path, np.ndarray]], size: int) -> None:
+        self.images = list(images)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        path, boxes = self.images[index]
+        return torch.from_numpy(cut_patches(load_rgb(path), boxes, self.size))

@@ -16,9 +16,10 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, remove_stale_temporaries, write_parquet
 from pipeline.errors import PipelineError
 
 PATCH_FORMAT_VERSION = 1
@@ -62,6 +63,53 @@ def h5_compression(name: str, level: int | None) -> dict[str, Any]:
     raise PipelineError(f"shards.compression: unknown compression {name!r} (gzip, lzf or none)")
 
 
+def write_shard(
+    path: Path,
+    *,
+    rows: tuple[str, np.ndarray],
+    label: np.ndarray,
+    image_id: Sequence[str],
+    patch: np.ndarray,
+    format_version: int,
+    digest: str,
+    chunk_rows: int,
+    compression: dict[str, Any],
+    attrs: dict[str, Any] | None = None,
+) -> str:
+    """Write one shard atomically and return the SHA-256 of its bytes.
+
+    `rows` is the main dataset, ``(name, array [N, ...])``, stored in chunks of `chunk_rows` rows
+    with the h5py `compression` keywords; beside it ``label`` int16, ``image_id`` (str) and
+    ``patch`` int32, all ``[N]``, and the attributes ``format_version``, ``digest`` and `attrs`.
+    No timestamps are stored, so the same content gives the same bytes.
+    """
+    name, array = rows
+    n = len(array)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.create_dataset(
+                name,
+                data=array,
+                chunks=(min(chunk_rows, n), *array.shape[1:]) if n else None,
+                track_times=False,
+                **(compression if n else {}),
+            )
+            f.create_dataset("label", data=np.asarray(label, np.int16), track_times=False)
+            f.create_dataset(
+                "image_id",
+                data=np.asarray(image_id, dtype=object),
+                dtype=h5py.string_dtype(),
+                track_times=False,
+            )
+            f.create_dataset("patch", data=np.asarray(patch, np.int32), track_times=False)
+            f.attrs["format_version"] = format_version
+            f.attrs["digest"] = digest
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+        sha = file_sha256(tmp)
+    return sha
+
+
 def write_patch_shard(
     path: Path,
     *,
@@ -72,37 +120,23 @@ def write_patch_shard(
     digest: str,
     compression: str = "gzip",
     compression_level: int | None = 1,
-    attrs: dict[str, Any] | None = None,
 ) -> str:
-    """Write one patch shard atomically and return the SHA-256 of its bytes.
+    """Write one patch shard atomically (see `write_shard`) and return its SHA-256.
 
-    Takes pixels ``[N, S, S, 3]`` uint8, label int16 ``[N]``, image ids, patch indices ``[N]``
-    and the content digest. No timestamps are stored, so the same content gives the same bytes.
+    Takes pixels ``[N, S, S, 3]`` uint8 RGB (stored one patch per chunk), label int16 ``[N]``,
+    image ids, patch indices ``[N]`` and the content digest.
     """
-    n = len(pixels)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.create_dataset(
-                "pixels",
-                data=pixels,
-                chunks=(1, *pixels.shape[1:]) if n else None,
-                track_times=False,
-                **(h5_compression(compression, compression_level) if n else {}),
-            )
-            f.create_dataset("label", data=np.asarray(label, np.int16), track_times=False)
-            f.create_dataset(
-                "image_id",
-                data=np.asarray(image_id, dtype=object),
-                dtype=h5py.string_dtype(),
-                track_times=False,
-            )
-            f.create_dataset("patch", data=np.asarray(patch, np.int32), track_times=False)
-            f.attrs["format_version"] = PATCH_FORMAT_VERSION
-            f.attrs["digest"] = digest
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-        sha = file_sha256(tmp)
-    return sha
+    return write_shard(
+        path,
+        rows=("pixels", pixels),
+        label=label,
+        image_id=image_id,
+        patch=patch,
+        format_version=PATCH_FORMAT_VERSION,
+        digest=digest,
+        chunk_rows=1,
+        compression=h5_compression(compression, compression_level),
+    )
 
 
 def shard_digest(path: Path, format_version: int = PATCH_FORMAT_VERSION) -> str | None:
@@ -136,3 +170,37 @@ def read_shard_index(directory: Path) -> list[tuple[Path, int]]:
         raise PipelineError(f"{index_path}: shard index is missing; run the stage that writes it")
     table = pq.read_table(index_path, columns=["shard", "rows"]).to_pydict()
     return [(directory / s, int(r)) for s, r in zip(table["shard"], table["rows"], strict=True)]
+
+
+INDEX_SCHEMA = pa.schema(
+    [("shard", pa.string()), ("rows", pa.int64()), ("sha256", pa.string()), ("digest", pa.string())]
+)
+
+
+def write_shard_index(
+    directory: Path,
+    shards: Sequence[str],
+    rows: Sequence[int],
+    sha256: Sequence[str],
+    digests: Sequence[str],
+) -> None:
+    """Write ``<directory>/index.parquet`` atomically: one row per shard (file name, row count,
+    SHA-256 of its bytes, content digest), in shard order."""
+    table = pa.Table.from_pydict(
+        {
+            "shard": list(shards),
+            "rows": list(rows),
+            "sha256": list(sha256),
+            "digest": list(digests),
+        },
+        schema=INDEX_SCHEMA,
+    )
+    write_parquet(table, directory / INDEX_NAME)
+
+
+def prune_shards(directory: Path, keep: Sequence[str]) -> None:
+    """Delete ``shard-*.h5`` files of `directory` not named in `keep`, and stale temporaries."""
+    remove_stale_temporaries(directory)
+    for stale in directory.glob("shard-*.h5"):
+        if stale.name not in set(keep):
+            stale.unlink()

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "index": "stages.index:index",
     "tile": "stages.tile:tile",
     "sample": "stages.sample:sample",
+    "features": "stages.features:features",
 }
 
 

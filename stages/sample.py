@@ -12,18 +12,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.atomic import remove_stale_temporaries, write_parquet
 from pipeline.cutting import cut_patches
 from pipeline.errors import PipelineError
 from pipeline.sampling import kept_patches
 from pipeline.shards import (
-    INDEX_NAME,
     PATCH_FORMAT_VERSION,
     digest_of,
     file_sha256,
+    prune_shards,
     shard_digest,
     shard_name,
     write_patch_shard,
+    write_shard_index,
 )
 from pipeline.voc import load_rgb
 from stages.common import (
@@ -38,10 +38,6 @@ from stages.common import (
     patches_dir,
     resolve_jobs,
     setup_logging,
-)
-
-INDEX_SCHEMA = pa.schema(
-    [("shard", pa.string()), ("rows", pa.int64()), ("sha256", pa.string()), ("digest", pa.string())]
 )
 
 
@@ -157,7 +153,6 @@ def sample(split: str, params_path: Path, jobs: int | None, verbose: bool) -> No
     selected = select_training_patches(pq.read_table(manifests / "patches.parquet"), params)
     out = patches_dir(split)
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
     tasks = plan_shards(selected, image_paths, out, params)
     todo = [t for t in tasks if shard_digest(t.path) != t.digest()]
     log.info(
@@ -174,17 +169,14 @@ def sample(split: str, params_path: Path, jobs: int | None, verbose: bool) -> No
         if isinstance(result, PipelineError):
             raise result
         written[task.path] = result
-    keep = {t.path.name for t in tasks}
-    for stale in out.glob("shard-*.h5"):
-        if stale.name not in keep:
-            stale.unlink()
-    index = {
-        "shard": [t.path.name for t in tasks],
-        "rows": [len(t.patch) for t in tasks],
-        "sha256": [written.get(t.path) or file_sha256(t.path) for t in tasks],
-        "digest": [t.digest() for t in tasks],
-    }
-    write_parquet(pa.Table.from_pydict(index, schema=INDEX_SCHEMA), out / INDEX_NAME)
+    prune_shards(out, [t.path.name for t in tasks])
+    write_shard_index(
+        out,
+        [t.path.name for t in tasks],
+        [len(t.patch) for t in tasks],
+        [written.get(t.path) or file_sha256(t.path) for t in tasks],
+        [t.digest() for t in tasks],
+    )
     labels = selected["label"].to_numpy()
     log.info(
         "%s: wrote %d shards; %d positive and %d background patches",

@@ -13,33 +13,19 @@ from pipeline.demo import generate_demo
 CLASSES = ("aeroplane", "bicycle", "bird", "boat")
 
 
-def demo_params(root: Path, **overrides: object) -> dict:
-    """A params.yaml dict of the demo profile pointing at `root`, small enough for tests."""
-    params = {
-        "jobs": 1,
-        "dataset": {
-            "name": "test-voc",
-            "root": str(root),
-            "year": 2007,
-            "splits": ["trainval", "test"],
-            "classes": list(CLASSES),
-        },
-        "demo": {"n_trainval": 6, "n_test": 3, "seed": 7},
-        "tiling": {
-            "scales": [1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0],
-            "min_overlap": 2 / 3,
-            "patch_size": 32,
-        },
-        "labeling": {"min_patch_cover": 0.2, "min_object_cover": 0.6, "max_objects": 1},
-        "sampling": {"background_fraction": 0.1, "seed": 0},
-        "shards": {"patches_per_shard": 64, "compression": "gzip", "compression_level": 1},
-    }
-    for dotted, value in overrides.items():
-        node = params
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[last] = value
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def demo_params(root: Path) -> dict:
+    """The repository's params.yaml pointed at `root`, made small enough for tests: 4 classes,
+    32-pixel patches, 64 patches per shard, the `tiny` net, one job."""
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    params["jobs"] = 1
+    params["dataset"].update(name="test-voc", root=str(root), classes=list(CLASSES))
+    params["demo"].update(n_trainval=6, n_test=3, seed=7)
+    params["tiling"]["patch_size"] = 32
+    params["shards"]["patches_per_shard"] = 64
+    params["features"].update(nets=["tiny"], device="cpu", batch_size=32, images_per_shard=1)
     return params
 
 

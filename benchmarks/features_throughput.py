@@ -1,0 +1,108 @@
+"""Throughput of feature extraction: the bare forward pass against the whole `features` stage.
+
+In one run, on the same net, batch size and device, reports patches/s of
+  1. the bare forward pass on a normalised batch already in device memory, and
+  2. the `pipeline features` stage on a demo split cut straight from the images (decode, cut,
+     transfer, forward, write), as the stage itself measures it, and end to end with start-up.
+Run on demand:
+
+    python benchmarks/features_throughput.py [--net effnet-lite0] [--size 128] [--batch 64]
+        [--images 12] [--device auto]
+
+On a CUDA machine run it once per net (e.g. --net alexnet, --net effnet-lite0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from pipeline.features import resolve_device
+from pipeline.nets import build_backbone, normalise
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bare_forward(net: str, device: torch.device, size: int, batch: int, repeat: int) -> float:
+    """Patches/s of the module alone on a ready batch (best of `repeat` passes)."""
+    backbone = build_backbone(net)
+    module = backbone.module.to(device, memory_format=torch.channels_last)
+    pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
+    x = normalise(pixels, backbone.mean, backbone.std)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    best = float("inf")
+    with torch.inference_mode(), autocast:
+        module(x)  # warm-up
+        for _ in range(repeat):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            module(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def pipeline(project: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.cli", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stderr
+
+
+def stage_rate(net: str, device: str, size: int, batch: int, images: int) -> tuple[float, float]:
+    """Run the features stage on a fresh demo test split; return (stage patches/s as logged,
+    end-to-end patches/s including process start and model loading)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp)
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        params["dataset"]["root"] = str(project / "VOCdevkit" / "VOC2007")
+        params["demo"].update(n_trainval=2, n_test=images)
+        params["tiling"]["patch_size"] = size
+        params["features"].update(batch_size=batch, device=device)
+        (project / "params.yaml").write_text(yaml.safe_dump(params))
+        pipeline(project, "demo")
+        pipeline(project, "index", "--split", "test")
+        pipeline(project, "tile", "--split", "test")
+        start = time.perf_counter()
+        log = pipeline(project, "features", "--net", net, "--split", "test", "--source", "images")
+        wall = time.perf_counter() - start
+        match = re.search(r"test: (\d+) patches in \d+ shards \(([\d.]+) patches/s\)", log)
+        if match is None:
+            raise RuntimeError(f"no rate in the stage's log:\n{log}")
+        return float(match[2]), int(match[1]) / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--net", default="effnet-lite0")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    bare = bare_forward(args.net, device, args.size, args.batch, args.repeat)
+    stage, end_to_end = stage_rate(args.net, args.device, args.size, args.batch, args.images)
+    print(f"{args.net} on {device}, {args.size}px patches, batch {args.batch}")
+    print(f"bare forward          : {bare:9.1f} patches/s")
+    print(f"features stage        : {stage:9.1f} patches/s ({100 * stage / bare:.0f}% of bare)")
+    print(f"stage incl. start-up  : {end_to_end:9.1f} patches/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Running a frozen backbone over patch pixels, and the feature cache format (DESIGN.md 3).
+
+A feature shard holds ``features`` float16 ``[N, d]``, ``label`` int16, ``image_id``, ``patch``,
+and the attributes ``format_version``, ``digest``, ``net``, ``layer``, ``weights_digest`` and
+``transform``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.errors import PipelineError
+from pipeline.nets import Backbone, normalise
+from pipeline.shards import check_format_version
+
+FEATURE_FORMAT_VERSION = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PipelineError(f"features.device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"features.device: {name} asked for but no CUDA GPU is visible")
+    return device
+
+
+def resolve_workers(setting: int | str, device: torch.device) -> int:
+    """DataLoader workers: an int as given; ``auto`` -> 0 on CPU (loading is cheap next to the
+    forward pass and would steal its cores), up to 8 on CUDA."""
+    if setting != "auto":
+        return int(setting)
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+class FeatureExtractor:
+    """A backbone placed on a device, turning uint8 patches into float16 descriptors.
+
+    On CUDA it runs channels_last under bf16 autocast (fp16 where bf16 is unsupported); on the
+    CPU channels_last in float32.
+    """
+
+    def __init__(self, backbone: Backbone, device: torch.device, batch_size: int) -> None:
+        self.backbone = backbone
+        self.device = device
+        self.batch_size = batch_size
+        self.module = backbone.module.to(device, memory_format=torch.channels_last)
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.autocast: Any = torch.autocast("cuda", dtype=dtype)
+        else:
+            self.autocast = nullcontext()
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor) -> np.ndarray:
+        """Descriptors ``[N, d]`` float16 of uint8 patches ``[N, S, S, 3]`` (any N)."""
+        out = []
+        for start in range(0, len(pixels), self.batch_size):
+            batch = pixels[start : start + self.batch_size].to(self.device, non_blocking=True)
+            with self.autocast:
+                features = self.module(normalise(batch, self.backbone.mean, self.backbone.std))
+            out.append(features.float().cpu().numpy().astype(np.float16))
+        if not out:
+            return np.zeros((0, self.backbone.dim), np.float16)
+        return np.concatenate(out)
+
+
+def chunk_loader(chunks: Dataset, device: torch.device, workers: int) -> DataLoader:
+    """A DataLoader yielding the dataset's uint8 chunks in order, prefetched by `workers`
+    processes and pinned for fast transfer when the device is CUDA."""
+    return DataLoader(
+        chunks,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def rebatch(
+    chunks: Iterable[torch.Tensor], batch_size: int, boundaries: Iterable[int] = ()
+) -> Iterator[torch.Tensor]:
+    """Regroup a stream of ``[n_i, ...]`` chunks into batches of `batch_size` rows, keeping the
+    row order and never letting a batch cross a boundary (a cumulative row count, e.g. the end of
+    an output shard), so that each shard's batches, and so its bytes, do not depend on what
+    came before it. A chunk must not cross a boundary either."""
+    ends = iter(sorted(boundaries))
+    end = next(ends, None)
+    pending: list[torch.Tensor] = []
+    held = position = 0
+
+    def flush() -> Iterator[torch.Tensor]:
+        joined = torch.cat(pending)
+        for start in range(0, len(joined), batch_size):
+            yield joined[start : start + batch_size]
+
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        position += len(chunk)
+        if end is not None and position >= end:
+            if position > end:
+                raise ValueError(f"a chunk crosses the boundary at row {end}")
+            yield from flush()
+            pending, held = [], 0
+            while end is not None and end <= position:
+                end = next(ends, None)
+        elif held >= batch_size:
+            joined = torch.cat(pending)
+            cut = len(joined) - len(joined) % batch_size
+            for start in range(0, cut, batch_size):
+                yield joined[start : start + batch_size]
+            pending, held = [joined[cut:]], len(joined) - cut
+    if held:
+        yield from flush()
+
+
+def read_features(path: Path) -> dict[str, np.ndarray]:
+    """Read a feature shard: ``features`` float16 ``[N, d]``, ``label``, ``image_id`` (str),
+    ``patch``. Raises PipelineError for a missing file or another format version."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: feature shard is missing; run `pipeline features`")
+    with h5py.File(path, "r") as f:
+        check_format_version(f, FEATURE_FORMAT_VERSION, path)
+        return {
+            "features": f["features"][:],
+            "label": f["label"][:],
+            "image_id": f["image_id"].asstr()[:].astype(object),
+            "patch": f["patch"][:],
+        }
+
+
+def read_feature_attrs(path: Path) -> dict[str, Any]:
+    """The attributes of a feature shard (net, layer, weights_digest, transform, ...)."""
+    with h5py.File(path, "r") as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}

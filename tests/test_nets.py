@@ -1,0 +1,167 @@
+"""Every --net passes the same contract (timm-style, parametrized over the registry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from pipeline.errors import PipelineError
+from pipeline.nets import (
+    PRE1512_CONV,
+    REGISTRY,
+    AlexNetFC7,
+    build_backbone,
+    effnet_lite0_classifier,
+    normalise,
+)
+
+
+@pytest.fixture(scope="module")
+def pre1512_weights(tmp_path_factory) -> Path:
+    """A random state dict of the paper's geometry, saved like a user's checkpoint."""
+    path = tmp_path_factory.mktemp("weights") / "pre1512.pt"
+    torch.manual_seed(0)
+    torch.save(AlexNetFC7(PRE1512_CONV, fc=6144, classes=1512).state_dict(), path)
+    return path
+
+
+def offline(monkeypatch) -> None:
+    """Make every torch hub download fail as it does on a machine without network."""
+
+    def refuse(*args, **kwargs):
+        raise URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+
+
+LOADABLE = ["tiny", "effnet-lite0", "pre1512"]
+
+
+@pytest.mark.parametrize("name", LOADABLE)
+def test_registered_net_gives_finite_deterministic_descriptors_of_its_size(name, pre1512_weights):
+    options = {"weights": str(pre1512_weights)} if name == "pre1512" else {}
+    backbone = build_backbone(name, options)
+    assert backbone.dim == REGISTRY[name].dim
+    assert not backbone.module.training
+    assert not any(p.requires_grad for p in backbone.module.parameters())
+    pixels = torch.randint(0, 256, (3, 96, 96, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        a = backbone.module(normalise(pixels, backbone.mean, backbone.std))
+        b = backbone.module(normalise(pixels, backbone.mean, backbone.std))
+    assert a.shape == (3, backbone.dim)
+    assert torch.isfinite(a).all() and torch.equal(a, b)
+    assert len(backbone.weights_digest) >= 32
+
+
+def test_registry_has_the_designs_nets_with_their_descriptor_sizes():
+    assert {n: s.dim for n, s in REGISTRY.items()} == {
+        "pre1512": 6144,
+        "alexnet": 4096,
+        "effnet-lite0": 1280,
+        "tiny": 64,
+    }
+
+
+def test_pre1512_loads_a_saved_state_dict_exactly(pre1512_weights):
+    backbone = build_backbone("pre1512", {"weights": str(pre1512_weights)})
+    saved = torch.load(pre1512_weights, weights_only=True)
+    loaded = backbone.module.state_dict()
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+
+
+def test_pre1512_without_weights_says_which_file_and_keys_to_provide(tmp_path):
+    with pytest.raises(PipelineError) as err:
+        build_backbone("pre1512", {"weights": None})
+    assert "nets.pre1512.weights" in str(err.value)
+    assert "classifier.4.weight (6144, 6144)" in str(err.value)
+    with pytest.raises(PipelineError, match="nope.pt: pre1512 weights file is missing"):
+        build_backbone("pre1512", {"weights": str(tmp_path / "nope.pt")})
+
+
+def test_wrong_shaped_state_dict_names_the_first_mismatching_key(tmp_path):
+    state = AlexNetFC7(PRE1512_CONV, fc=4096, classes=1000).state_dict()
+    torch.save(state, tmp_path / "alexnet-sized.pt")
+    with pytest.raises(PipelineError, match=r"key 'classifier.1.weight' has shape \(4096, 9216\)"):
+        build_backbone("pre1512", {"weights": str(tmp_path / "alexnet-sized.pt")})
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PipelineError, match="junk.pt: not a readable torch state dict"):
+        build_backbone("pre1512", {"weights": str(tmp_path / "junk.pt")})
+
+
+def test_unknown_net_lists_the_known_ones():
+    with pytest.raises(PipelineError) as err:
+        build_backbone("vgg-verydeep")
+    assert "unknown net 'vgg-verydeep'" in str(err.value)
+    assert "pre1512, alexnet, effnet-lite0, tiny, torchvision:<model>[:<node>]" in str(err.value)
+
+
+def test_alexnet_offline_is_a_clear_line_on_how_to_get_the_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    offline(monkeypatch)
+    with pytest.raises(PipelineError) as err:
+        build_backbone("alexnet")
+    message = str(err.value)
+    assert "alexnet: ImageNet weights are not in the torch cache" in message
+    assert "alexnet-owt-7be5be79.pth" in message and "\n" not in message
+
+
+def test_alexnet_descriptor_is_post_relu_fc7_of_torchvision_alexnet(monkeypatch):
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.alexnet().eval()
+    monkeypatch.setattr(
+        torchvision.models.AlexNet_Weights.IMAGENET1K_V1.__class__,
+        "get_state_dict",
+        lambda self, **kw: reference.state_dict(),
+    )
+    backbone = build_backbone("alexnet")
+    x = torch.randn(2, 3, 224, 224)
+    fc7 = {}
+    reference.classifier[5].register_forward_hook(lambda m, i, o: fc7.setdefault("out", o))
+    with torch.inference_mode():
+        reference(x)
+        ours = backbone.module(x)
+    assert backbone.dim == 4096 and torch.allclose(ours, fc7["out"])
+    assert (ours >= 0).all()
+
+
+def test_torchvision_models_take_the_node_before_the_classifier(monkeypatch):
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18().state_dict()
+    monkeypatch.setattr(
+        torchvision.models.ResNet18_Weights.DEFAULT.__class__,
+        "get_state_dict",
+        lambda self, **kw: reference,
+    )
+    backbone = build_backbone("torchvision:resnet18")
+    assert (backbone.layer, backbone.dim) == ("flatten", 512)
+    assert backbone.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert build_backbone("torchvision:resnet18:layer4").dim == 512 * 7 * 7
+    with pytest.raises(PipelineError, match="no node 'nope'"):
+        build_backbone("torchvision:resnet18:nope")
+    with pytest.raises(PipelineError, match="no such torchvision classification model"):
+        build_backbone("torchvision:notamodel")
+
+
+def imagenet_top5(model: torch.nn.Module, image: np.ndarray) -> list[int]:
+    pixels = torch.from_numpy(np.asarray(Image.fromarray(image).resize((224, 224))))[None]
+    with torch.inference_mode():
+        logits = model(normalise(pixels, (0.5,) * 3, (0.5,) * 3))
+    return logits.topk(5).indices[0].tolist()
+
+
+def test_effnet_lite0_really_carries_imagenet_weights():
+    model = effnet_lite0_classifier()
+    cat_classes = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    assert cat_classes & set(imagenet_top5(model, data.chelsea()))
+    cup_classes = {504, 967, 968}  # coffee mug, espresso, cup
+    assert cup_classes & set(imagenet_top5(model, data.coffee()))
