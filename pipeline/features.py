@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.errors import PipelineError
 from pipeline.nets import Backbone, normalise
-from pipeline.shards import check_format_version
+from pipeline.shards import check_format_version, read_shard_index
 
 FEATURE_FORMAT_VERSION = 1
 
@@ -149,3 +149,15 @@ def read_feature_attrs(path: Path) -> dict[str, Any]:
     """The attributes of a feature shard (net, layer, weights_digest, transform, ...)."""
     with h5py.File(path, "r") as f:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+def read_feature_cache(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All rows of a feature cache directory (its shards in index order) and the attributes of
+    its first shard (net, layer, weights_digest, transform). Raises PipelineError when the
+    cache or one of its shards is missing or of another format version."""
+    shards = read_shard_index(directory)
+    if not shards:
+        raise PipelineError(f"{directory}: feature cache holds no shard")
+    parts = [read_features(path) for path, _ in shards]
+    rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return rows, read_feature_attrs(shards[0][0])

@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "tile": "stages.tile:tile",
     "sample": "stages.sample:sample",
     "features": "stages.features:features",
+    "fit-head": "stages.fit_head:fit_head",
+    "evaluate": "stages.evaluate:evaluate",
+    "heatmaps": "stages.heatmaps:heatmaps",
 }
 
 

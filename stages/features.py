@@ -68,10 +68,10 @@ def features_dir(net: str, split: str) -> Path:
     return Path("data") / "features" / net.replace(":", "-") / split
 
 
-def backbone_identity(backbone: Backbone, patch_size: int) -> dict[str, Any]:
-    """What, besides the pixels, the descriptors depend on."""
+def backbone_identity(net: str, backbone: Backbone, patch_size: int) -> dict[str, Any]:
+    """What, besides the pixels, the descriptors depend on; `net` is the name as given."""
     return {
-        "net": backbone.name,
+        "net": net,
         "layer": backbone.layer,
         "weights_digest": backbone.weights_digest,
         "transform": backbone.transform_description(),
@@ -213,7 +213,7 @@ def features(
     batch = int(batch_size or param(params, "features.batch_size"))
     n_workers = resolve_workers(workers or param(params, "features.workers"), torch_device)
     patch_size = int(param(params, "tiling.patch_size"))
-    identity = backbone_identity(backbone, patch_size)
+    identity = backbone_identity(net, backbone, patch_size)
     out = features_dir(net, split)
     if source == "auto":
         source = "shards" if (patches_dir(split) / INDEX_NAME).is_file() else "images"

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline.demo import generate_demo
+from tests.cli import run_cli
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat")
 
@@ -45,3 +46,28 @@ def workdir(tmp_path: Path, demo_root: Path, monkeypatch: pytest.MonkeyPatch) ->
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(demo_params(root)))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def cached_template(tmp_path_factory, demo_root) -> Path:
+    """A project directory after index/tile/sample and `features --net tiny` on both splits."""
+    project = tmp_path_factory.mktemp("cached")
+    (project / "params.yaml").write_text(yaml.safe_dump(demo_params(demo_root)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        for split in ("trainval", "test"):
+            run_cli("index", "--split", split)
+            run_cli("tile", "--split", split)
+        run_cli("sample", "--split", "trainval")
+        run_cli("features", "--net", "tiny", "--split", "trainval")
+        run_cli("features", "--net", "tiny", "--split", "test")
+    return project
+
+
+@pytest.fixture
+def cached(cached_template, tmp_path, monkeypatch) -> Path:
+    """A private copy of the cached project directory, as the current directory."""
+    project = tmp_path / "project"
+    shutil.copytree(cached_template, project)
+    monkeypatch.chdir(project)
+    return project

@@ -18,7 +18,6 @@ from pipeline.features import FeatureExtractor, read_feature_attrs, read_feature
 from pipeline.nets import build_backbone
 from pipeline.shards import file_sha256
 from tests.cli import run_cli
-from tests.conftest import demo_params
 
 FEATURES = Path("data/features/tiny")
 
@@ -47,31 +46,6 @@ def feature_rows(directory: Path) -> dict[str, np.ndarray]:
 
 def shard_hashes(directory: Path) -> dict[str, str]:
     return {p.name: file_sha256(p) for p in sorted(directory.glob("shard-*.h5"))}
-
-
-@pytest.fixture(scope="module")
-def cached_template(tmp_path_factory, demo_root) -> Path:
-    """A project directory after index/tile/sample and `features --net tiny` on both splits."""
-    project = tmp_path_factory.mktemp("cached")
-    (project / "params.yaml").write_text(yaml.safe_dump(demo_params(demo_root)))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(project)
-        for split in ("trainval", "test"):
-            run_cli("index", "--split", split)
-            run_cli("tile", "--split", split)
-        run_cli("sample", "--split", "trainval")
-        run_cli("features", "--net", "tiny", "--split", "trainval")
-        run_cli("features", "--net", "tiny", "--split", "test")
-    return project
-
-
-@pytest.fixture
-def cached(cached_template, tmp_path, monkeypatch) -> Path:
-    """A private copy of the cached project directory, as the current directory."""
-    project = tmp_path / "project"
-    shutil.copytree(cached_template, project)
-    monkeypatch.chdir(project)
-    return project
 
 
 def test_test_split_rows_join_one_to_one_with_the_patch_manifest(cached):

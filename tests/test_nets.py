@@ -153,7 +153,7 @@ def test_torchvision_models_take_the_node_before_the_classifier(monkeypatch):
 
 
 def imagenet_top5(model: torch.nn.Module, image: np.ndarray) -> list[int]:
-    pixels = torch.from_numpy(np.asarray(Image.fromarray(image).resize((224, 224))))[None]
+    pixels = torch.from_numpy(np.array(Image.fromarray(image).resize((224, 224))))[None]
     with torch.inference_mode():
         logits = model(normalise(pixels, (0.5,) * 3, (0.5,) * 3))
     return logits.topk(5).indices[0].tolist()

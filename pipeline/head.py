@@ -1,0 +1,200 @@
+"""The adaptation layers trained on cached descriptors (DESIGN.md 1.4).
+
+FCa (2048, ReLU) + FCb (C + 1) with dropout 0.5 before each linear layer; outputs are logits over
+``0 = background, 1..C = classes`` (softmax at use). SGD with momentum, mini-batches reshuffled
+every epoch, learning rate divided by 10 each time the hold-out loss stops improving, a given
+number of times, then stop; the weights of the best hold-out epoch are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import PipelineError
+
+
+def build_head(
+    dim: int,
+    n_outputs: int,
+    *,
+    layers: int = 2,
+    hidden: int = 2048,
+    dropout: float = 0.5,
+    seed: int = 0,
+) -> nn.Sequential:
+    """The adaptation layers from `dim`-d descriptors to `n_outputs` logits, initialised from
+    `seed` (the global torch RNG is left untouched).
+
+    ``layers = 2`` is the paper's FCa + FCb; 1 is FCb alone, 3 adds a second hidden layer
+    (the paper's ablation). Dropout precedes every linear layer.
+    """
+    if layers not in (1, 2, 3):
+        raise PipelineError(f"head.layers: {layers} is not 1, 2 or 3")
+    widths = [dim] + [hidden] * (layers - 1) + [n_outputs]
+    modules: list[nn.Module] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for k, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            modules += [nn.Dropout(dropout), nn.Linear(a, b)]
+            if k < layers - 1:
+                modules.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*modules)
+
+
+def holdout_mask(image_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of rows whose image belongs to the hold-out set.
+
+    The ``round(fraction * n_images)`` images (at least one, and one fewer than all) with the
+    smallest hash of ``(seed, image_id)`` are held out, so all patches of an image are on the
+    same side and the split is the same on every machine and in any row order.
+    """
+    unique, inverse = np.unique(np.asarray(image_ids, dtype=str), return_inverse=True)
+    draws = np.array(
+        [
+            int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "little")
+            for i in unique
+        ]
+    )
+    n_held = min(max(1, round(fraction * len(unique))), len(unique) - 1)
+    held = np.zeros(len(unique), bool)
+    held[np.argsort(draws, kind="stable")[:n_held]] = True
+    return held[inverse]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of `train_head` (the ``head`` params block)."""
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    lr_drops: int = 3
+    patience: int = 1
+    max_epochs: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """One epoch of training: losses are mean cross-entropy, accuracies fractions."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+@torch.inference_mode()
+def evaluate_head(
+    head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `head` (eval mode) on descriptors `x`, labels `y`."""
+    head.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device).float()
+        yb = y[start : start + batch_size].to(device)
+        logits = head(xb)
+        total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += int((logits.argmax(1) == yb).sum())
+    return total_loss / max(len(x), 1), correct / max(len(x), 1)
+
+
+def train_head(
+    head: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    config: TrainConfig,
+    device: torch.device,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> list[EpochLog]:
+    """Train `head` in place on ``(descriptors [N, d] (float16 or 32), labels [N] int64)``.
+
+    After each epoch the hold-out loss is measured; after `patience` epochs without improvement
+    the learning rate is divided by 10, and after `lr_drops` divisions the next plateau stops
+    training (or `max_epochs`). The head ends with the weights of its best hold-out epoch.
+    Deterministic for a seed on the CPU. Returns the per-epoch log.
+    """
+    if len(val[0]) == 0:
+        raise PipelineError("head.val_fraction: the hold-out set is empty; raise the fraction")
+    torch.manual_seed(config.seed)
+    order_rng = torch.Generator().manual_seed(config.seed)
+    head.to(device)
+    optimiser = torch.optim.SGD(
+        head.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    x, y = train
+    best_loss, best_state, stale, drops = math.inf, None, 0, 0
+    history = []
+    for epoch in range(1, config.max_epochs + 1):
+        head.train()
+        order = torch.randperm(len(x), generator=order_rng)
+        for start in range(0, len(x), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            loss = F.cross_entropy(head(x[rows].to(device).float()), y[rows].to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        lr = optimiser.param_groups[0]["lr"]
+        train_loss, train_accuracy = evaluate_head(head, x, y, config.batch_size, device)
+        val_loss, val_accuracy = evaluate_head(head, *val, config.batch_size, device)
+        entry = EpochLog(epoch, lr, train_loss, train_accuracy, val_loss, val_accuracy)
+        history.append(entry)
+        if on_epoch is not None:
+            on_epoch(entry)
+        if val_loss < best_loss - 1e-6:
+            best_loss, stale = val_loss, 0
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            continue
+        stale += 1
+        if stale < config.patience:
+            continue
+        if drops == config.lr_drops:
+            break
+        drops, stale = drops + 1, 0
+        for group in optimiser.param_groups:
+            group["lr"] /= 10
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    return history
+
+
+def head_checkpoint(head: nn.Module, **identity: Any) -> dict[str, Any]:
+    """A checkpoint dict: the head's weights plus everything that identifies what it was trained
+    on (net name, weights digest, descriptor size, class list, params)."""
+    return {"state_dict": {k: v.cpu() for k, v in head.state_dict().items()}, **identity}
+
+
+def load_head(
+    checkpoint: dict[str, Any], *, net: str, classes: list[str], source: str
+) -> nn.Module:
+    """Rebuild a head from its checkpoint, refusing one trained for another net or class list."""
+    if checkpoint.get("net") != net:
+        raise PipelineError(
+            f"{source}: head was trained on net {checkpoint.get('net')!r}, not {net!r}; "
+            "run `pipeline fit-head` for this net"
+        )
+    if list(checkpoint.get("classes", [])) != list(classes):
+        raise PipelineError(
+            f"{source}: head was trained for classes {checkpoint.get('classes')}, not "
+            f"{list(classes)}; run `pipeline fit-head` again"
+        )
+    shape = checkpoint["shape"]
+    head = build_head(
+        shape["dim"], len(classes) + 1, layers=shape["layers"], hidden=shape["hidden"]
+    )
+    head.load_state_dict(checkpoint["state_dict"])
+    return head.eval()

@@ -1,0 +1,56 @@
+"""Rendering per-class heat maps as overlays, and checking where they peak."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def peak_inside(heat_map: np.ndarray, boxes: np.ndarray) -> bool:
+    """Whether the highest pixel of `heat_map` ``[H, W]`` lies in one of `boxes` ``[M, 4]``
+    ``(x0, y0, x1, y1)`` (pixels, 0-based, half-open); the pixel centre is tested."""
+    y, x = np.unravel_index(int(np.argmax(heat_map)), heat_map.shape)
+    cx, cy = x + 0.5, y + 0.5
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    inside = (boxes[:, 0] <= cx) & (cx < boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy < boxes[:, 3])
+    return bool(inside.any())
+
+
+def overlay(
+    image: np.ndarray,
+    heat_map: np.ndarray,
+    caption: str,
+    boxes: np.ndarray,
+    *,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+) -> Image.Image:
+    """One panel: the RGB image ``[H, W, 3]`` uint8 blended with the colour-mapped heat map
+    ``[H, W]`` (values in [0, 1], not rescaled, so panels compare), the given boxes ``[M, 4]``
+    outlined in white and `caption` in the top-left corner."""
+    colours = matplotlib.colormaps[colormap](np.clip(heat_map, 0, 1))[..., :3] * 255
+    blended = (1 - alpha) * image.astype(np.float64) + alpha * colours
+    panel = Image.fromarray(blended.round().astype(np.uint8))
+    draw = ImageDraw.Draw(panel)
+    for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4):
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 255, 255), width=2)
+    font = ImageFont.load_default(size=16)
+    left, top, right, bottom = draw.textbbox((6, 4), caption, font=font)
+    draw.rectangle((left - 4, top - 3, right + 4, bottom + 3), fill=(0, 0, 0))
+    draw.text((6, 4), caption, fill=(255, 255, 255), font=font)
+    return panel
+
+
+def side_by_side(panels: Sequence[Image.Image], gap: int = 6) -> Image.Image:
+    """The panels left to right on a white background, `gap` pixels apart."""
+    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
+    height = max(p.height for p in panels)
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    x = 0
+    for p in panels:
+        sheet.paste(p, (x, 0))
+        x += p.width + gap
+    return sheet

@@ -1,0 +1,61 @@
+"""From patch descriptors to class probabilities, image scores and heat maps (DESIGN.md 1.5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@torch.inference_mode()
+def patch_probabilities(
+    head: nn.Module, features: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
+    """Softmax outputs ``y(c | P)`` float32 ``[N, C + 1]`` (column 0 = background) of a trained
+    head in eval mode over descriptors ``[N, d]``."""
+    head.eval()
+    out = [
+        torch.softmax(head(torch.from_numpy(features[s : s + batch_size]).float()), dim=1).numpy()
+        for s in range(0, len(features), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def image_scores(
+    probabilities: np.ndarray, image_index: np.ndarray, n_images: int, k: float
+) -> np.ndarray:
+    """Image scores ``score(C) = mean_i y(C | P_i)^k`` over all patches of each image.
+
+    Takes per-patch probabilities ``[N, C + 1]``, each patch's image number ``[N]`` in
+    ``0..n_images-1``, and the exponent `k`. Returns float64 ``[n_images, C]`` (background
+    dropped: column c is class c + 1).
+    """
+    sums = np.zeros((n_images, probabilities.shape[1] - 1))
+    np.add.at(sums, image_index, probabilities[:, 1:].astype(np.float64) ** k)
+    counts = np.bincount(image_index, minlength=n_images)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+def heat_maps(probabilities: np.ndarray, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Per-class heat maps of one image: for each pixel, the mean of ``y(c | P)`` over the
+    patches covering it.
+
+    Takes the image's patch probabilities ``[N, C + 1]`` and boxes ``[N, 3]`` ``(x0, y0, side)``
+    in pixels; a patch covers the pixels whose centres fall inside it. Returns float32
+    ``[C + 1, height, width]`` (map 0 = background). Pixels no patch covers are 0.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    xa = np.clip(np.ceil(boxes[:, 0] - 0.5), 0, width).astype(int)
+    ya = np.clip(np.ceil(boxes[:, 1] - 0.5), 0, height).astype(int)
+    xb = np.clip(np.ceil(boxes[:, 0] + boxes[:, 2] - 0.5), 0, width).astype(int)
+    yb = np.clip(np.ceil(boxes[:, 1] + boxes[:, 2] - 0.5), 0, height).astype(int)
+    values = np.concatenate([probabilities, np.ones((len(boxes), 1))], axis=1)  # last = count
+    corners = np.zeros((height + 1, width + 1, values.shape[1]))
+    np.add.at(corners, (ya, xa), values)
+    np.add.at(corners, (ya, xb), -values)
+    np.add.at(corners, (yb, xa), -values)
+    np.add.at(corners, (yb, xb), values)
+    sums = corners.cumsum(0).cumsum(1)[:height, :width]
+    count = sums[..., -1:]
+    maps = np.where(count > 0.5, sums[..., :-1] / np.maximum(count, 1), 0.0)
+    return maps.transpose(2, 0, 1).astype(np.float32)

@@ -1,0 +1,141 @@
+"""Stage `evaluate`: image scores of a split, VOC AP per class, PR curves, devkit result files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from pipeline.atomic import write_json, write_parquet, write_text
+from pipeline.errors import PipelineError
+from pipeline.features import read_feature_cache
+from pipeline.head import load_head
+from pipeline.metrics import ap_method, average_precision, precision_recall
+from pipeline.scoring import image_scores, patch_probabilities
+from pipeline.voc import read_class_image_set
+from stages.common import (
+    classes_of,
+    dataset_root,
+    load_params,
+    log,
+    manifest_dir,
+    param,
+    params_option,
+    setup_logging,
+)
+from stages.features import features_dir
+from stages.fit_head import head_path, metrics_dir, plots_dir
+
+
+def load_trained_head(net: str, classes: list[str], attrs: dict[str, Any]) -> nn.Module:
+    """The head of `net`, refused when trained for another net, class list or weights than the
+    features it is applied to (`attrs` of the feature cache)."""
+    path = head_path(net)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no trained head; run `pipeline fit-head --net {net}`")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    head = load_head(checkpoint, net=net, classes=classes, source=str(path))
+    if checkpoint.get("weights_digest") != attrs.get("weights_digest"):
+        raise PipelineError(
+            f"{path}: head was trained on features of other {net} weights than the cached "
+            "ones; re-run `pipeline fit-head`"
+        )
+    return head
+
+
+def image_truth(
+    params: dict[str, Any], split: str, image_ids: list[str], classes: list[str]
+) -> np.ndarray:
+    """Ground truth ``[images, classes]`` int8: 1 / -1 / 0 (only difficult objects) from the
+    annotations, overridden by ``ImageSets/Main/<class>_<split>.txt`` where those list an
+    image."""
+    objects = pq.read_table(manifest_dir(params, split) / "objects.parquet").to_pandas()
+    row_of = {i: n for n, i in enumerate(image_ids)}
+    truth = np.full((len(image_ids), len(classes)), -1, np.int8)
+    rows = objects.image_id.map(row_of).to_numpy()
+    columns = objects.label.to_numpy() - 1
+    hard = objects.difficult.to_numpy()
+    truth[rows[hard], columns[hard]] = 0
+    truth[rows[~hard], columns[~hard]] = 1  # a non-difficult object wins over difficult ones
+    root = dataset_root(params)
+    for c, name in enumerate(classes):
+        listed = read_class_image_set(root, name, split) or {}
+        for image_id, value in listed.items():
+            if image_id in row_of:
+                truth[row_of[image_id], c] = value
+    return truth
+
+
+@click.command("evaluate")
+@click.option("--net", required=True, help="Backbone whose head and test features to use.")
+@click.option("--split", default="test", show_default=True, help="Image set to evaluate.")
+@params_option
+@click.option("-v", "--verbose", is_flag=True)
+def evaluate(net: str, split: str, params_path: Path, verbose: bool) -> None:
+    """Score every image of a split and measure per-class AP and mAP (VOC devkit method)."""
+    setup_logging(verbose)
+    params = load_params(params_path)
+    classes = list(classes_of(params))
+    k = float(param(params, "scoring.k"))
+    method = ap_method(int(param(params, "dataset.year")))
+    rows, attrs = read_feature_cache(features_dir(net, split))
+    head = load_trained_head(net, classes, attrs)
+    images = pq.read_table(manifest_dir(params, split) / "images.parquet")
+    image_ids = images["image_id"].to_pylist()
+    index_of = {i: n for n, i in enumerate(image_ids)}
+    try:
+        image_index = np.array([index_of[i] for i in rows["image_id"]])
+    except KeyError as err:
+        raise PipelineError(
+            f"{features_dir(net, split)}: features of unknown image {err}"
+        ) from None
+    probabilities = patch_probabilities(head, rows["features"])
+    scores = image_scores(probabilities, image_index, len(image_ids), k)
+    truth = image_truth(params, split, image_ids, classes)
+
+    ap = {c: average_precision(scores[:, n], truth[:, n], method) for n, c in enumerate(classes)}
+    defined = [v for v in ap.values() if not np.isnan(v)]
+    m_ap = float(np.mean(defined)) if defined else float("nan")
+    out_metrics = metrics_dir(net)
+    write_json(
+        {
+            "mAP": None if np.isnan(m_ap) else round(m_ap, 6),
+            "ap": {c: None if np.isnan(v) else round(v, 6) for c, v in ap.items()},
+            "method": f"VOC{param(params, 'dataset.year')} {method}",
+            "k": k,
+            "images": len(image_ids),
+            "patches": len(image_index),
+        },
+        out_metrics / f"{split}.json",
+    )
+    for n, name in enumerate(classes):
+        precision, recall = precision_recall(scores[:, n], truth[:, n])
+        keep = ~np.isnan(precision)
+        lines = "".join(
+            f"{r:.6f},{p:.6f}\n" for r, p in zip(recall[keep], precision[keep], strict=True)
+        )
+        write_text("recall,precision\n" + lines, plots_dir(net) / "pr" / f"{name}.csv")
+    table = {"image_id": image_ids} | {c: scores[:, n] for n, c in enumerate(classes)}
+    write_parquet(
+        pa.table(table), Path("data") / "scores" / net.replace(":", "-") / f"{split}.parquet"
+    )
+    results = (
+        Path("data")
+        / "results"
+        / net.replace(":", "-")
+        / f"VOC{param(params, 'dataset.year')}"
+        / "Main"
+    )
+    for n, name in enumerate(classes):
+        lines = "".join(f"{i} {s:.6f}\n" for i, s in zip(image_ids, scores[:, n], strict=True))
+        write_text(lines, results / f"comp1_cls_{split}_{name}.txt")
+    log.info(
+        "%s %s: mAP %.4f (%s, k=%g) | %s",
+        net, split, m_ap, method, k, " ".join(f"{c} {v:.3f}" for c, v in ap.items()),
+    )  # fmt: skip

@@ -1,0 +1,167 @@
+"""Stage `heatmaps`: per-class heat maps of test images as PNG overlays, and how often a map
+peaks inside an object of its class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from pipeline.atomic import atomic_path, write_json
+from pipeline.cutting import cut_patches
+from pipeline.errors import PipelineError
+from pipeline.features import FeatureExtractor, read_feature_cache, resolve_device
+from pipeline.heatmaps import overlay, peak_inside, side_by_side
+from pipeline.nets import build_backbone
+from pipeline.scoring import heat_maps, patch_probabilities
+from pipeline.tiling import patch_grid
+from pipeline.voc import load_rgb
+from stages.common import (
+    classes_of,
+    dataset_root,
+    load_params,
+    log,
+    manifest_dir,
+    param,
+    params_option,
+    setup_logging,
+)
+from stages.evaluate import load_trained_head
+from stages.features import features_dir
+from stages.fit_head import metrics_dir
+
+
+def heatmaps_dir(net: str) -> Path:
+    """``data/heatmaps/<net>``."""
+    return Path("data") / "heatmaps" / net.replace(":", "-")
+
+
+def render(
+    image: np.ndarray,
+    maps: np.ndarray,
+    classes: list[str],
+    boxes: dict[int, np.ndarray],
+    settings: dict[str, Any],
+) -> Any:
+    """The image beside the overlays of its top classes (by the mean of their map)."""
+    means = maps[1:].reshape(len(classes), -1).mean(1)
+    top = np.argsort(-means, kind="stable")[: int(settings["top_classes"])]
+    panels = [overlay(image, np.zeros(image.shape[:2]), "image", np.zeros((0, 4)), alpha=0)]
+    for c in top:
+        caption = f"{classes[c]}  mean p {means[c]:.2f}"
+        panels.append(
+            overlay(
+                image, maps[c + 1], caption, boxes.get(c + 1, np.zeros((0, 4))),
+                colormap=str(settings["colormap"]), alpha=float(settings["alpha"]),
+            )
+        )  # fmt: skip
+    return side_by_side(panels)
+
+
+def save_png(picture: Any, path: Path) -> None:
+    """Write a PIL image as PNG atomically."""
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
+
+
+def extra_image_maps(
+    path: Path, net: str, params: dict[str, Any], head: torch.nn.Module
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tile an arbitrary image on the fly: its RGB pixels and per-class heat maps."""
+    image = load_rgb(path)
+    height, width = image.shape[:2]
+    _, boxes = patch_grid(
+        width,
+        height,
+        tuple(param(params, "tiling.scales")),
+        float(param(params, "tiling.min_overlap")),
+    )
+    backbone = build_backbone(net, (params.get("nets") or {}).get(net) or {})
+    device = resolve_device(str(param(params, "features.device")))
+    extractor = FeatureExtractor(backbone, device, int(param(params, "features.batch_size")))
+    pixels = torch.from_numpy(cut_patches(image, boxes, int(param(params, "tiling.patch_size"))))
+    probabilities = patch_probabilities(head, extractor(pixels))
+    return image, heat_maps(probabilities, boxes, width, height)
+
+
+@click.command("heatmaps")
+@click.option("--net", required=True, help="Backbone whose head and features to use.")
+@click.option(
+    "--image",
+    "extra",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Any image file, tiled on the fly (repeatable); written to data/heatmaps/<net>/extra/.",
+)
+@params_option
+@click.option("-v", "--verbose", is_flag=True)
+def heatmaps(net: str, extra: tuple[Path, ...], params_path: Path, verbose: bool) -> None:
+    """Heat maps of the test images chosen by params `heatmaps.images`, and of --image files."""
+    setup_logging(verbose)
+    params = load_params(params_path)
+    classes = list(classes_of(params))
+    settings = param(params, "heatmaps")
+    split = str(settings["split"])
+    rows, attrs = read_feature_cache(features_dir(net, split))
+    head = load_trained_head(net, classes, attrs)
+    out = heatmaps_dir(net)
+    if extra:
+        for path in extra:
+            image, maps = extra_image_maps(path, net, params, head)
+            save_png(render(image, maps, classes, {}, settings), out / "extra" / f"{path.stem}.png")
+            log.info("wrote %s", out / "extra" / f"{path.stem}.png")
+        return
+
+    manifests = manifest_dir(params, split)
+    images = pq.read_table(manifests / "images.parquet").to_pandas().set_index("image_id")
+    objects = pq.read_table(manifests / "objects.parquet").to_pandas()
+    patches = pq.read_table(manifests / "patches.parquet", columns=["image_id", "x0", "y0", "side"])
+    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+    if rows["image_id"].tolist() != patches["image_id"].to_pylist():
+        raise PipelineError(
+            f"{features_dir(net, split)}: rows do not match {manifests}/patches.parquet"
+        )
+    probabilities = patch_probabilities(head, rows["features"])
+    wanted = settings["images"]
+    chosen = set(images.index[: int(wanted)] if isinstance(wanted, int) else map(str, wanted))
+    unknown = chosen - set(images.index)
+    if unknown:
+        raise PipelineError(f"heatmaps.images: not in split {split!r}: {sorted(unknown)}")
+
+    ids = rows["image_id"]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    hits = pairs = 0
+    for start, end in tqdm(
+        list(zip(starts, np.r_[starts[1:], len(ids)], strict=True)), desc="heatmaps", unit="img"
+    ):
+        image_id = ids[start]
+        meta = images.loc[image_id]
+        maps = heat_maps(
+            probabilities[start:end], boxes[start:end], int(meta.width), int(meta.height)
+        )
+        mine = objects[(objects.image_id == image_id) & ~objects.difficult]
+        by_class = {
+            int(label): group[["x0", "y0", "x1", "y1"]].to_numpy()
+            for label, group in mine.groupby("label")
+        }
+        for label, class_boxes in by_class.items():
+            pairs += 1
+            hits += peak_inside(maps[label], class_boxes)
+        if image_id in chosen:
+            image = load_rgb(dataset_root(params) / meta.path)
+            save_png(render(image, maps, classes, by_class, settings), out / f"{image_id}.png")
+    fraction = hits / pairs if pairs else float("nan")
+    write_json(
+        {"peak_in_box": round(fraction, 6), "pairs": pairs, "rendered": len(chosen)},
+        metrics_dir(net) / "heatmaps.json",
+    )
+    log.info(
+        "%s: the class map peaks inside an object of its class for %d of %d (image, class) pairs "
+        "(%.1f%%); %d images rendered to %s",
+        split, hits, pairs, 100 * fraction, len(chosen), out,
+    )  # fmt: skip

@@ -1,0 +1,81 @@
+"""`dvc repro` re-runs exactly what a change touches (tiny net, small demo)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import CLASSES, REPO_PARAMS
+
+REPO = REPO_PARAMS.parent
+
+
+def dvc(project: Path, *args: str) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_param(project: Path, block: str, key: str, value: object) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params[block][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A DVC project with this repository's dvc.yaml and code, run once end to end."""
+    root = tmp_path_factory.mktemp("dvc-project")
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root)
+    params = yaml.safe_load(REPO_PARAMS.read_text())
+    params["jobs"] = 1
+    params["dataset"].update(name="dvc-test", classes=list(CLASSES))
+    params["demo"].update(n_trainval=6, n_test=3)
+    params["tiling"]["patch_size"] = 32
+    params["features"].update(nets=["tiny"], device="cpu")
+    params["heatmaps"]["images"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    dvc(root, "init", "--no-scm", "-q")
+    first = dvc(root, "repro")
+    assert {"demo", "sample", "fit-head@tiny", "evaluate@tiny", "heatmaps@tiny"} <= ran(first)
+    return root
+
+
+def test_nothing_changed_runs_nothing(project):
+    assert ran(dvc(project, "repro")) == set()
+
+
+def test_changing_k_reruns_only_evaluate(project):
+    set_param(project, "scoring", "k", 3)
+    assert ran(dvc(project, "repro")) == {"evaluate@tiny"}
+
+
+def test_changing_the_head_reruns_fit_head_and_what_follows(project):
+    set_param(project, "head", "lr", 0.02)
+    assert ran(dvc(project, "repro")) == {"fit-head@tiny", "evaluate@tiny", "heatmaps@tiny"}
+
+
+def test_metrics_and_plots_are_declared(project):
+    metrics = dvc(project, "metrics", "show")
+    assert "metrics/tiny/test.json" in metrics and "mAP" in metrics
+    assert "peak_in_box" in metrics
+    dvc(project, "plots", "show", "-o", "plots-html")
+    page = (project / "plots-html" / "index.html").read_text()
+    assert "plots/tiny/train.json" in page
+    assert "plots/tiny/pr/aeroplane.csv" in page
