@@ -21,9 +21,8 @@ from pipeline.features import read_feature_cache, resolve_device
 from pipeline.head import build_head, holdout_mask, train_head
 from pipeline.metrics import ap_method, average_precision
 from pipeline.scoring import image_scores, patch_probabilities
-from stages.common import classes_of, load_params, manifest_dir, param
+from stages.common import classes_of, features_dir, load_params, manifest_dir, param
 from stages.evaluate import image_truth
-from stages.features import features_dir
 from stages.fit_head import train_config
 
 

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.cutting import cut_patches
+from pipeline.errors import PipelineError
 from pipeline.shards import PATCH_FORMAT_VERSION, check_format_version
 from pipeline.voc import load_rgb
 
@@ -73,7 +74,8 @@ class PatchShardDataset(Dataset):
 
 class ShardPixelChunks(Dataset):
     """The pixels of patch shards in consecutive chunks of rows: item i is a uint8 tensor
-    ``[n, S, S, 3]``; items in order cover every row of every shard in order."""
+    ``[n, S, S, 3]``; items in order cover every row of every shard in order. A bad shard gives
+    its PipelineError as the item, so that it crosses DataLoader workers intact."""
 
     def __init__(self, shards: Sequence[tuple[Path, int]], chunk_rows: int) -> None:
         self.files = LazyShards([p for p, _ in shards])
@@ -86,16 +88,21 @@ class ShardPixelChunks(Dataset):
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | PipelineError:
+        """The chunk's pixels, or the PipelineError met reading them (see `raise_errors`)."""
         k, start, stop = self.chunks[index]
-        return torch.from_numpy(self.files[k]["pixels"][start:stop])
+        try:
+            return torch.from_numpy(self.files[k]["pixels"][start:stop])
+        except PipelineError as err:
+            return err
 
 
 class ImagePatchChunks(Dataset):
     """All listed patches of one image per item, cut from the decoded image (decoded once).
 
     Takes ``[(image path, boxes [n, 3] (x0, y0, side) in image pixels), ...]`` and the patch size.
-    Item i is a uint8 tensor ``[n_i, size, size, 3]`` in the order of the boxes.
+    Item i is a uint8 tensor ``[n_i, size, size, 3]`` in the order of the boxes, or the
+    PipelineError of an unreadable image, so that it crosses DataLoader workers intact.
     """
 
     def __init__(self, images: Sequence[tuple[Path, np.ndarray]], size: int) -> None:
@@ -105,6 +112,10 @@ class ImagePatchChunks(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | PipelineError:
+        """The image's cut patches, or the PipelineError met reading it (see `raise_errors`)."""
         path, boxes = self.images[index]
-        return torch.from_numpy(cut_patches(load_rgb(path), boxes, self.size))
+        try:
+            return torch.from_numpy(cut_patches(load_rgb(path), boxes, self.size))
+        except PipelineError as err:
+            return err

@@ -78,6 +78,15 @@ class FeatureExtractor:
         return np.concatenate(out)
 
 
+def raise_errors(chunks: Iterable[torch.Tensor | PipelineError]) -> Iterator[torch.Tensor]:
+    """Pass chunks through, raising a PipelineError a dataset returned in place of a chunk (so
+    that a bad file met in a DataLoader worker still ends as its one-line message)."""
+    for chunk in chunks:
+        if isinstance(chunk, PipelineError):
+            raise chunk
+        yield chunk
+
+
 def chunk_loader(chunks: Dataset, device: torch.device, workers: int) -> DataLoader:
     """A DataLoader yielding the dataset's uint8 chunks in order, prefetched by `workers`
     processes and pinned for fast transfer when the device is CUDA."""

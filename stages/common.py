@@ -80,6 +80,46 @@ def patches_dir(split: str) -> Path:
     return Path("data") / "patches" / split
 
 
+def net_dir(net: str) -> str:
+    """A net's name as a directory name (``torchvision:resnet50`` -> ``torchvision-resnet50``)."""
+    return net.replace(":", "-")
+
+
+def features_dir(net: str, split: str) -> Path:
+    """``data/features/<net>/<split>``: the feature cache of a split."""
+    return Path("data") / "features" / net_dir(net) / split
+
+
+def head_path(net: str) -> Path:
+    """``data/heads/<net>/head.pt``: the trained adaptation layers."""
+    return Path("data") / "heads" / net_dir(net) / "head.pt"
+
+
+def scores_path(net: str, split: str) -> Path:
+    """``data/scores/<net>/<split>.parquet``: image scores per class."""
+    return Path("data") / "scores" / net_dir(net) / f"{split}.parquet"
+
+
+def results_dir(net: str, year: int) -> Path:
+    """``data/results/<net>/VOC<year>/Main``: devkit result files (copy into VOCdevkit/results)."""
+    return Path("data") / "results" / net_dir(net) / f"VOC{year}" / "Main"
+
+
+def heatmaps_dir(net: str) -> Path:
+    """``data/heatmaps/<net>``: heat map PNGs."""
+    return Path("data") / "heatmaps" / net_dir(net)
+
+
+def metrics_dir(net: str) -> Path:
+    """``metrics/<net>``: DVC metrics of a net (JSON, kept in git)."""
+    return Path("metrics") / net_dir(net)
+
+
+def plots_dir(net: str) -> Path:
+    """``plots/<net>``: DVC plots of a net (kept in git)."""
+    return Path("plots") / net_dir(net)
+
+
 def resolve_jobs(params: dict[str, Any], jobs: int | None) -> int:
     """The number of parallel workers: the CLI's ``--jobs``, else param ``jobs`` (default 1)."""
     return int(jobs if jobs is not None else params.get("jobs", 1))

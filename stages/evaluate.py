@@ -22,15 +22,19 @@ from pipeline.voc import read_class_image_set
 from stages.common import (
     classes_of,
     dataset_root,
+    features_dir,
+    head_path,
     load_params,
     log,
     manifest_dir,
+    metrics_dir,
     param,
     params_option,
+    plots_dir,
+    results_dir,
+    scores_path,
     setup_logging,
 )
-from stages.features import features_dir
-from stages.fit_head import head_path, metrics_dir, plots_dir
 
 
 def load_trained_head(net: str, classes: list[str], attrs: dict[str, Any]) -> nn.Module:
@@ -72,6 +76,29 @@ def image_truth(
     return truth
 
 
+def write_outputs(
+    net: str,
+    split: str,
+    year: int,
+    classes: list[str],
+    image_ids: list[str],
+    scores: np.ndarray,
+    truth: np.ndarray,
+) -> None:
+    """Write the PR curve of each class (DVC plots), the image scores (Parquet) and the
+    devkit's ``comp1_cls_<split>_<class>.txt`` result files."""
+    for n, name in enumerate(classes):
+        precision, recall = precision_recall(scores[:, n], truth[:, n])
+        keep = ~np.isnan(precision)
+        rows = zip(recall[keep], precision[keep], strict=True)
+        curve = "recall,precision\n" + "".join(f"{r:.6f},{p:.6f}\n" for r, p in rows)
+        write_text(curve, plots_dir(net) / "pr" / f"{name}.csv")
+        results = "".join(f"{i} {s:.6f}\n" for i, s in zip(image_ids, scores[:, n], strict=True))
+        write_text(results, results_dir(net, year) / f"comp1_cls_{split}_{name}.txt")
+    table = {"image_id": image_ids} | {c: scores[:, n] for n, c in enumerate(classes)}
+    write_parquet(pa.table(table), scores_path(net, split))
+
+
 @click.command("evaluate")
 @click.option("--net", required=True, help="Backbone whose head and test features to use.")
 @click.option("--split", default="test", show_default=True, help="Image set to evaluate.")
@@ -83,7 +110,8 @@ def evaluate(net: str, split: str, params_path: Path, verbose: bool) -> None:
     params = load_params(params_path)
     classes = list(classes_of(params))
     k = float(param(params, "scoring.k"))
-    method = ap_method(int(param(params, "dataset.year")))
+    year = int(param(params, "dataset.year"))
+    method = ap_method(year)
     rows, attrs = read_feature_cache(features_dir(net, split))
     head = load_trained_head(net, classes, attrs)
     images = pq.read_table(manifest_dir(params, split) / "images.parquet")
@@ -102,39 +130,16 @@ def evaluate(net: str, split: str, params_path: Path, verbose: bool) -> None:
     ap = {c: average_precision(scores[:, n], truth[:, n], method) for n, c in enumerate(classes)}
     defined = [v for v in ap.values() if not np.isnan(v)]
     m_ap = float(np.mean(defined)) if defined else float("nan")
-    out_metrics = metrics_dir(net)
-    write_json(
-        {
-            "mAP": None if np.isnan(m_ap) else round(m_ap, 6),
-            "ap": {c: None if np.isnan(v) else round(v, 6) for c, v in ap.items()},
-            "method": f"VOC{param(params, 'dataset.year')} {method}",
-            "k": k,
-            "images": len(image_ids),
-            "patches": len(image_index),
-        },
-        out_metrics / f"{split}.json",
-    )
-    for n, name in enumerate(classes):
-        precision, recall = precision_recall(scores[:, n], truth[:, n])
-        keep = ~np.isnan(precision)
-        lines = "".join(
-            f"{r:.6f},{p:.6f}\n" for r, p in zip(recall[keep], precision[keep], strict=True)
-        )
-        write_text("recall,precision\n" + lines, plots_dir(net) / "pr" / f"{name}.csv")
-    table = {"image_id": image_ids} | {c: scores[:, n] for n, c in enumerate(classes)}
-    write_parquet(
-        pa.table(table), Path("data") / "scores" / net.replace(":", "-") / f"{split}.parquet"
-    )
-    results = (
-        Path("data")
-        / "results"
-        / net.replace(":", "-")
-        / f"VOC{param(params, 'dataset.year')}"
-        / "Main"
-    )
-    for n, name in enumerate(classes):
-        lines = "".join(f"{i} {s:.6f}\n" for i, s in zip(image_ids, scores[:, n], strict=True))
-        write_text(lines, results / f"comp1_cls_{split}_{name}.txt")
+    summary = {
+        "mAP": None if np.isnan(m_ap) else round(m_ap, 6),
+        "ap": {c: None if np.isnan(v) else round(v, 6) for c, v in ap.items()},
+        "method": f"VOC{year} {method}",
+        "k": k,
+        "images": len(image_ids),
+        "patches": len(image_index),
+    }
+    write_json(summary, metrics_dir(net) / f"{split}.json")
+    write_outputs(net, split, year, classes, image_ids, scores, truth)
     log.info(
         "%s %s: mAP %.4f (%s, k=%g) | %s",
         net, split, m_ap, method, k, " ".join(f"{c} {v:.3f}" for c, v in ap.items()),

@@ -22,6 +22,7 @@ from pipeline.features import (
     FEATURE_FORMAT_VERSION,
     FeatureExtractor,
     chunk_loader,
+    raise_errors,
     rebatch,
     resolve_device,
     resolve_workers,
@@ -40,6 +41,7 @@ from pipeline.shards import (
 )
 from stages.common import (
     dataset_root,
+    features_dir,
     load_params,
     log,
     manifest_dir,
@@ -61,11 +63,6 @@ class FeatureTask:
     rows: int
     digest: str
     metadata: Callable[[], Metadata]
-
-
-def features_dir(net: str, split: str) -> Path:
-    """``data/features/<net>/<split>`` (``:`` of torchvision names becomes ``-``)."""
-    return Path("data") / "features" / net.replace(":", "-") / split
 
 
 def backbone_identity(net: str, backbone: Backbone, patch_size: int) -> dict[str, Any]:
@@ -219,12 +216,13 @@ def features(
         source = "shards" if (patches_dir(split) / INDEX_NAME).is_file() else "images"
     if source == "shards":
         tasks = tasks_from_shards(split, out, identity)
-        todo = [t for t in tasks if shard_digest(t.path, FEATURE_FORMAT_VERSION) != t.digest]
+    else:
+        tasks, per_image = tasks_from_images(params, split, out, identity)
+    todo = [t for t in tasks if shard_digest(t.path, FEATURE_FORMAT_VERSION) != t.digest]
+    if source == "shards":
         inputs = patches_dir(split)
         chunks: Any = ShardPixelChunks([(inputs / t.path.name, t.rows) for t in todo], batch)
     else:
-        tasks, per_image = tasks_from_images(params, split, out, identity)
-        todo = [t for t in tasks if shard_digest(t.path, FEATURE_FORMAT_VERSION) != t.digest]
         todo_images = list(dict.fromkeys(i for t in todo for i in t.metadata()["image_id"]))
         chunks = ImagePatchChunks([per_image[i] for i in todo_images], patch_size)
     log.info(
@@ -248,7 +246,8 @@ def features(
     ) as progress:
 
         def computed() -> Iterator[np.ndarray]:
-            for pixels in rebatch(chunk_loader(chunks, torch_device, n_workers), batch, boundaries):
+            loaded = chunk_loader(chunks, torch_device, n_workers)
+            for pixels in rebatch(raise_errors(loaded), batch, boundaries):
                 features_batch = extractor(pixels)
                 progress.update(len(features_batch))
                 yield features_batch

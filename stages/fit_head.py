@@ -21,23 +21,18 @@ from pipeline.head import (
     holdout_mask,
     train_head,
 )
-from stages.common import classes_of, load_params, log, param, params_option, setup_logging
-from stages.features import features_dir
-
-
-def head_path(net: str) -> Path:
-    """``data/heads/<net>/head.pt``."""
-    return Path("data") / "heads" / net.replace(":", "-") / "head.pt"
-
-
-def metrics_dir(net: str) -> Path:
-    """``metrics/<net>``: DVC metrics of a net (JSON, kept in git)."""
-    return Path("metrics") / net.replace(":", "-")
-
-
-def plots_dir(net: str) -> Path:
-    """``plots/<net>``: DVC plots of a net (kept in git)."""
-    return Path("plots") / net.replace(":", "-")
+from stages.common import (
+    classes_of,
+    features_dir,
+    head_path,
+    load_params,
+    log,
+    metrics_dir,
+    param,
+    params_option,
+    plots_dir,
+    setup_logging,
+)
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:

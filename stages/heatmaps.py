@@ -24,21 +24,17 @@ from pipeline.voc import load_rgb
 from stages.common import (
     classes_of,
     dataset_root,
+    features_dir,
+    heatmaps_dir,
     load_params,
     log,
     manifest_dir,
+    metrics_dir,
     param,
     params_option,
     setup_logging,
 )
 from stages.evaluate import load_trained_head
-from stages.features import features_dir
-from stages.fit_head import metrics_dir
-
-
-def heatmaps_dir(net: str) -> Path:
-    """``data/heatmaps/<net>``."""
-    return Path("data") / "heatmaps" / net.replace(":", "-")
 
 
 def render(

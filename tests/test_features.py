@@ -102,12 +102,14 @@ def test_batch_size_and_resume_do_not_change_the_cache(cached):
     assert shard_hashes(FEATURES / "test") == hashes
 
 
-def test_shard_of_another_format_version_is_refused_with_one_line(cached):
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_shard_of_another_format_version_is_refused_with_one_line(cached, workers):
     shard = next(Path("data/patches/trainval").glob("shard-*.h5"))
     with h5py.File(shard, "a") as f:
         f.attrs["format_version"] = 99
     shutil.rmtree(FEATURES / "trainval")
-    done = run_cli("features", "--net", "tiny", "--split", "trainval", check=False)
+    args = ("--net", "tiny", "--split", "trainval", "--workers", workers)
+    done = run_cli("features", *args, check=False)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "shard format version 99 is not 1" in last
