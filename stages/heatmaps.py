@@ -129,6 +129,9 @@ def heatmaps(net: str, extra: tuple[Path, ...], params_path: Path, verbose: bool
     if unknown:
         raise PipelineError(f"heatmaps.images: not in split {split!r}: {sorted(unknown)}")
 
+    clear = objects[~objects.difficult]
+    objects_of = {image_id: group for image_id, group in clear.groupby("image_id")}
+    no_objects = clear.iloc[:0]
     ids = rows["image_id"]
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     hits = pairs = 0
@@ -140,7 +143,7 @@ def heatmaps(net: str, extra: tuple[Path, ...], params_path: Path, verbose: bool
         maps = heat_maps(
             probabilities[start:end], boxes[start:end], int(meta.width), int(meta.height)
         )
-        mine = objects[(objects.image_id == image_id) & ~objects.difficult]
+        mine = objects_of.get(image_id, no_objects)
         by_class = {
             int(label): group[["x0", "y0", "x1", "y1"]].to_numpy()
             for label, group in mine.groupby("label")

@@ -4,6 +4,7 @@ background) cut to pixels and written to HDF5 shards with an `index.parquet`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class ShardTask:
     compression: str
     compression_level: int | None
 
+    @cached_property
     def digest(self) -> str:
         """Hash of everything the shard's bytes depend on."""
         return digest_of(
@@ -93,6 +95,7 @@ def plan_shards(
     level = param(params, "shards.compression_level")
     ids = selected["image_id"].to_numpy(zero_copy_only=False).astype(str)
     boxes = np.stack([selected[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+    patch, label = selected["patch"].to_numpy(), selected["label"].to_numpy()
     tasks = []
     for number, start in enumerate(range(0, len(ids), per_shard)):
         rows = slice(start, start + per_shard)
@@ -101,9 +104,9 @@ def plan_shards(
                 path=out / shard_name(number),
                 image_paths={i: image_paths[i] for i in dict.fromkeys(ids[rows].tolist())},
                 image_id=ids[rows],
-                patch=selected["patch"].to_numpy()[rows],
+                patch=patch[rows],
                 boxes=boxes[rows],
-                label=selected["label"].to_numpy()[rows],
+                label=label[rows],
                 patch_size=int(param(params, "tiling.patch_size")),
                 compression=str(param(params, "shards.compression")),
                 compression_level=None if level is None else int(level),
@@ -125,7 +128,7 @@ def write_shard(task: ShardTask) -> str:
         label=task.label,
         image_id=task.image_id.tolist(),
         patch=task.patch,
-        digest=task.digest(),
+        digest=task.digest,
         compression=task.compression,
         compression_level=task.compression_level,
     )
@@ -154,7 +157,7 @@ def sample(split: str, params_path: Path, jobs: int | None, verbose: bool) -> No
     out = patches_dir(split)
     out.mkdir(parents=True, exist_ok=True)
     tasks = plan_shards(selected, image_paths, out, params)
-    todo = [t for t in tasks if shard_digest(t.path) != t.digest()]
+    todo = [t for t in tasks if shard_digest(t.path) != t.digest]
     log.info(
         "%s: %d patches in %d shards, %d to write", split, selected.num_rows, len(tasks), len(todo)
     )
@@ -175,7 +178,7 @@ def sample(split: str, params_path: Path, jobs: int | None, verbose: bool) -> No
         [t.path.name for t in tasks],
         [len(t.patch) for t in tasks],
         [written.get(t.path) or file_sha256(t.path) for t in tasks],
-        [t.digest() for t in tasks],
+        [t.digest for t in tasks],
     )
     labels = selected["label"].to_numpy()
     log.info(
