@@ -32,6 +32,11 @@ params_option = click.option(
 strict_option = click.option(
     "--strict", is_flag=True, help="Stop at the first bad input instead of skipping it."
 )
+nets_option = click.option(
+    "--net",
+    default=None,
+    help="Backbone, e.g. effnet-lite0, alexnet, pre1512 (default: every net of features.nets).",
+)
 jobs_option = click.option(
     "--jobs", type=int, default=None, help="Parallel workers (default: param `jobs`)."
 )
@@ -58,6 +63,11 @@ def param(params: dict[str, Any], dotted: str) -> Any:
             raise PipelineError(f"params.yaml: parameter {dotted} is missing")
         node = node[key]
     return node
+
+
+def nets_of(params: dict[str, Any], net: str | None) -> list[str]:
+    """The nets a stage runs for: the one given on the command line, else ``features.nets``."""
+    return [net] if net else [str(n) for n in param(params, "features.nets")]
 
 
 def dataset_root(params: dict[str, Any]) -> Path:

@@ -28,6 +28,8 @@ from stages.common import (
     log,
     manifest_dir,
     metrics_dir,
+    nets_of,
+    nets_option,
     param,
     params_option,
     plots_dir,
@@ -100,14 +102,20 @@ def write_outputs(
 
 
 @click.command("evaluate")
-@click.option("--net", required=True, help="Backbone whose head and test features to use.")
+@nets_option
 @click.option("--split", default="test", show_default=True, help="Image set to evaluate.")
 @params_option
 @click.option("-v", "--verbose", is_flag=True)
-def evaluate(net: str, split: str, params_path: Path, verbose: bool) -> None:
+def evaluate(net: str | None, split: str, params_path: Path, verbose: bool) -> None:
     """Score every image of a split and measure per-class AP and mAP (VOC devkit method)."""
     setup_logging(verbose)
     params = load_params(params_path)
+    for name in nets_of(params, net):
+        evaluate_one(params, name, split)
+
+
+def evaluate_one(params: dict[str, Any], net: str, split: str) -> None:
+    """Score the split with one net's head and write its metrics, plots and result files."""
     classes = list(classes_of(params))
     k = float(param(params, "scoring.k"))
     year = int(param(params, "dataset.year"))

@@ -45,6 +45,8 @@ from stages.common import (
     load_params,
     log,
     manifest_dir,
+    nets_of,
+    nets_option,
     param,
     params_option,
     patches_dir,
@@ -173,15 +175,32 @@ def fill_tasks(
         yield task, sha
 
 
+def split_source(params: dict[str, Any], split: str, source: str) -> str:
+    """Where a split's patches come from: `source` unless ``auto``; then ``shards`` for the
+    splits of ``features.shard_splits``, ``images`` for ``features.image_splits``, else shards
+    when the split has them."""
+    if source != "auto":
+        return source
+    if split in param(params, "features.shard_splits"):
+        return "shards"
+    if split in param(params, "features.image_splits"):
+        return "images"
+    return "shards" if (patches_dir(split) / INDEX_NAME).is_file() else "images"
+
+
 @click.command("features")
-@click.option("--net", required=True, help="Backbone name, e.g. effnet-lite0, alexnet, pre1512.")
-@click.option("--split", required=True, help="Image set, e.g. trainval or test.")
+@nets_option
+@click.option(
+    "--split",
+    default=None,
+    help="Image set (default: features.shard_splits, then features.image_splits).",
+)
 @click.option(
     "--source",
     type=click.Choice(["auto", "shards", "images"]),
     default="auto",
     show_default=True,
-    help="Read patch shards or cut from images; auto: shards when the split has them.",
+    help="Read patch shards or cut from images; auto: by features.shard_splits/image_splits.",
 )
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
 @click.option("--batch-size", type=int, default=None, help="Default: features.batch_size.")
@@ -189,8 +208,8 @@ def fill_tasks(
 @params_option
 @click.option("-v", "--verbose", is_flag=True)
 def features(
-    net: str,
-    split: str,
+    net: str | None,
+    split: str | None,
     source: str,
     device: str | None,
     batch_size: int | None,
@@ -205,15 +224,35 @@ def features(
     """
     setup_logging(verbose)
     params = load_params(params_path)
-    backbone = build_backbone(net, (params.get("nets") or {}).get(net) or {})
     torch_device = resolve_device(device or str(param(params, "features.device")))
     batch = int(batch_size or param(params, "features.batch_size"))
     n_workers = resolve_workers(workers or param(params, "features.workers"), torch_device)
+    splits = [split] if split else [
+        *param(params, "features.shard_splits"), *param(params, "features.image_splits")
+    ]  # fmt: skip
+    for name in nets_of(params, net):
+        backbone = build_backbone(name, (params.get("nets") or {}).get(name) or {})
+        extractor = FeatureExtractor(backbone, torch_device, batch)
+        for one_split in splits:
+            extract_split(
+                params, name, extractor, one_split, split_source(params, one_split, source),
+                n_workers,
+            )  # fmt: skip
+
+
+def extract_split(
+    params: dict[str, Any],
+    net: str,
+    extractor: FeatureExtractor,
+    split: str,
+    source: str,
+    n_workers: int,
+) -> None:
+    """Compute the missing feature shards of one split and write its index."""
+    backbone, torch_device, batch = extractor.backbone, extractor.device, extractor.batch_size
     patch_size = int(param(params, "tiling.patch_size"))
     identity = backbone_identity(net, backbone, patch_size)
     out = features_dir(net, split)
-    if source == "auto":
-        source = "shards" if (patches_dir(split) / INDEX_NAME).is_file() else "images"
     if source == "shards":
         tasks = tasks_from_shards(split, out, identity)
     else:
@@ -239,7 +278,6 @@ def features(
         n_workers,
     )
     out.mkdir(parents=True, exist_ok=True)
-    extractor = FeatureExtractor(backbone, torch_device, batch)
     boundaries = np.cumsum([t.rows for t in todo]).tolist()
     with tqdm(
         total=boundaries[-1] if todo else 0, unit="patch", desc=f"features {split}", mininterval=1

@@ -28,6 +28,8 @@ from stages.common import (
     load_params,
     log,
     metrics_dir,
+    nets_of,
+    nets_option,
     param,
     params_option,
     plots_dir,
@@ -43,14 +45,20 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
 
 
 @click.command("fit-head")
-@click.option("--net", required=True, help="Backbone whose cached descriptors to train on.")
+@nets_option
 @click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
 @params_option
 @click.option("-v", "--verbose", is_flag=True)
-def fit_head(net: str, device: str | None, params_path: Path, verbose: bool) -> None:
+def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
     """Train FCa + FCb on data/features/<net>/<train split>; write data/heads/<net>/head.pt."""
     setup_logging(verbose)
     params = load_params(params_path)
+    for name in nets_of(params, net):
+        fit_one(params, name, device)
+
+
+def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
+    """Train and save the head of one net."""
     classes = list(classes_of(params))
     split = str(param(params, "head.train_split"))
     rows, attrs = read_feature_cache(features_dir(net, split))

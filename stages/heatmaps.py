@@ -30,6 +30,8 @@ from stages.common import (
     log,
     manifest_dir,
     metrics_dir,
+    nets_of,
+    nets_option,
     param,
     params_option,
     setup_logging,
@@ -86,7 +88,7 @@ def extra_image_maps(
 
 
 @click.command("heatmaps")
-@click.option("--net", required=True, help="Backbone whose head and features to use.")
+@nets_option
 @click.option(
     "--image",
     "extra",
@@ -96,10 +98,16 @@ def extra_image_maps(
 )
 @params_option
 @click.option("-v", "--verbose", is_flag=True)
-def heatmaps(net: str, extra: tuple[Path, ...], params_path: Path, verbose: bool) -> None:
+def heatmaps(net: str | None, extra: tuple[Path, ...], params_path: Path, verbose: bool) -> None:
     """Heat maps of the test images chosen by params `heatmaps.images`, and of --image files."""
     setup_logging(verbose)
     params = load_params(params_path)
+    for name in nets_of(params, net):
+        heatmaps_one(params, name, extra)
+
+
+def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> None:
+    """Heat maps of one net: the chosen test images, or only the `extra` image files."""
     classes = list(classes_of(params))
     settings = param(params, "heatmaps")
     split = str(settings["split"])

@@ -124,3 +124,18 @@ def test_unknown_net_on_the_command_line_is_one_line(workdir):
     done = run_cli("features", "--net", "resnet9000", "--split", "test", check=False)
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error: unknown net 'resnet9000'; known nets: pre1512")
+
+
+def test_without_net_and_split_every_configured_net_and_split_is_computed(cached):
+    hashes = {split: shard_hashes(FEATURES / split) for split in ("trainval", "test")}
+    shutil.rmtree(FEATURES)
+    done = run_cli("features")
+    assert "trainval from shards" in done.stderr and "test from images" in done.stderr
+    assert {split: shard_hashes(FEATURES / split) for split in hashes} == hashes
+
+
+def test_data_loader_workers_do_not_change_the_cache(cached):
+    hashes = shard_hashes(FEATURES / "trainval")
+    shutil.rmtree(FEATURES / "trainval")
+    run_cli("features", "--net", "tiny", "--split", "trainval", "--workers", "2")
+    assert shard_hashes(FEATURES / "trainval") == hashes

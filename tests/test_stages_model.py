@@ -21,7 +21,7 @@ def read_json(path: str):
 
 @pytest.fixture
 def trained(cached):
-    run_cli("fit-head", "--net", "tiny")
+    run_cli("fit-head")  # every net of features.nets: here `tiny`
     return cached
 
 
@@ -65,7 +65,7 @@ def test_evaluate_writes_ap_pr_curves_scores_and_devkit_results(trained):
 
 
 def test_changing_k_changes_scores(trained):
-    run_cli("evaluate", "--net", "tiny")
+    run_cli("evaluate")
     k5 = pq.read_table("data/scores/tiny/test.parquet").to_pandas()
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["scoring"]["k"] = 1
