@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 from joblib import Parallel, delayed
 from tqdm import tqdm
@@ -83,6 +85,22 @@ def classes_of(params: dict[str, Any]) -> tuple[str, ...]:
 def manifest_dir(params: dict[str, Any], split: str) -> Path:
     """``manifests/<dataset>/<split>``."""
     return Path("manifests") / str(param(params, "dataset.name")) / split
+
+
+MANIFEST_STAGE = {"images.parquet": "index", "objects.parquet": "index", "patches.parquet": "tile"}
+
+
+def read_manifest(
+    params: dict[str, Any], split: str, name: str, columns: list[str] | None = None
+) -> pa.Table:
+    """Read ``manifests/<dataset>/<split>/<name>`` (optionally some columns); PipelineError
+    naming the stage to run when it is missing."""
+    path = manifest_dir(params, split) / name
+    if not path.is_file():
+        raise PipelineError(
+            f"{path}: manifest is missing; run `pipeline {MANIFEST_STAGE[name]} --split {split}`"
+        )
+    return pq.read_table(path, columns=columns)
 
 
 def patches_dir(split: str) -> Path:

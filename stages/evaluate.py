@@ -8,7 +8,6 @@ from typing import Any
 import click
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -26,13 +25,13 @@ from stages.common import (
     head_path,
     load_params,
     log,
-    manifest_dir,
     metrics_dir,
     nets_of,
     nets_option,
     param,
     params_option,
     plots_dir,
+    read_manifest,
     results_dir,
     scores_path,
     setup_logging,
@@ -61,7 +60,7 @@ def image_truth(
     """Ground truth ``[images, classes]`` int8: 1 / -1 / 0 (only difficult objects) from the
     annotations, overridden by ``ImageSets/Main/<class>_<split>.txt`` where those list an
     image."""
-    objects = pq.read_table(manifest_dir(params, split) / "objects.parquet").to_pandas()
+    objects = read_manifest(params, split, "objects.parquet").to_pandas()
     row_of = {i: n for n, i in enumerate(image_ids)}
     truth = np.full((len(image_ids), len(classes)), -1, np.int8)
     rows = objects.image_id.map(row_of).to_numpy()
@@ -122,7 +121,7 @@ def evaluate_one(params: dict[str, Any], net: str, split: str) -> None:
     method = ap_method(year)
     rows, attrs = read_feature_cache(features_dir(net, split))
     head = load_trained_head(net, classes, attrs)
-    images = pq.read_table(manifest_dir(params, split) / "images.parquet")
+    images = read_manifest(params, split, "images.parquet")
     image_ids = images["image_id"].to_pylist()
     index_of = {i: n for n, i in enumerate(image_ids)}
     try:

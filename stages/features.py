@@ -44,12 +44,12 @@ from stages.common import (
     features_dir,
     load_params,
     log,
-    manifest_dir,
     nets_of,
     nets_option,
     param,
     params_option,
     patches_dir,
+    read_manifest,
     setup_logging,
 )
 
@@ -113,11 +113,9 @@ def tasks_from_images(
 ) -> tuple[list[FeatureTask], dict[str, tuple[Path, np.ndarray]]]:
     """One feature shard per block of ``features.images_per_shard`` images, covering every row
     of ``patches.parquet`` in order; also returns each image's (path, patch boxes)."""
-    manifests = manifest_dir(params, split)
-    images = pq.read_table(manifests / "images.parquet", columns=["image_id", "path"])
-    patches = pq.read_table(
-        manifests / "patches.parquet", columns=["image_id", "patch", "x0", "y0", "side", "label"]
-    )
+    images = read_manifest(params, split, "images.parquet", ["image_id", "path"])
+    columns = ["image_id", "patch", "x0", "y0", "side", "label"]
+    patches = read_manifest(params, split, "patches.parquet", columns)
     root = dataset_root(params)
     ids = patches["image_id"].to_numpy(zero_copy_only=False).astype(str)
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
@@ -34,6 +33,7 @@ from stages.common import (
     nets_option,
     param,
     params_option,
+    read_manifest,
     setup_logging,
 )
 from stages.evaluate import load_trained_head
@@ -122,9 +122,9 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
         return
 
     manifests = manifest_dir(params, split)
-    images = pq.read_table(manifests / "images.parquet").to_pandas().set_index("image_id")
-    objects = pq.read_table(manifests / "objects.parquet").to_pandas()
-    patches = pq.read_table(manifests / "patches.parquet", columns=["image_id", "x0", "y0", "side"])
+    images = read_manifest(params, split, "images.parquet").to_pandas().set_index("image_id")
+    objects = read_manifest(params, split, "objects.parquet").to_pandas()
+    patches = read_manifest(params, split, "patches.parquet", ["image_id", "x0", "y0", "side"])
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     if rows["image_id"].tolist() != patches["image_id"].to_pylist():
         raise PipelineError(

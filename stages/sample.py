@@ -11,7 +11,6 @@ from typing import Any
 import click
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.cutting import cut_patches
 from pipeline.errors import PipelineError
@@ -32,11 +31,11 @@ from stages.common import (
     jobs_option,
     load_params,
     log,
-    manifest_dir,
     parallel_map,
     param,
     params_option,
     patches_dir,
+    read_manifest,
     resolve_jobs,
     setup_logging,
 )
@@ -146,14 +145,13 @@ def sample(split: str, params_path: Path, jobs: int | None, verbose: bool) -> No
     """
     setup_logging(verbose)
     params = load_params(params_path)
-    manifests = manifest_dir(params, split)
-    images = pq.read_table(manifests / "images.parquet", columns=["image_id", "path"])
+    images = read_manifest(params, split, "images.parquet", ["image_id", "path"])
     root = dataset_root(params)
     image_paths = {
         i: root / p
         for i, p in zip(images["image_id"].to_pylist(), images["path"].to_pylist(), strict=True)
     }
-    selected = select_training_patches(pq.read_table(manifests / "patches.parquet"), params)
+    selected = select_training_patches(read_manifest(params, split, "patches.parquet"), params)
     out = patches_dir(split)
     out.mkdir(parents=True, exist_ok=True)
     tasks = plan_shards(selected, image_paths, out, params)

@@ -8,13 +8,20 @@ from typing import Any
 import click
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.atomic import write_parquet
 from pipeline.labeling import label_patches
 from pipeline.tiling import patch_grid
-from stages.common import load_params, log, manifest_dir, param, params_option, setup_logging
+from stages.common import (
+    load_params,
+    log,
+    manifest_dir,
+    param,
+    params_option,
+    read_manifest,
+    setup_logging,
+)
 
 PATCHES_SCHEMA = pa.schema(
     [
@@ -89,8 +96,8 @@ def tile(split: str, params_path: Path, verbose: bool) -> None:
     setup_logging(verbose)
     params = load_params(params_path)
     out = manifest_dir(params, split)
-    images = pq.read_table(out / "images.parquet")
-    objects = pq.read_table(out / "objects.parquet")
+    images = read_manifest(params, split, "images.parquet")
+    objects = read_manifest(params, split, "objects.parquet")
     table = tile_split(images, objects, params)
     write_parquet(table, out / "patches.parquet")
     labels = table["label"].to_numpy()

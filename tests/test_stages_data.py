@@ -198,3 +198,17 @@ def test_index_and_tile_work_for_a_split_without_sampling(workdir, split):
         "object_cover",
     ]
     assert sorted(set(patches["image_id"].to_pylist())) == ["000007", "000008", "000009"]
+
+
+def test_a_stage_run_too_early_names_the_stage_to_run_first(workdir):
+    done = run_cli("tile", "--split", "trainval", check=False)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.endswith(
+        "images.parquet: manifest is missing; run `pipeline index --split trainval`"
+    )
+    run_cli("index", "--split", "trainval")
+    done = run_cli("sample", check=False)
+    assert (
+        "patches.parquet: manifest is missing; run `pipeline tile --split trainval`" in done.stderr
+    )
