@@ -14,19 +14,18 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
-from pipeline.features import read_feature_cache, resolve_device
+from pipeline.features import feature_cache_shards, read_feature_cache, resolve_device
 from pipeline.head import build_head, holdout_mask, train_head
 from pipeline.metrics import ap_method, average_precision
-from pipeline.scoring import image_scores, patch_probabilities
-from stages.common import classes_of, features_dir, load_params, manifest_dir, param
+from pipeline.scoring import cache_probabilities, image_scores
+from stages.common import classes_of, features_dir, load_params, param, read_manifest
 from stages.evaluate import image_truth
 from stages.fit_head import train_config
 
 
-def test_map(params: dict, net: str, labels: np.ndarray, train_rows: dict) -> float:
+def trained_test_map(params: dict, net: str, labels: np.ndarray, train_rows: dict) -> float:
     """Train a head on `labels` and return its test mAP."""
     config = train_config(params)
     held = holdout_mask(
@@ -44,14 +43,13 @@ def test_map(params: dict, net: str, labels: np.ndarray, train_rows: dict) -> fl
     )
     device = resolve_device(str(param(params, "head.device")))
     train_head(head, (x[~held], y[~held]), (x[held], y[held]), config, device)
-    test_rows, _ = read_feature_cache(features_dir(net, "test"))
-    image_ids = pq.read_table(manifest_dir(params, "test") / "images.parquet")[
-        "image_id"
-    ].to_pylist()
+    shards = feature_cache_shards(features_dir(net, "test"))
+    probabilities, patch_images = cache_probabilities(head.cpu(), shards)
+    image_ids = read_manifest(params, "test", "images.parquet")["image_id"].to_pylist()
     index = {i: n for n, i in enumerate(image_ids)}
     scores = image_scores(
-        patch_probabilities(head.cpu(), test_rows["features"]),
-        np.array([index[i] for i in test_rows["image_id"]]),
+        probabilities,
+        np.array([index[i] for i in patch_images]),
         len(image_ids),
         float(param(params, "scoring.k")),
     )
@@ -71,8 +69,8 @@ def main() -> None:
     net = args.net or param(params, "features.nets")[0]
     rows, _ = read_feature_cache(features_dir(net, str(param(params, "head.train_split"))))
     shuffled = np.random.default_rng(args.seed).permutation(rows["label"])
-    true_map = test_map(params, net, rows["label"], rows)
-    shuffled_map = test_map(params, net, shuffled, rows)
+    true_map = trained_test_map(params, net, rows["label"], rows)
+    shuffled_map = trained_test_map(params, net, shuffled, rows)
     print(f"{net}: test mAP {true_map:.4f} with the true labels, {shuffled_map:.4f} shuffled")
 
 

@@ -160,13 +160,21 @@ def read_feature_attrs(path: Path) -> dict[str, Any]:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
 
 
+def feature_cache_shards(directory: Path) -> list[Path]:
+    """The shards of a feature cache directory in index order; PipelineError when the cache is
+    missing or empty."""
+    shards = [path for path, _ in read_shard_index(directory)]
+    if not shards:
+        raise PipelineError(f"{directory}: feature cache holds no shard")
+    return shards
+
+
 def read_feature_cache(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All rows of a feature cache directory (its shards in index order) and the attributes of
     its first shard (net, layer, weights_digest, transform). Raises PipelineError when the
-    cache or one of its shards is missing or of another format version."""
-    shards = read_shard_index(directory)
-    if not shards:
-        raise PipelineError(f"{directory}: feature cache holds no shard")
-    parts = [read_features(path) for path, _ in shards]
+    cache or one of its shards is missing or of another format version. Holds every
+    descriptor in memory: for training sets; stream test sets shard by shard instead."""
+    shards = feature_cache_shards(directory)
+    parts = [read_features(path) for path in shards]
     rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return rows, read_feature_attrs(shards[0][0])
+    return rows, read_feature_attrs(shards[0])

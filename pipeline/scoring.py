@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
+
+from pipeline.features import read_features
 
 
 @torch.inference_mode()
@@ -19,6 +24,18 @@ def patch_probabilities(
         for s in range(0, len(features), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def cache_probabilities(head: nn.Module, shards: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch probabilities float32 ``[N, C + 1]`` and image ids ``[N]`` over the rows of
+    feature shards, in order, holding one shard's descriptors in memory at a time (a VOC test
+    set's descriptors do not fit in memory at once; its probabilities do)."""
+    probabilities, image_ids = [], []
+    for path in shards:
+        rows = read_features(path)
+        probabilities.append(patch_probabilities(head, rows["features"]))
+        image_ids.append(rows["image_id"])
+    return np.concatenate(probabilities), np.concatenate(image_ids)
 
 
 def image_scores(

@@ -13,10 +13,10 @@ from torch import nn
 
 from pipeline.atomic import write_json, write_parquet, write_text
 from pipeline.errors import PipelineError
-from pipeline.features import read_feature_cache
+from pipeline.features import feature_cache_shards, read_feature_attrs
 from pipeline.head import load_head
 from pipeline.metrics import ap_method, average_precision, precision_recall
-from pipeline.scoring import image_scores, patch_probabilities
+from pipeline.scoring import cache_probabilities, image_scores
 from pipeline.voc import read_class_image_set
 from stages.common import (
     classes_of,
@@ -119,18 +119,17 @@ def evaluate_one(params: dict[str, Any], net: str, split: str) -> None:
     k = float(param(params, "scoring.k"))
     year = int(param(params, "dataset.year"))
     method = ap_method(year)
-    rows, attrs = read_feature_cache(features_dir(net, split))
-    head = load_trained_head(net, classes, attrs)
-    images = read_manifest(params, split, "images.parquet")
-    image_ids = images["image_id"].to_pylist()
+    shards = feature_cache_shards(features_dir(net, split))
+    head = load_trained_head(net, classes, read_feature_attrs(shards[0]))
+    probabilities, patch_images = cache_probabilities(head, shards)
+    image_ids = read_manifest(params, split, "images.parquet")["image_id"].to_pylist()
     index_of = {i: n for n, i in enumerate(image_ids)}
     try:
-        image_index = np.array([index_of[i] for i in rows["image_id"]])
+        image_index = np.array([index_of[i] for i in patch_images])
     except KeyError as err:
         raise PipelineError(
             f"{features_dir(net, split)}: features of unknown image {err}"
         ) from None
-    probabilities = patch_probabilities(head, rows["features"])
     scores = image_scores(probabilities, image_index, len(image_ids), k)
     truth = image_truth(params, split, image_ids, classes)
 

@@ -14,10 +14,15 @@ from tqdm import tqdm
 from pipeline.atomic import atomic_path, write_json
 from pipeline.cutting import cut_patches
 from pipeline.errors import PipelineError
-from pipeline.features import FeatureExtractor, read_feature_cache, resolve_device
+from pipeline.features import (
+    FeatureExtractor,
+    feature_cache_shards,
+    read_feature_attrs,
+    resolve_device,
+)
 from pipeline.heatmaps import overlay, peak_inside, side_by_side
 from pipeline.nets import build_backbone
-from pipeline.scoring import heat_maps, patch_probabilities
+from pipeline.scoring import cache_probabilities, heat_maps, patch_probabilities
 from pipeline.tiling import patch_grid
 from pipeline.voc import load_rgb
 from stages.common import (
@@ -111,8 +116,8 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     classes = list(classes_of(params))
     settings = param(params, "heatmaps")
     split = str(settings["split"])
-    rows, attrs = read_feature_cache(features_dir(net, split))
-    head = load_trained_head(net, classes, attrs)
+    shards = feature_cache_shards(features_dir(net, split))
+    head = load_trained_head(net, classes, read_feature_attrs(shards[0]))
     out = heatmaps_dir(net)
     if extra:
         for path in extra:
@@ -126,11 +131,11 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     objects = read_manifest(params, split, "objects.parquet").to_pandas()
     patches = read_manifest(params, split, "patches.parquet", ["image_id", "x0", "y0", "side"])
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
-    if rows["image_id"].tolist() != patches["image_id"].to_pylist():
+    probabilities, ids = cache_probabilities(head, shards)
+    if ids.tolist() != patches["image_id"].to_pylist():
         raise PipelineError(
             f"{features_dir(net, split)}: rows do not match {manifests}/patches.parquet"
         )
-    probabilities = patch_probabilities(head, rows["features"])
     wanted = settings["images"]
     chosen = set(images.index[: int(wanted)] if isinstance(wanted, int) else map(str, wanted))
     unknown = chosen - set(images.index)
@@ -140,7 +145,6 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     clear = objects[~objects.difficult]
     objects_of = {image_id: group for image_id, group in clear.groupby("image_id")}
     no_objects = clear.iloc[:0]
-    ids = rows["image_id"]
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     hits = pairs = 0
     for start, end in tqdm(
