@@ -1,8 +1,8 @@
 """Running a frozen backbone over patch pixels, and the feature cache format (DESIGN.md 3).
 
 A feature shard holds ``features`` float16 ``[N, d]``, ``label`` int16, ``image_id``, ``patch``,
-and the attributes ``format_version``, ``digest``, ``net``, ``layer``, ``weights_digest`` and
-``transform``.
+and the attributes ``format_version``, ``digest``, ``net``, ``layer``, ``weights`` (their
+origin), ``weights_digest`` and ``transform``.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ def backbone_identity(net: str, backbone: Backbone, patch_size: int) -> dict[str
     return {
         "net": net,
         "layer": backbone.layer,
+        "weights": backbone.weights,
         "weights_digest": backbone.weights_digest,
         "transform": backbone.transform_description(),
         "patch_size": patch_size,
@@ -148,10 +149,11 @@ def tasks_from_images(
 
 
 def fill_tasks(
-    tasks: list[FeatureTask], batches: Iterable[np.ndarray], identity: dict[str, Any]
+    tasks: list[FeatureTask], batches: Iterable[np.ndarray], attrs: dict[str, Any]
 ) -> Iterator[tuple[FeatureTask, str]]:
     """Cut a stream of feature batches (rows in task order, no batch crossing two tasks) into
-    the tasks' shards; write each as soon as it is complete and yield it with its SHA-256."""
+    the tasks' shards, each with the attributes `attrs`; write each as soon as it is complete
+    and yield it with its SHA-256."""
     stream = iter(batches)
     for task in tasks:
         held: list[np.ndarray] = []
@@ -168,7 +170,7 @@ def fill_tasks(
             digest=task.digest,
             chunk_rows=1024,
             compression={},
-            attrs={k: v for k, v in identity.items() if k != "patch_size"},
+            attrs=attrs,
         )
         yield task, sha
 
@@ -288,7 +290,8 @@ def extract_split(
                 progress.update(len(features_batch))
                 yield features_batch
 
-        written = dict((t.path, sha) for t, sha in fill_tasks(todo, computed(), identity))
+        attrs = {k: v for k, v in identity.items() if k != "patch_size"}
+        written = dict((t.path, sha) for t, sha in fill_tasks(todo, computed(), attrs))
         rate = progress.format_dict["n"] / max(progress.format_dict["elapsed"], 1e-9)
     prune_shards(out, [t.path.name for t in tasks])
     write_shard_index(

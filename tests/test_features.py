@@ -57,7 +57,7 @@ def test_test_split_rows_join_one_to_one_with_the_patch_manifest(cached):
     assert rows["label"].tolist() == patches.label.tolist()
     attrs = read_feature_attrs(next((FEATURES / "test").glob("shard-*.h5")))
     assert attrs["net"] == "tiny" and attrs["format_version"] == 1
-    assert {"layer", "weights_digest", "transform", "digest"} <= set(attrs)
+    assert {"layer", "weights", "weights_digest", "transform", "digest"} <= set(attrs)
 
 
 def test_features_from_shards_equal_features_cut_from_the_image(cached):
