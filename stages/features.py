@@ -28,6 +28,7 @@ from pipeline.features import (
     resolve_workers,
 )
 from pipeline.nets import Backbone, build_backbone
+from pipeline.runs import runs
 from pipeline.shards import (
     INDEX_NAME,
     digest_of,
@@ -121,16 +122,13 @@ def tasks_from_images(
     ids = patches["image_id"].to_numpy(zero_copy_only=False).astype(str)
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     labels, patch = patches["label"].to_numpy(), patches["patch"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    ends = np.r_[starts[1:], len(ids)]
+    image_rows = runs(ids)
     paths = dict(zip(images["image_id"].to_pylist(), images["path"].to_pylist(), strict=True))
-    per_image = {
-        ids[s]: (root / paths[ids[s]], boxes[s:e]) for s, e in zip(starts, ends, strict=True)
-    }
+    per_image = {ids[s]: (root / paths[ids[s]], boxes[s:e]) for s, e in image_rows}
     block = int(param(params, "features.images_per_shard"))
     tasks = []
-    for number, first in enumerate(range(0, len(starts), block)):
-        lo, hi = starts[first], ends[min(first + block, len(starts)) - 1]
+    for number, first in enumerate(range(0, len(image_rows), block)):
+        lo, hi = image_rows[first][0], image_rows[min(first + block, len(image_rows)) - 1][1]
 
         def metadata(lo: int = lo, hi: int = hi) -> Metadata:
             return {"label": labels[lo:hi], "image_id": ids[lo:hi], "patch": patch[lo:hi]}

@@ -22,6 +22,7 @@ from pipeline.features import (
 )
 from pipeline.heatmaps import overlay, peak_inside, side_by_side
 from pipeline.nets import build_backbone
+from pipeline.runs import runs
 from pipeline.scoring import cache_probabilities, heat_maps, patch_probabilities
 from pipeline.tiling import patch_grid
 from pipeline.voc import load_rgb
@@ -145,11 +146,8 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     clear = objects[~objects.difficult]
     objects_of = {image_id: group for image_id, group in clear.groupby("image_id")}
     no_objects = clear.iloc[:0]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     hits = pairs = 0
-    for start, end in tqdm(
-        list(zip(starts, np.r_[starts[1:], len(ids)], strict=True)), desc="heatmaps", unit="img"
-    ):
+    for start, end in tqdm(runs(ids), desc="heatmaps", unit="img"):
         image_id = ids[start]
         meta = images.loc[image_id]
         maps = heat_maps(

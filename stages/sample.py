@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from pipeline.cutting import cut_patches
 from pipeline.errors import PipelineError
+from pipeline.runs import runs
 from pipeline.sampling import kept_patches
 from pipeline.shards import (
     PATCH_FORMAT_VERSION,
@@ -77,11 +78,9 @@ def select_training_patches(patches: pa.Table, params: dict[str, Any]) -> pa.Tab
     seed = int(param(params, "sampling.seed"))
     ids = patches["image_id"].to_numpy(zero_copy_only=False)
     labels = patches["label"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    ends = np.r_[starts[1:], len(ids)]
     kept = [
         start + kept_patches(labels[start:end], ids[start], fraction, seed)
-        for start, end in zip(starts, ends, strict=True)
+        for start, end in runs(ids)
     ]
     return patches.take(pa.array(np.concatenate(kept) if kept else [], type=pa.int64()))
 
@@ -117,8 +116,7 @@ def plan_shards(
 def write_shard(task: ShardTask) -> str:
     """Cut the task's patches (each image decoded once) and write its shard; return SHA-256."""
     pixels = np.empty((len(task.patch), task.patch_size, task.patch_size, 3), np.uint8)
-    starts = np.flatnonzero(np.r_[True, task.image_id[1:] != task.image_id[:-1]])
-    for start, end in zip(starts, np.r_[starts[1:], len(task.patch)], strict=True):
+    for start, end in runs(task.image_id):
         image = load_rgb(task.image_paths[task.image_id[start]])
         pixels[start:end] = cut_patches(image, task.boxes[start:end], task.patch_size)
     return write_patch_shard(

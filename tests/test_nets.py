@@ -111,16 +111,21 @@ def test_alexnet_offline_is_a_clear_line_on_how_to_get_the_weights(monkeypatch, 
     assert "alexnet-owt-7be5be79.pth" in message and "\n" not in message
 
 
+def serve_torchvision_weights(monkeypatch, model: torch.nn.Module) -> None:
+    """Make torchvision's weight enums return `model`'s state dict instead of downloading."""
+    import torchvision
+
+    monkeypatch.setattr(
+        torchvision.models.WeightsEnum, "get_state_dict", lambda self, **kw: model.state_dict()
+    )
+
+
 def test_alexnet_descriptor_is_post_relu_fc7_of_torchvision_alexnet(monkeypatch):
     import torchvision
 
     torch.manual_seed(0)
     reference = torchvision.models.alexnet().eval()
-    monkeypatch.setattr(
-        torchvision.models.AlexNet_Weights.IMAGENET1K_V1.__class__,
-        "get_state_dict",
-        lambda self, **kw: reference.state_dict(),
-    )
+    serve_torchvision_weights(monkeypatch, reference)
     backbone = build_backbone("alexnet")
     x = torch.randn(2, 3, 224, 224)
     fc7 = {}
@@ -136,12 +141,7 @@ def test_torchvision_models_take_the_node_before_the_classifier(monkeypatch):
     import torchvision
 
     torch.manual_seed(0)
-    reference = torchvision.models.resnet18().state_dict()
-    monkeypatch.setattr(
-        torchvision.models.ResNet18_Weights.DEFAULT.__class__,
-        "get_state_dict",
-        lambda self, **kw: reference,
-    )
+    serve_torchvision_weights(monkeypatch, torchvision.models.resnet18())
     backbone = build_backbone("torchvision:resnet18")
     assert (backbone.layer, backbone.dim) == ("flatten", 512)
     assert backbone.mean == pytest.approx((0.485, 0.456, 0.406))
