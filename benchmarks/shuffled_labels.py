@@ -14,49 +14,26 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.features import feature_cache_shards, read_feature_cache, resolve_device
-from pipeline.head import build_head, holdout_mask, train_head
-from pipeline.metrics import ap_method, average_precision
-from pipeline.scoring import cache_probabilities, image_scores
-from stages.common import classes_of, features_dir, load_params, param, read_manifest
-from stages.evaluate import image_truth
-from stages.fit_head import train_config
+from pipeline.metrics import ap_method
+from stages.common import classes_of, features_dir, load_params, param
+from stages.evaluate import class_aps, image_truth, score_images
+from stages.fit_head import train_on_cache
 
 
 def trained_test_map(params: dict, net: str, labels: np.ndarray, train_rows: dict) -> float:
-    """Train a head on `labels` and return its test mAP."""
-    config = train_config(params)
-    held = holdout_mask(
-        train_rows["image_id"], float(param(params, "head.val_fraction")), config.seed
-    )
-    x, y = torch.from_numpy(train_rows["features"]), torch.from_numpy(labels.astype(np.int64))
-    classes = list(classes_of(params))
-    head = build_head(
-        x.shape[1],
-        len(classes) + 1,
-        layers=int(param(params, "head.layers")),
-        hidden=int(param(params, "head.hidden")),
-        dropout=float(param(params, "head.dropout")),
-        seed=config.seed,
-    )
+    """Train a head on `labels` as fit-head does and return its test mAP as evaluate does."""
     device = resolve_device(str(param(params, "head.device")))
-    train_head(head, (x[~held], y[~held]), (x[held], y[held]), config, device)
-    shards = feature_cache_shards(features_dir(net, "test"))
-    probabilities, patch_images = cache_probabilities(head.cpu(), shards)
-    image_ids = read_manifest(params, "test", "images.parquet")["image_id"].to_pylist()
-    index = {i: n for n, i in enumerate(image_ids)}
-    scores = image_scores(
-        probabilities,
-        np.array([index[i] for i in patch_images]),
-        len(image_ids),
-        float(param(params, "scoring.k")),
+    head, *_ = train_on_cache(
+        params, train_rows["features"], labels, train_rows["image_id"], device
     )
+    shards = feature_cache_shards(features_dir(net, "test"))
+    image_ids, scores, _ = score_images(params, "test", head.cpu(), shards)
+    classes = list(classes_of(params))
     truth = image_truth(params, "test", image_ids, classes)
     method = ap_method(int(param(params, "dataset.year")))
-    aps = [average_precision(scores[:, c], truth[:, c], method) for c in range(len(classes))]
-    return float(np.nanmean(aps))
+    return float(np.nanmean(list(class_aps(scores, truth, classes, method).values())))
 
 
 def main() -> None:

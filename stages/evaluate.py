@@ -77,6 +77,30 @@ def image_truth(
     return truth
 
 
+def score_images(
+    params: dict[str, Any], split: str, head: nn.Module, shards: list[Path]
+) -> tuple[list[str], np.ndarray, int]:
+    """Apply `head` to a split's feature shards and score its images (``mean y^k``, k =
+    ``scoring.k``). Returns the image ids (manifest order), their scores ``[images, classes]``
+    and the number of patches."""
+    probabilities, patch_images = cache_probabilities(head, shards)
+    image_ids = read_manifest(params, split, "images.parquet")["image_id"].to_pylist()
+    index_of = {i: n for n, i in enumerate(image_ids)}
+    try:
+        image_index = np.array([index_of[i] for i in patch_images])
+    except KeyError as err:
+        raise PipelineError(f"{shards[0].parent}: features of unknown image {err}") from None
+    k = float(param(params, "scoring.k"))
+    return image_ids, image_scores(probabilities, image_index, len(image_ids), k), len(image_index)
+
+
+def class_aps(
+    scores: np.ndarray, truth: np.ndarray, classes: list[str], method: str
+) -> dict[str, float]:
+    """AP of every class (NaN where a class has no positive image)."""
+    return {c: average_precision(scores[:, n], truth[:, n], method) for n, c in enumerate(classes)}
+
+
 def write_outputs(
     net: str,
     split: str,
@@ -121,19 +145,9 @@ def evaluate_one(params: dict[str, Any], net: str, split: str) -> None:
     method = ap_method(year)
     shards = feature_cache_shards(features_dir(net, split))
     head = load_trained_head(net, classes, read_feature_attrs(shards[0]))
-    probabilities, patch_images = cache_probabilities(head, shards)
-    image_ids = read_manifest(params, split, "images.parquet")["image_id"].to_pylist()
-    index_of = {i: n for n, i in enumerate(image_ids)}
-    try:
-        image_index = np.array([index_of[i] for i in patch_images])
-    except KeyError as err:
-        raise PipelineError(
-            f"{features_dir(net, split)}: features of unknown image {err}"
-        ) from None
-    scores = image_scores(probabilities, image_index, len(image_ids), k)
+    image_ids, scores, n_patches = score_images(params, split, head, shards)
     truth = image_truth(params, split, image_ids, classes)
-
-    ap = {c: average_precision(scores[:, n], truth[:, n], method) for n, c in enumerate(classes)}
+    ap = class_aps(scores, truth, classes, method)
     defined = [v for v in ap.values() if not np.isnan(v)]
     m_ap = float(np.mean(defined)) if defined else float("nan")
     summary = {
@@ -142,7 +156,7 @@ def evaluate_one(params: dict[str, Any], net: str, split: str) -> None:
         "method": f"VOC{year} {method}",
         "k": k,
         "images": len(image_ids),
-        "patches": len(image_index),
+        "patches": n_patches,
     }
     write_json(summary, metrics_dir(net) / f"{split}.json")
     write_outputs(net, split, year, classes, image_ids, scores, truth)

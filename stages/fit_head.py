@@ -44,6 +44,58 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in block.items() if k in fields})
 
 
+def train_on_cache(
+    params: dict[str, Any],
+    features: np.ndarray,
+    labels: np.ndarray,
+    image_ids: np.ndarray,
+    device: torch.device,
+    *,
+    log_as: str | None = None,
+) -> tuple[torch.nn.Module, list[EpochLog], dict[str, int], np.ndarray]:
+    """Build the head of the ``head`` params and train it on descriptors ``[N, d]`` with labels
+    ``[N]`` (0..C), holding out whole images; with `log_as` (a net name) each epoch is logged.
+    Returns the trained head, its per-epoch log, its shape (dim, layers, hidden) and the
+    hold-out row mask."""
+    classes = classes_of(params)
+    config = train_config(params)
+    held_out = holdout_mask(image_ids, float(param(params, "head.val_fraction")), config.seed)
+    x = torch.from_numpy(features)
+    y = torch.from_numpy(labels.astype(np.int64))
+    shape = {
+        "dim": int(x.shape[1]),
+        "layers": int(param(params, "head.layers")),
+        "hidden": int(param(params, "head.hidden")),
+    }
+    head = build_head(
+        shape["dim"], len(classes) + 1, layers=shape["layers"], hidden=shape["hidden"],
+        dropout=float(param(params, "head.dropout")), seed=config.seed,
+    )  # fmt: skip
+    if log_as is not None:
+        log.info(
+            "fit-head %s: %d training and %d hold-out patches (%d images held out), %d-d",
+            log_as, int((~held_out).sum()), int(held_out.sum()), len(set(image_ids[held_out])),
+            shape["dim"],
+        )  # fmt: skip
+
+    def report(entry: EpochLog) -> None:
+        log.info(
+            "epoch %d lr %.0e: train loss %.4f acc %.3f, hold-out loss %.4f acc %.3f",
+            entry.epoch, entry.lr, entry.train_loss, entry.train_accuracy, entry.val_loss,
+            entry.val_accuracy,
+        )  # fmt: skip
+
+    history = train_head(
+        head,
+        (x[~held_out], y[~held_out]),
+        (x[held_out], y[held_out]),
+        config,
+        device,
+        on_epoch=report if log_as is not None else None,
+    )
+    return head, history, shape, held_out
+
+
 @click.command("fit-head")
 @nets_option
 @click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
@@ -70,36 +122,11 @@ def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
             f"{features_dir(net, split)}: labels span {labels.min()}..{labels.max()}, expected "
             f"0..{len(classes)} for {len(classes)} classes; re-run the stages after `index`"
         )
-    config = train_config(params)
-    held_out = holdout_mask(
-        rows["image_id"], float(param(params, "head.val_fraction")), config.seed
-    )
-    x = torch.from_numpy(rows["features"])
-    y = torch.from_numpy(labels)
-    train, val = (x[~held_out], y[~held_out]), (x[held_out], y[held_out])
-    shape = {
-        "dim": int(x.shape[1]),
-        "layers": int(param(params, "head.layers")),
-        "hidden": int(param(params, "head.hidden")),
-    }
-    head = build_head(
-        shape["dim"], len(classes) + 1, layers=shape["layers"], hidden=shape["hidden"],
-        dropout=float(param(params, "head.dropout")), seed=config.seed,
-    )  # fmt: skip
-    log.info(
-        "fit-head %s: %d training and %d hold-out patches (%d images held out), %d-d",
-        net, len(train[0]), len(val[0]), len(set(rows["image_id"][held_out])), shape["dim"],
-    )  # fmt: skip
-
-    def report(entry: EpochLog) -> None:
-        log.info(
-            "epoch %d lr %.0e: train loss %.4f acc %.3f, hold-out loss %.4f acc %.3f",
-            entry.epoch, entry.lr, entry.train_loss, entry.train_accuracy, entry.val_loss,
-            entry.val_accuracy,
-        )  # fmt: skip
-
     torch_device = resolve_device(device or str(param(params, "head.device")))
-    history = train_head(head, train, val, config, torch_device, on_epoch=report)
+    head, history, shape, held_out = train_on_cache(
+        params, rows["features"], labels, rows["image_id"], torch_device, log_as=net
+    )
+    n_val = int(held_out.sum())
     best = min(history, key=lambda e: e.val_loss)
     checkpoint = head_checkpoint(
         head,
@@ -122,8 +149,8 @@ def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
             "val_accuracy": round(best.val_accuracy, 6),
             "train_loss": round(best.train_loss, 6),
             "train_accuracy": round(best.train_accuracy, 6),
-            "train_patches": len(train[0]),
-            "val_patches": len(val[0]),
+            "train_patches": len(labels) - n_val,
+            "val_patches": n_val,
         },
         metrics_dir(net) / "train.json",
     )

@@ -74,7 +74,7 @@ def save_png(picture: Any, path: Path) -> None:
 
 
 def extra_image_maps(
-    path: Path, net: str, params: dict[str, Any], head: torch.nn.Module
+    path: Path, params: dict[str, Any], extractor: FeatureExtractor, head: torch.nn.Module
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tile an arbitrary image on the fly: its RGB pixels and per-class heat maps."""
     image = load_rgb(path)
@@ -85,9 +85,6 @@ def extra_image_maps(
         tuple(param(params, "tiling.scales")),
         float(param(params, "tiling.min_overlap")),
     )
-    backbone = build_backbone(net, (params.get("nets") or {}).get(net) or {})
-    device = resolve_device(str(param(params, "features.device")))
-    extractor = FeatureExtractor(backbone, device, int(param(params, "features.batch_size")))
     pixels = torch.from_numpy(cut_patches(image, boxes, int(param(params, "tiling.patch_size"))))
     probabilities = patch_probabilities(head, extractor(pixels))
     return image, heat_maps(probabilities, boxes, width, height)
@@ -121,8 +118,11 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     head = load_trained_head(net, classes, read_feature_attrs(shards[0]))
     out = heatmaps_dir(net)
     if extra:
+        backbone = build_backbone(net, (params.get("nets") or {}).get(net) or {})
+        device = resolve_device(str(param(params, "features.device")))
+        extractor = FeatureExtractor(backbone, device, int(param(params, "features.batch_size")))
         for path in extra:
-            image, maps = extra_image_maps(path, net, params, head)
+            image, maps = extra_image_maps(path, params, extractor, head)
             save_png(render(image, maps, classes, {}, settings), out / "extra" / f"{path.stem}.png")
             log.info("wrote %s", out / "extra" / f"{path.stem}.png")
         return
