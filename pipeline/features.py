@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.errors import PipelineError
 from pipeline.nets import Backbone, normalise
-from pipeline.shards import check_format_version, read_shard_index
+from pipeline.shards import check_format_version, read_row_keys, read_shard_index
 
 FEATURE_FORMAT_VERSION = 1
 
@@ -146,12 +146,7 @@ def read_features(path: Path) -> dict[str, np.ndarray]:
         raise PipelineError(f"{path}: feature shard is missing; run `pipeline features`")
     with h5py.File(path, "r") as f:
         check_format_version(f, FEATURE_FORMAT_VERSION, path)
-        return {
-            "features": f["features"][:],
-            "label": f["label"][:],
-            "image_id": f["image_id"].asstr()[:].astype(object),
-            "patch": f["patch"][:],
-        }
+        return {"features": f["features"][:], **read_row_keys(f)}
 
 
 def read_feature_attrs(path: Path) -> dict[str, Any]:

@@ -153,6 +153,16 @@ def shard_digest(path: Path, format_version: int = PATCH_FORMAT_VERSION) -> str 
         return None
 
 
+def read_row_keys(f: h5py.File) -> dict[str, np.ndarray]:
+    """The columns that join a shard's rows back to ``patches.parquet``: ``label`` int16,
+    ``image_id`` (str objects) and ``patch`` int32, from an open patch or feature shard."""
+    return {
+        "label": f["label"][:],
+        "image_id": f["image_id"].asstr()[:].astype(object),
+        "patch": f["patch"][:],
+    }
+
+
 def check_format_version(f: h5py.File, expected: int, path: Path) -> None:
     """Raise PipelineError naming `path` when the open shard `f` is not of version `expected`."""
     found = f.attrs.get("format_version")

@@ -34,6 +34,7 @@ from pipeline.shards import (
     digest_of,
     file_sha256,
     prune_shards,
+    read_row_keys,
     read_shard_index,
     shard_digest,
     shard_name,
@@ -85,11 +86,7 @@ def shard_metadata(path: Path) -> Callable[[], Metadata]:
 
     def read() -> Metadata:
         with h5py.File(path, "r") as f:
-            return {
-                "label": f["label"][:],
-                "image_id": f["image_id"].asstr()[:],
-                "patch": f["patch"][:],
-            }
+            return read_row_keys(f)
 
     return read
 
