@@ -19,6 +19,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from pipeline.errors import PipelineError
+
 IMAGE_SIZES: tuple[tuple[int, int], ...] = (
     (500, 375),
     (375, 500),
@@ -32,6 +34,7 @@ IMAGE_SIZES: tuple[tuple[int, int], ...] = (
 SHAPES = ("ellipse", "triangle", "rectangle", "diamond", "star", "ring", "cross", "hexagon")
 PATTERNS = ("hstripes", "checker", "dots", "vstripes", "gradient", "grid")
 POSES = ("Unspecified", "Left", "Right", "Frontal", "Rear")
+MARKER = ".voc-transfer-demo"  # written into every generated year directory
 
 
 @dataclass(frozen=True)
@@ -171,15 +174,18 @@ def render_image(
     return img, objects
 
 
-def annotation_xml(image_id: str, width: int, height: int, objects: Sequence[DemoObject]) -> str:
-    """Return the VOC XML annotation of an image (boxes 1-based inclusive, as the devkit)."""
+def annotation_xml(
+    folder: str, image_id: str, width: int, height: int, objects: Sequence[DemoObject]
+) -> str:
+    """Return the VOC XML annotation of an image (boxes 1-based inclusive, as the devkit);
+    `folder` is the year directory's name, e.g. ``VOC2007``."""
     parts = [
         "<annotation>",
-        "\t<folder>VOC2007</folder>",
+        f"\t<folder>{escape(folder)}</folder>",
         f"\t<filename>{escape(image_id)}.jpg</filename>",
         "\t<source>",
         "\t\t<database>voc-transfer synthetic demo</database>",
-        "\t\t<annotation>PASCAL VOC2007</annotation>",
+        f"\t\t<annotation>PASCAL {escape(folder)}</annotation>",
         "\t\t<image>generated</image>",
         "\t</source>",
         f"\t<size>\n\t\t<width>{width}</width>\n\t\t<height>{height}</height>",
@@ -211,6 +217,20 @@ def image_truth(objects: Sequence[DemoObject], class_name: str) -> int:
     return 0 if of_class else -1
 
 
+def check_replaceable(year_dir: Path) -> None:
+    """Raise PipelineError unless `year_dir` is absent, an empty directory, or a directory that
+    `generate_demo` made (it holds the marker file): a real dataset is never replaced."""
+    if not year_dir.exists() and not year_dir.is_symlink():
+        return
+    is_plain_dir = year_dir.is_dir() and not year_dir.is_symlink()
+    if is_plain_dir and ((year_dir / MARKER).is_file() or not any(year_dir.iterdir())):
+        return
+    raise PipelineError(
+        f"{year_dir}: refusing to replace it with the synthetic demo: it was not made by "
+        f"`pipeline demo` (no {MARKER} file in it); point demo.root at a new directory"
+    )
+
+
 def generate_demo(
     year_dir: Path,
     classes: Sequence[str],
@@ -222,27 +242,32 @@ def generate_demo(
 ) -> dict[str, list[str]]:
     """Write a synthetic VOC year directory (``JPEGImages``, ``Annotations``, ``ImageSets/Main``).
 
-    `year_dir` is e.g. ``.../VOCdevkit/VOC2007``; it is built under a temporary name and renamed
-    into place, replacing any previous one. Trainval is split in half into train and val. Writes
-    ``<split>.txt`` and ``<class>_<split>.txt`` (1 / -1 / 0) for train, val, trainval and test.
-    Returns ``{split: [image ids]}``.
+    `year_dir` is e.g. ``.../VOCdevkit/VOC2007``; it is built under a temporary name beside it
+    and renamed into place. It replaces a previous demo (recognised by the marker file that
+    every demo holds) but never anything else: see `check_replaceable`. Trainval is split in
+    half into train and val. Writes ``<split>.txt`` and ``<class>_<split>.txt`` (1 / -1 / 0)
+    for train, val, trainval and, unless `n_test` is 0 (the VOC2012 layout, whose test
+    annotations are not public), test. Returns ``{split: [image ids]}``.
     """
+    check_replaceable(year_dir)
     tmp = year_dir.with_name(f".{year_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (tmp / sub).mkdir(parents=True)
+    (tmp / MARKER).write_text("synthetic VOC demo made by `pipeline demo`; safe to replace\n")
     ids = [f"{i:06d}" for i in range(1, n_trainval + n_test + 1)]
     splits = {
         "train": ids[: n_trainval // 2],
         "val": ids[n_trainval // 2 : n_trainval],
         "trainval": ids[:n_trainval],
-        "test": ids[n_trainval:],
     }
+    if n_test:
+        splits["test"] = ids[n_trainval:]
     truth: dict[str, dict[str, int]] = {c: {} for c in classes}
     for number, image_id in enumerate(ids):
         img, objects = render_image(classes, np.random.default_rng([seed, number]))
         img.save(tmp / "JPEGImages" / f"{image_id}.jpg", quality=jpeg_quality)
-        xml = annotation_xml(image_id, img.width, img.height, objects)
+        xml = annotation_xml(year_dir.name, image_id, img.width, img.height, objects)
         (tmp / "Annotations" / f"{image_id}.xml").write_text(xml)
         for c in classes:
             truth[c][image_id] = image_truth(objects, c)
@@ -253,6 +278,7 @@ def generate_demo(
             lines = "".join(f"{i} {truth[c][i]:2d}\n" for i in members)
             (main / f"{c}_{split}.txt").write_text(lines)
     if year_dir.exists():
+        check_replaceable(year_dir)  # again: it may have appeared while we drew
         shutil.rmtree(year_dir)
     year_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, year_dir)

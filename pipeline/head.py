@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,10 +179,33 @@ def head_checkpoint(head: nn.Module, **identity: Any) -> dict[str, Any]:
     return {"state_dict": {k: v.cpu() for k, v in head.state_dict().items()}, **identity}
 
 
+def read_checkpoint(path: Path, net: str) -> dict[str, Any]:
+    """Load a head checkpoint written by `head_checkpoint` (``weights_only``: no pickle runs).
+
+    Raises PipelineError naming the file when it is missing (saying to run fit-head) or not a
+    checkpoint."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: no trained head; run `pipeline fit-head --net {net}`")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, pickle and torch errors all mean "not a checkpoint"
+        raise PipelineError(f"{path}: not a readable head checkpoint ({err})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise PipelineError(f"{path}: not a head checkpoint; re-run `pipeline fit-head`")
+    return checkpoint
+
+
 def load_head(
-    checkpoint: dict[str, Any], *, net: str, classes: list[str], source: str
+    checkpoint: dict[str, Any],
+    *,
+    net: str,
+    classes: list[str],
+    weights_digest: str | None,
+    source: str,
 ) -> nn.Module:
-    """Rebuild a head from its checkpoint, refusing one trained for another net or class list."""
+    """Rebuild a head from its checkpoint in eval mode, refusing (PipelineError naming `source`)
+    one trained for another net, class list, or backbone weights (`weights_digest` of the
+    features it will be applied to)."""
     if checkpoint.get("net") != net:
         raise PipelineError(
             f"{source}: head was trained on net {checkpoint.get('net')!r}, not {net!r}; "
@@ -192,9 +216,34 @@ def load_head(
             f"{source}: head was trained for classes {checkpoint.get('classes')}, not "
             f"{list(classes)}; run `pipeline fit-head` again"
         )
+    if checkpoint.get("weights_digest") != weights_digest:
+        raise PipelineError(
+            f"{source}: head was trained on features of other {net} weights than the cached "
+            "ones; re-run `pipeline fit-head`"
+        )
     shape = checkpoint["shape"]
     head = build_head(
         shape["dim"], len(classes) + 1, layers=shape["layers"], hidden=shape["hidden"]
     )
     head.load_state_dict(checkpoint["state_dict"])
     return head.eval()
+
+
+def check_unseen(
+    checkpoint: dict[str, Any], image_ids: Sequence[str], split: str, source: str
+) -> None:
+    """Refuse to score images the head was trained on: PipelineError naming the evaluated
+    `split`, the head's training split and how many of `image_ids` the two share (or, for a
+    checkpoint that does not list its training images, naming `source`)."""
+    if "train_images" not in checkpoint:
+        raise PipelineError(
+            f"{source}: head does not list the images it was trained on; re-run `pipeline fit-head`"
+        )
+    shared = sorted(set(checkpoint["train_images"]).intersection(image_ids))
+    if shared:
+        raise PipelineError(
+            f"split {split!r} shares {len(shared)} images with the training split "
+            f"{checkpoint.get('train_split')!r} of the head (e.g. {shared[0]}); evaluate on "
+            "images it never saw (dataset.eval_split: VOC2007 test, VOC2012 val with "
+            "dataset.train_split train)"
+        )

@@ -12,6 +12,7 @@ import numpy as np
 
 BACKGROUND = 0
 IGNORED = -1
+OUTSIDE_CLASSES = -1  # object label of a class outside the configured list
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,13 @@ def label_patches(
     """Label every patch of one image against its objects.
 
     Takes patches ``[N, 3]`` ``(x0, y0, side)``, object boxes ``[M, 4]`` ``(x0, y0, x1, y1)``,
-    object class labels ``[M]`` (1..C) and difficult flags ``[M]``. An object qualifies for a
-    patch when it covers at least `min_patch_cover` of the patch and the patch holds at least
-    `min_object_cover` of the object. A patch is positive for class c when 1..`max_objects`
-    objects qualify, all of class c and none difficult; ignored (-1) when more qualify, or they
-    disagree in class, or one is difficult; background (0) when none qualifies.
+    object class labels ``[M]`` (1..C, or `OUTSIDE_CLASSES` for a class outside the configured
+    list) and difficult flags ``[M]``. An object qualifies for a patch when it covers at least
+    `min_patch_cover` of the patch and the patch holds at least `min_object_cover` of the
+    object. A patch is positive for class c when 1..`max_objects` objects qualify, all of class
+    c, none difficult; ignored (-1) when more qualify, or they disagree in class, or one is
+    difficult or of a class outside the list (such a patch shows an object, so it is never
+    background); background (0) when none qualifies.
     """
     patches = np.asarray(patches, dtype=np.float64).reshape(-1, 3)
     boxes = np.asarray(object_boxes, dtype=np.float64).reshape(-1, 4)
@@ -79,8 +82,9 @@ def label_patches(
     object_labels = np.asarray(object_labels, dtype=np.int16)
     difficult = np.asarray(object_difficult, dtype=bool)
     best_label = object_labels[best]
-    # every qualifying object must be non-difficult and of the best object's class
-    clean = ~(qualifies & (difficult | (object_labels[None, :] != best_label[:, None]))).any(1)
+    # every qualifying object must be non-difficult, of a listed class, and of the best one's
+    unusable = difficult | (object_labels <= 0)
+    clean = ~(qualifies & (unusable | (object_labels[None, :] != best_label[:, None]))).any(1)
     label = np.where(
         n_qualifying == 0,
         BACKGROUND,

@@ -6,6 +6,8 @@ difficult objects: ignored, neither true nor false positive).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 
@@ -60,3 +62,46 @@ def average_precision(scores: np.ndarray, truth: np.ndarray, method: str) -> flo
         return float("nan")
     precision, recall = precision_recall(scores, truth)
     return ap_11_point(precision, recall) if method == "11-point" else ap_area(precision, recall)
+
+
+def image_truth(
+    image_ids: Sequence[str],
+    objects: Mapping[str, np.ndarray],
+    class_files: Sequence[Mapping[str, int] | None],
+) -> np.ndarray:
+    """Image ground truth ``[images, classes]`` int8: 1 / -1 / 0 (only difficult objects).
+
+    Takes the images in ranking order, their objects as arrays ``image_id``, ``label`` (1..C;
+    other labels, such as classes outside the configured list, are not counted) and
+    ``difficult``, and per class the ``{image_id: 1 | -1 | 0}`` of its devkit image-set file
+    (None where there is none). A file's value wins over the annotations for the images it
+    lists; an image in neither is -1.
+    """
+    row_of = {image_id: n for n, image_id in enumerate(image_ids)}
+    truth = np.full((len(image_ids), len(class_files)), -1, np.int8)
+    labels = np.asarray(objects["label"])
+    known = np.array([i in row_of for i in objects["image_id"]], bool) & (labels > 0)
+    rows = np.array([row_of[i] for i in np.asarray(objects["image_id"])[known]], np.int64)
+    columns = labels[known].astype(np.int64) - 1
+    hard = np.asarray(objects["difficult"], bool)[known]
+    truth[rows[hard], columns[hard]] = 0
+    truth[rows[~hard], columns[~hard]] = 1  # a non-difficult object wins over difficult ones
+    for column, listed in enumerate(class_files):
+        for image_id, value in (listed or {}).items():
+            if image_id in row_of:
+                truth[row_of[image_id], column] = value
+    return truth
+
+
+def class_aps(
+    scores: np.ndarray, truth: np.ndarray, classes: Sequence[str], method: str
+) -> dict[str, float]:
+    """AP of every class from scores and truth ``[images, classes]`` (NaN where a class has no
+    positive image)."""
+    return {c: average_precision(scores[:, n], truth[:, n], method) for n, c in enumerate(classes)}
+
+
+def mean_ap(aps: Mapping[str, float]) -> float:
+    """The mean of the defined (non-NaN) APs; NaN when none is defined."""
+    defined = [v for v in aps.values() if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")

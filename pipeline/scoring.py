@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.errors import PipelineError
 from pipeline.features import read_features
 
 
@@ -51,6 +52,31 @@ def image_scores(
     np.add.at(sums, image_index, probabilities[:, 1:].astype(np.float64) ** k)
     counts = np.bincount(image_index, minlength=n_images)
     return sums / np.maximum(counts, 1)[:, None]
+
+
+def score_images(
+    head: nn.Module, shards: Sequence[Path], image_ids: Sequence[str], k: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score every image of `image_ids` from the patch descriptors of feature shards.
+
+    Returns the scores float64 ``[images, C]`` (``mean y^k`` over each image's patches; ``-inf``
+    for an image without any patch in the shards, as the VOC devkit scores an image missing
+    from a result file) and the patch count of each image ``[images]``. Raises PipelineError
+    when a shard holds patches of an image not in `image_ids` (a stale cache).
+    """
+    probabilities, patch_images = cache_probabilities(head, shards)
+    index_of = {image_id: n for n, image_id in enumerate(image_ids)}
+    try:
+        image_index = np.array([index_of[i] for i in patch_images], np.int64)
+    except KeyError as err:
+        raise PipelineError(
+            f"{shards[0].parent}: features of image {err} that the split does not list; "
+            "re-run `pipeline features`"
+        ) from None
+    scores = image_scores(probabilities, image_index, len(image_ids), k)
+    counts = np.bincount(image_index, minlength=len(image_ids))
+    scores[counts == 0] = -np.inf
+    return scores, counts
 
 
 def heat_maps(probabilities: np.ndarray, boxes: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -6,6 +6,7 @@ Coordinates: VOC XML boxes are 1-based and inclusive; everything returned here i
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,8 @@ VOC_CLASSES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class VocObject:
-    """One annotated object: class name, 0-based half-open box in pixels, flags."""
+    """One annotated object: class name, 0-based half-open box in pixels (inside the image),
+    flags. The name may lie outside the configured class list (see `parse_annotation`)."""
 
     name: str
     x0: float
@@ -54,12 +56,19 @@ class VocObject:
 
 @dataclass(frozen=True)
 class Annotation:
-    """A parsed annotation file: image size in pixels and its objects, in file order."""
+    """A parsed annotation file: image size in pixels and its objects, in file order.
+
+    clipped: how many boxes reached outside the image (within the tolerance) and were clipped.
+    dropped: one line per object left out because its box has no area inside the image (or it
+    has no box at all, as VOC2012 action persons given by a point), naming the file.
+    """
 
     image_id: str
     width: int
     height: int
     objects: tuple[VocObject, ...]
+    clipped: int = 0
+    dropped: tuple[str, ...] = ()
 
 
 def annotation_path(root: Path, image_id: str) -> Path:
@@ -82,9 +91,12 @@ def _text(node: ET.Element, tag: str, path: Path) -> str:
 def _number(node: ET.Element, tag: str, path: Path) -> float:
     text = _text(node, tag, path)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise PipelineError(f"{path}: malformed annotation: <{tag}> is {text!r}") from None
+    if not math.isfinite(value):
+        raise PipelineError(f"{path}: malformed annotation: <{tag}> is {text!r}")
+    return value
 
 
 def _flag(node: ET.Element, tag: str) -> bool:
@@ -92,13 +104,52 @@ def _flag(node: ET.Element, tag: str) -> bool:
     return child is not None and (child.text or "").strip() not in ("", "0")
 
 
-def parse_annotation(path: Path, classes: tuple[str, ...] | list[str]) -> Annotation:
+def _box(
+    obj: ET.Element, name: str, width: int, height: int, tolerance: float, path: Path
+) -> tuple[tuple[float, float, float, float] | None, bool, str]:
+    """The object's box clipped to the image: ``(box or None, clipped, why dropped)``."""
+    box = obj.find("bndbox")
+    if box is None:
+        if obj.find("point") is not None:  # VOC2012 action persons given by a point
+            return None, False, f"{path}: {name!r} has a <point> but no <bndbox>: object left out"
+        raise PipelineError(f"{path}: malformed annotation: object {name!r} has no <bndbox>")
+    x0 = _number(box, "xmin", path) - 1.0
+    y0 = _number(box, "ymin", path) - 1.0
+    x1 = _number(box, "xmax", path)
+    y1 = _number(box, "ymax", path)
+    corners = f"({x0 + 1:g},{y0 + 1:g})-({x1:g},{y1:g})"
+    if x1 <= x0 or y1 <= y0:
+        return None, False, f"{path}: box of {name!r} {corners} has no area: object left out"
+    cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
+    if cx1 <= cx0 or cy1 <= cy0:
+        return (
+            None,
+            False,
+            (
+                f"{path}: box of {name!r} {corners} lies outside the {width}x{height} image: "
+                "object left out"
+            ),
+        )
+    beyond = max(-x0, -y0, x1 - width, y1 - height)
+    if beyond > tolerance:
+        raise PipelineError(
+            f"{path}: box of {name!r} {corners} reaches {beyond:g} px outside the "
+            f"{width}x{height} image (dataset.box_tolerance is {tolerance:g}); is <size> right?"
+        )
+    return (cx0, cy0, cx1, cy1), beyond > 0, ""
+
+
+def parse_annotation(path: Path, box_tolerance: float) -> Annotation:
     """Parse one VOC annotation XML file.
 
-    Takes the file path and the configured class names. Returns the image size (pixels) and its
-    objects with 0-based half-open float boxes. Raises PipelineError naming the file for
-    malformed XML, a missing size or box field, an unknown class name, and a box of zero area or
-    reaching outside the image.
+    Takes the file path and how many pixels a box may reach outside the image and still be
+    clipped to it. Returns the image size (pixels) and its objects (every ``<object>`` child of
+    the root, whatever its class; ``<part>``, ``<point>``, ``<actions>``, ``<occluded>`` are not
+    objects) with 0-based half-open float boxes clipped to the image; a missing ``<difficult>``
+    or ``<truncated>`` is false. An object whose box has no area inside the image is left out and
+    reported in `Annotation.dropped`. Raises PipelineError naming the file for malformed XML, a
+    missing or non-finite size or coordinate, and a box reaching further out than the tolerance
+    (a sign that the annotation does not describe this image).
     """
     try:
         root = ET.parse(path).getroot()
@@ -112,43 +163,36 @@ def parse_annotation(path: Path, classes: tuple[str, ...] | list[str]) -> Annota
     width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
     if width <= 0 or height <= 0:
         raise PipelineError(f"{path}: image size {width}x{height} is empty")
-    objects = []
-    for obj in root.iter("object"):
+    objects, dropped, clipped = [], [], 0
+    for obj in root.findall("object"):
         name = _text(obj, "name", path)
-        if name not in classes:
-            raise PipelineError(f"{path}: unknown class {name!r} (known: {', '.join(classes)})")
-        box = obj.find("bndbox")
+        box, was_clipped, why = _box(obj, name, width, height, box_tolerance, path)
         if box is None:
-            raise PipelineError(f"{path}: malformed annotation: object {name!r} has no <bndbox>")
-        x0 = _number(box, "xmin", path) - 1.0
-        y0 = _number(box, "ymin", path) - 1.0
-        x1 = _number(box, "xmax", path)
-        y1 = _number(box, "ymax", path)
-        if x1 <= x0 or y1 <= y0:
-            raise PipelineError(
-                f"{path}: box of {name!r} has zero area (xmin={x0 + 1:g} xmax={x1:g}, "
-                f"ymin={y0 + 1:g} ymax={y1:g})"
-            )
-        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise PipelineError(
-                f"{path}: box of {name!r} ({x0 + 1:g},{y0 + 1:g})-({x1:g},{y1:g}) lies outside "
-                f"the {width}x{height} image"
-            )
-        objects.append(
-            VocObject(name, x0, y0, x1, y1, _flag(obj, "difficult"), _flag(obj, "truncated"))
-        )
-    return Annotation(path.stem, width, height, tuple(objects))
+            dropped.append(why)
+            continue
+        clipped += was_clipped
+        objects.append(VocObject(name, *box, _flag(obj, "difficult"), _flag(obj, "truncated")))
+    return Annotation(path.stem, width, height, tuple(objects), clipped, tuple(dropped))
+
+
+def _image_set_lines(path: Path) -> list[str]:
+    """The lines of an ImageSets file (UTF-8, a leading BOM dropped, any line ending)."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise PipelineError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def read_image_set(root: Path, split: str) -> list[str]:
-    """Return the image ids listed in ``ImageSets/Main/<split>.txt`` (file order, deduplicated).
+    """Return the image ids listed in ``ImageSets/Main/<split>.txt`` (file order, deduplicated;
+    blank lines skipped).
 
-    Raises PipelineError when the file is missing or empty.
+    Raises PipelineError when the file is missing, not UTF-8, or lists no image.
     """
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         raise PipelineError(f"{path}: split file is missing (is dataset.root a VOC year dir?)")
-    ids = list(dict.fromkeys(line.split()[0] for line in path.read_text().splitlines() if line))
+    ids = list(dict.fromkeys(line.split()[0] for line in _image_set_lines(path) if line.strip()))
     if not ids:
         raise PipelineError(f"{path}: split file lists no images")
     return ids
@@ -164,7 +208,7 @@ def read_class_image_set(root: Path, class_name: str, split: str) -> dict[str, i
     if not path.is_file():
         return None
     truth = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_image_set_lines(path), start=1):
         fields = line.split()
         if not fields:
             continue

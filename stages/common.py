@@ -39,6 +39,9 @@ nets_option = click.option(
     default=None,
     help="Backbone, e.g. effnet-lite0, alexnet, pre1512 (default: every net of features.nets).",
 )
+split_option = click.option(
+    "--split", default=None, help="Image set (default: the training, then the evaluation split)."
+)
 jobs_option = click.option(
     "--jobs", type=int, default=None, help="Parallel workers (default: param `jobs`)."
 )
@@ -82,9 +85,77 @@ def classes_of(params: dict[str, Any]) -> tuple[str, ...]:
     return tuple(param(params, "dataset.classes"))
 
 
-def manifest_dir(params: dict[str, Any], split: str) -> Path:
-    """``manifests/<dataset>/<split>``."""
-    return Path("manifests") / str(param(params, "dataset.name")) / split
+def train_split(params: dict[str, Any]) -> str:
+    """The split the head is trained on (``dataset.train_split``: VOC2007 trainval, VOC2012
+    train)."""
+    return str(param(params, "dataset.train_split"))
+
+
+def eval_split(params: dict[str, Any]) -> str:
+    """The split that is scored and evaluated (``dataset.eval_split``: VOC2007 test, VOC2012
+    val)."""
+    return str(param(params, "dataset.eval_split"))
+
+
+def splits_of(params: dict[str, Any], split: str | None) -> list[str]:
+    """The splits a stage runs for: the one given on the command line, else the training then
+    the evaluation split."""
+    return [split] if split else [train_split(params), eval_split(params)]
+
+
+def net_dir(net: str) -> str:
+    """A net's name as a directory name (``torchvision:resnet50`` -> ``torchvision-resnet50``)."""
+    return net.replace(":", "-")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every output of one dataset lives. Paths carry the dataset name (``dataset.name``)
+    so that the outputs of two datasets never overwrite each other."""
+
+    dataset: str
+
+    def manifests(self, split: str) -> Path:
+        """``manifests/<dataset>/<split>``: images, objects and patches tables of a split."""
+        return Path("manifests") / self.dataset / split
+
+    def patches(self, split: str) -> Path:
+        """``data/patches/<dataset>/<split>``: the HDF5 patch shards of a split."""
+        return Path("data") / "patches" / self.dataset / split
+
+    def features(self, net: str, split: str) -> Path:
+        """``data/features/<dataset>/<net>/<split>``: the feature cache of a split."""
+        return Path("data") / "features" / self.dataset / net_dir(net) / split
+
+    def head(self, net: str) -> Path:
+        """``data/heads/<dataset>/<net>/head.pt``: the trained adaptation layers."""
+        return Path("data") / "heads" / self.dataset / net_dir(net) / "head.pt"
+
+    def scores(self, net: str, split: str) -> Path:
+        """``data/scores/<dataset>/<net>/<split>.parquet``: image scores per class."""
+        return Path("data") / "scores" / self.dataset / net_dir(net) / f"{split}.parquet"
+
+    def results(self, net: str, year: int) -> Path:
+        """``data/results/<dataset>/<net>/VOC<year>/Main``: devkit result files (the layout of
+        ``VOCdevkit/results``)."""
+        return Path("data") / "results" / self.dataset / net_dir(net) / f"VOC{year}" / "Main"
+
+    def heatmaps(self, net: str) -> Path:
+        """``data/heatmaps/<dataset>/<net>``: heat map PNGs."""
+        return Path("data") / "heatmaps" / self.dataset / net_dir(net)
+
+    def metrics(self, net: str) -> Path:
+        """``metrics/<dataset>/<net>``: DVC metrics of a net (JSON, kept in git)."""
+        return Path("metrics") / self.dataset / net_dir(net)
+
+    def plots(self, net: str) -> Path:
+        """``plots/<dataset>/<net>``: DVC plots of a net (kept in git)."""
+        return Path("plots") / self.dataset / net_dir(net)
+
+
+def layout_of(params: dict[str, Any]) -> Layout:
+    """The output layout of the configured dataset."""
+    return Layout(str(param(params, "dataset.name")))
 
 
 MANIFEST_STAGE = {"images.parquet": "index", "objects.parquet": "index", "patches.parquet": "tile"}
@@ -95,57 +166,12 @@ def read_manifest(
 ) -> pa.Table:
     """Read ``manifests/<dataset>/<split>/<name>`` (optionally some columns); PipelineError
     naming the stage to run when it is missing."""
-    path = manifest_dir(params, split) / name
+    path = layout_of(params).manifests(split) / name
     if not path.is_file():
         raise PipelineError(
             f"{path}: manifest is missing; run `pipeline {MANIFEST_STAGE[name]} --split {split}`"
         )
     return pq.read_table(path, columns=columns)
-
-
-def patches_dir(split: str) -> Path:
-    """``data/patches/<split>``: the HDF5 patch shards of a split."""
-    return Path("data") / "patches" / split
-
-
-def net_dir(net: str) -> str:
-    """A net's name as a directory name (``torchvision:resnet50`` -> ``torchvision-resnet50``)."""
-    return net.replace(":", "-")
-
-
-def features_dir(net: str, split: str) -> Path:
-    """``data/features/<net>/<split>``: the feature cache of a split."""
-    return Path("data") / "features" / net_dir(net) / split
-
-
-def head_path(net: str) -> Path:
-    """``data/heads/<net>/head.pt``: the trained adaptation layers."""
-    return Path("data") / "heads" / net_dir(net) / "head.pt"
-
-
-def scores_path(net: str, split: str) -> Path:
-    """``data/scores/<net>/<split>.parquet``: image scores per class."""
-    return Path("data") / "scores" / net_dir(net) / f"{split}.parquet"
-
-
-def results_dir(net: str, year: int) -> Path:
-    """``data/results/<net>/VOC<year>/Main``: devkit result files (copy into VOCdevkit/results)."""
-    return Path("data") / "results" / net_dir(net) / f"VOC{year}" / "Main"
-
-
-def heatmaps_dir(net: str) -> Path:
-    """``data/heatmaps/<net>``: heat map PNGs."""
-    return Path("data") / "heatmaps" / net_dir(net)
-
-
-def metrics_dir(net: str) -> Path:
-    """``metrics/<net>``: DVC metrics of a net (JSON, kept in git)."""
-    return Path("metrics") / net_dir(net)
-
-
-def plots_dir(net: str) -> Path:
-    """``plots/<net>``: DVC plots of a net (kept in git)."""
-    return Path("plots") / net_dir(net)
 
 
 def resolve_jobs(params: dict[str, Any], jobs: int | None) -> int:

@@ -43,16 +43,17 @@ from pipeline.shards import (
 )
 from stages.common import (
     dataset_root,
-    features_dir,
+    layout_of,
     load_params,
     log,
     nets_of,
     nets_option,
     param,
     params_option,
-    patches_dir,
     read_manifest,
     setup_logging,
+    splits_of,
+    train_split,
 )
 
 Metadata = dict[str, np.ndarray]
@@ -91,9 +92,9 @@ def shard_metadata(path: Path) -> Callable[[], Metadata]:
     return read
 
 
-def tasks_from_shards(split: str, out: Path, identity: dict[str, Any]) -> list[FeatureTask]:
-    """One feature shard per patch shard of the split, keyed by the patch shard's SHA-256."""
-    source = patches_dir(split)
+def tasks_from_shards(source: Path, out: Path, identity: dict[str, Any]) -> list[FeatureTask]:
+    """One feature shard per patch shard of the directory `source`, keyed by the patch shard's
+    SHA-256."""
     shards = read_shard_index(source)
     sha = pq.read_table(source / INDEX_NAME, columns=["sha256"])["sha256"].to_pylist()
     return [
@@ -172,15 +173,13 @@ def fill_tasks(
 
 def split_source(params: dict[str, Any], split: str, source: str) -> str:
     """Where a split's patches come from: `source` unless ``auto``; then ``shards`` for the
-    splits of ``features.shard_splits``, ``images`` for ``features.image_splits``, else shards
-    when the split has them."""
+    training split and any split that `pipeline sample` wrote shards for, ``images`` for the
+    others (the evaluation split: all its patches, cut straight from the images)."""
     if source != "auto":
         return source
-    if split in param(params, "features.shard_splits"):
+    if split == train_split(params):
         return "shards"
-    if split in param(params, "features.image_splits"):
-        return "images"
-    return "shards" if (patches_dir(split) / INDEX_NAME).is_file() else "images"
+    return "shards" if (layout_of(params).patches(split) / INDEX_NAME).is_file() else "images"
 
 
 @click.command("features")
@@ -188,14 +187,15 @@ def split_source(params: dict[str, Any], split: str, source: str) -> str:
 @click.option(
     "--split",
     default=None,
-    help="Image set (default: features.shard_splits, then features.image_splits).",
+    help="Image set (default: dataset.train_split, then dataset.eval_split).",
 )
 @click.option(
     "--source",
     type=click.Choice(["auto", "shards", "images"]),
     default="auto",
     show_default=True,
-    help="Read patch shards or cut from images; auto: by features.shard_splits/image_splits.",
+    help="Read patch shards or cut from images; auto: shards for the training split (and any "
+    "sampled split), images for the others.",
 )
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
 @click.option("--batch-size", type=int, default=None, help="Default: features.batch_size.")
@@ -212,7 +212,7 @@ def features(
     params_path: Path,
     verbose: bool,
 ) -> None:
-    """Write descriptors of every patch of a split to data/features/<net>/<split>/.
+    """Write descriptors of every patch of a split to data/features/<dataset>/<net>/<split>/.
 
     Finished shards whose inputs, net and weights are unchanged are kept, so an interrupted run
     resumes.
@@ -222,9 +222,7 @@ def features(
     torch_device = resolve_device(device or str(param(params, "features.device")))
     batch = int(batch_size or param(params, "features.batch_size"))
     n_workers = resolve_workers(workers or param(params, "features.workers"), torch_device)
-    splits = [split] if split else [
-        *param(params, "features.shard_splits"), *param(params, "features.image_splits")
-    ]  # fmt: skip
+    splits = splits_of(params, split)
     for name in nets_of(params, net):
         backbone = build_backbone(name, (params.get("nets") or {}).get(name) or {})
         extractor = FeatureExtractor(backbone, torch_device, batch)
@@ -247,14 +245,15 @@ def extract_split(
     backbone, torch_device, batch = extractor.backbone, extractor.device, extractor.batch_size
     patch_size = int(param(params, "tiling.patch_size"))
     identity = backbone_identity(net, backbone, patch_size)
-    out = features_dir(net, split)
+    layout = layout_of(params)
+    out = layout.features(net, split)
     if source == "shards":
-        tasks = tasks_from_shards(split, out, identity)
+        tasks = tasks_from_shards(layout.patches(split), out, identity)
     else:
         tasks, per_image = tasks_from_images(params, split, out, identity)
     todo = [t for t in tasks if shard_digest(t.path, FEATURE_FORMAT_VERSION) != t.digest]
     if source == "shards":
-        inputs = patches_dir(split)
+        inputs = layout.patches(split)
         chunks: Any = ShardPixelChunks([(inputs / t.path.name, t.rows) for t in todo], batch)
     else:
         todo_images = list(dict.fromkeys(i for t in todo for i in t.metadata()["image_id"]))

@@ -23,17 +23,15 @@ from pipeline.head import (
 )
 from stages.common import (
     classes_of,
-    features_dir,
-    head_path,
+    layout_of,
     load_params,
     log,
-    metrics_dir,
     nets_of,
     nets_option,
     param,
     params_option,
-    plots_dir,
     setup_logging,
+    train_split,
 )
 
 
@@ -102,7 +100,8 @@ def train_on_cache(
 @params_option
 @click.option("-v", "--verbose", is_flag=True)
 def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
-    """Train FCa + FCb on data/features/<net>/<train split>; write data/heads/<net>/head.pt."""
+    """Train FCa + FCb on the cached features of dataset.train_split; write
+    data/heads/<dataset>/<net>/head.pt."""
     setup_logging(verbose)
     params = load_params(params_path)
     for name in nets_of(params, net):
@@ -112,14 +111,16 @@ def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bo
 def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
     """Train and save the head of one net."""
     classes = list(classes_of(params))
-    split = str(param(params, "head.train_split"))
-    rows, attrs = read_feature_cache(features_dir(net, split))
+    split = train_split(params)
+    layout = layout_of(params)
+    cache = layout.features(net, split)
+    rows, attrs = read_feature_cache(cache)
     if attrs.get("net") != net:
-        raise PipelineError(f"{features_dir(net, split)}: features of net {attrs.get('net')!r}")
+        raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}")
     labels = rows["label"].astype(np.int64)
     if labels.min() < 0 or labels.max() > len(classes):
         raise PipelineError(
-            f"{features_dir(net, split)}: labels span {labels.min()}..{labels.max()}, expected "
+            f"{cache}: labels span {labels.min()}..{labels.max()}, expected "
             f"0..{len(classes)} for {len(classes)} classes; re-run the stages after `index`"
         )
     torch_device = resolve_device(device or str(param(params, "head.device")))
@@ -137,10 +138,12 @@ def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
         shape=shape,
         params=param(params, "head"),
         best_epoch=best.epoch,
+        train_split=split,
+        train_images=sorted(set(rows["image_id"].tolist())),
     )
-    with atomic_path(head_path(net)) as tmp:
+    with atomic_path(layout.head(net)) as tmp:
         torch.save(checkpoint, tmp)
-    write_json([dataclasses.asdict(e) for e in history], plots_dir(net) / "train.json")
+    write_json([dataclasses.asdict(e) for e in history], layout.plots(net) / "train.json")
     write_json(
         {
             "epochs": len(history),
@@ -152,6 +155,6 @@ def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
             "train_patches": len(labels) - n_val,
             "val_patches": n_val,
         },
-        metrics_dir(net) / "train.json",
+        layout.metrics(net) / "train.json",
     )
     log.info("head of %s: best hold-out loss %.4f at epoch %d", net, best.val_loss, best.epoch)

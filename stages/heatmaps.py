@@ -20,6 +20,7 @@ from pipeline.features import (
     read_feature_attrs,
     resolve_device,
 )
+from pipeline.head import check_unseen, load_head, read_checkpoint
 from pipeline.heatmaps import overlay, peak_inside, side_by_side
 from pipeline.nets import build_backbone
 from pipeline.runs import runs
@@ -29,12 +30,10 @@ from pipeline.voc import load_rgb
 from stages.common import (
     classes_of,
     dataset_root,
-    features_dir,
-    heatmaps_dir,
+    eval_split,
+    layout_of,
     load_params,
     log,
-    manifest_dir,
-    metrics_dir,
     nets_of,
     nets_option,
     param,
@@ -42,7 +41,6 @@ from stages.common import (
     read_manifest,
     setup_logging,
 )
-from stages.evaluate import load_trained_head
 
 
 def render(
@@ -97,12 +95,14 @@ def extra_image_maps(
     "extra",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="Any image file, tiled on the fly (repeatable); written to data/heatmaps/<net>/extra/.",
+    help="Any image file, tiled on the fly (repeatable); written to "
+    "data/heatmaps/<dataset>/<net>/extra/.",
 )
 @params_option
 @click.option("-v", "--verbose", is_flag=True)
 def heatmaps(net: str | None, extra: tuple[Path, ...], params_path: Path, verbose: bool) -> None:
-    """Heat maps of the test images chosen by params `heatmaps.images`, and of --image files."""
+    """Heat maps of the evaluation images chosen by params `heatmaps.images`, or of --image
+    files."""
     setup_logging(verbose)
     params = load_params(params_path)
     for name in nets_of(params, net):
@@ -113,10 +113,16 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     """Heat maps of one net: the chosen test images, or only the `extra` image files."""
     classes = list(classes_of(params))
     settings = param(params, "heatmaps")
-    split = str(settings["split"])
-    shards = feature_cache_shards(features_dir(net, split))
-    head = load_trained_head(net, classes, read_feature_attrs(shards[0]))
-    out = heatmaps_dir(net)
+    split = eval_split(params)
+    layout = layout_of(params)
+    cache = layout.features(net, split)
+    shards = feature_cache_shards(cache)
+    checkpoint = read_checkpoint(layout.head(net), net)
+    head = load_head(
+        checkpoint, net=net, classes=classes, source=str(layout.head(net)),
+        weights_digest=read_feature_attrs(shards[0]).get("weights_digest"),
+    )  # fmt: skip
+    out = layout.heatmaps(net)
     if extra:
         backbone = build_backbone(net, (params.get("nets") or {}).get(net) or {})
         device = resolve_device(str(param(params, "features.device")))
@@ -127,15 +133,16 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
             log.info("wrote %s", out / "extra" / f"{path.stem}.png")
         return
 
-    manifests = manifest_dir(params, split)
     images = read_manifest(params, split, "images.parquet").to_pandas().set_index("image_id")
+    check_unseen(checkpoint, images.index.tolist(), split, str(layout.head(net)))
     objects = read_manifest(params, split, "objects.parquet").to_pandas()
     patches = read_manifest(params, split, "patches.parquet", ["image_id", "x0", "y0", "side"])
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     probabilities, ids = cache_probabilities(head, shards)
     if ids.tolist() != patches["image_id"].to_pylist():
         raise PipelineError(
-            f"{features_dir(net, split)}: rows do not match {manifests}/patches.parquet"
+            f"{cache}: rows do not match {layout.manifests(split)}/patches.parquet; re-run "
+            "`pipeline features`"
         )
     wanted = settings["images"]
     chosen = set(images.index[: int(wanted)] if isinstance(wanted, int) else map(str, wanted))
@@ -143,7 +150,7 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     if unknown:
         raise PipelineError(f"heatmaps.images: not in split {split!r}: {sorted(unknown)}")
 
-    clear = objects[~objects.difficult]
+    clear = objects[~objects.difficult & (objects.label > 0)]
     objects_of = {image_id: group for image_id, group in clear.groupby("image_id")}
     no_objects = clear.iloc[:0]
     hits = pairs = 0
@@ -167,7 +174,7 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     fraction = hits / pairs if pairs else float("nan")
     write_json(
         {"peak_in_box": round(fraction, 6), "pairs": pairs, "rendered": len(chosen)},
-        metrics_dir(net) / "heatmaps.json",
+        layout.metrics(net) / "heatmaps.json",
     )
     log.info(
         "%s: the class map peaks inside an object of its class for %d of %d (image, class) pairs "

@@ -30,15 +30,16 @@ from pipeline.voc import load_rgb
 from stages.common import (
     dataset_root,
     jobs_option,
+    layout_of,
     load_params,
     log,
     parallel_map,
     param,
     params_option,
-    patches_dir,
     read_manifest,
     resolve_jobs,
     setup_logging,
+    train_split,
 )
 
 
@@ -132,17 +133,18 @@ def write_shard(task: ShardTask) -> str:
 
 
 @click.command("sample")
-@click.option("--split", default="trainval", show_default=True, help="Image set to sample.")
+@click.option("--split", default=None, help="Image set to sample (default: dataset.train_split).")
 @params_option
 @jobs_option
 @click.option("-v", "--verbose", is_flag=True)
-def sample(split: str, params_path: Path, jobs: int | None, verbose: bool) -> None:
-    """Write the training patches of a split to data/patches/<split>/shard-NNNNN.h5.
+def sample(split: str | None, params_path: Path, jobs: int | None, verbose: bool) -> None:
+    """Write the training patches of a split to data/patches/<dataset>/<split>/shard-NNNNN.h5.
 
     Finished shards whose content would not change are kept, so an interrupted run resumes.
     """
     setup_logging(verbose)
     params = load_params(params_path)
+    split = split or train_split(params)
     images = read_manifest(params, split, "images.parquet", ["image_id", "path"])
     root = dataset_root(params)
     image_paths = {
@@ -150,7 +152,7 @@ def sample(split: str, params_path: Path, jobs: int | None, verbose: bool) -> No
         for i, p in zip(images["image_id"].to_pylist(), images["path"].to_pylist(), strict=True)
     }
     selected = select_training_patches(read_manifest(params, split, "patches.parquet"), params)
-    out = patches_dir(split)
+    out = layout_of(params).patches(split)
     out.mkdir(parents=True, exist_ok=True)
     tasks = plan_shards(selected, image_paths, out, params)
     todo = [t for t in tasks if shard_digest(t.path) != t.digest]

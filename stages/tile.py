@@ -14,13 +14,15 @@ from pipeline.atomic import write_parquet
 from pipeline.labeling import label_patches
 from pipeline.tiling import patch_grid
 from stages.common import (
+    layout_of,
     load_params,
     log,
-    manifest_dir,
     param,
     params_option,
     read_manifest,
     setup_logging,
+    split_option,
+    splits_of,
 )
 
 PATCHES_SCHEMA = pa.schema(
@@ -88,18 +90,23 @@ def tile_split(images: pa.Table, objects: pa.Table, params: dict[str, Any]) -> p
 
 
 @click.command("tile")
-@click.option("--split", required=True, help="Image set, e.g. trainval or test.")
+@split_option
 @params_option
 @click.option("-v", "--verbose", is_flag=True)
-def tile(split: str, params_path: Path, verbose: bool) -> None:
+def tile(split: str | None, params_path: Path, verbose: bool) -> None:
     """Tile and label a split's images into manifests/<dataset>/<split>/patches.parquet."""
     setup_logging(verbose)
     params = load_params(params_path)
-    out = manifest_dir(params, split)
+    for one_split in splits_of(params, split):
+        tile_one(params, one_split)
+
+
+def tile_one(params: dict[str, Any], split: str) -> None:
+    """Tile, label and write the patches table of one split, and log its label counts."""
     images = read_manifest(params, split, "images.parquet")
     objects = read_manifest(params, split, "objects.parquet")
     table = tile_split(images, objects, params)
-    write_parquet(table, out / "patches.parquet")
+    write_parquet(table, layout_of(params).manifests(split) / "patches.parquet")
     labels = table["label"].to_numpy()
     log.info(
         "%s: %d patches from %d images: %d positive, %d background, %d ignored",

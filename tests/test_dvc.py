@@ -46,7 +46,7 @@ def project(tmp_path_factory) -> Path:
     params = yaml.safe_load(REPO_PARAMS.read_text())
     params["jobs"] = 1
     params["dataset"].update(name="dvc-test", classes=list(CLASSES))
-    params["demo"].update(n_trainval=6, n_test=3)
+    params["demo"].update(n_trainval=6, n_test=3, classes=list(CLASSES))
     params["tiling"]["patch_size"] = 32
     params["features"].update(nets=["tiny"], device="cpu")
     params["heatmaps"]["images"] = 1
@@ -73,9 +73,9 @@ def test_changing_the_head_reruns_fit_head_and_what_follows(project):
 
 def test_metrics_and_plots_are_declared(project):
     metrics = dvc(project, "metrics", "show")
-    assert "metrics/tiny/test.json" in metrics and "mAP" in metrics
+    assert "metrics/dvc-test/tiny/test.json" in metrics and "mAP" in metrics
     assert "peak_in_box" in metrics
     dvc(project, "plots", "show", "-o", "plots-html")
     page = (project / "plots-html" / "index.html").read_text()
-    assert "plots/tiny/train.json" in page
-    assert "plots/tiny/pr/aeroplane.csv" in page
+    assert "plots/dvc-test/tiny/train.json" in page
+    assert "plots/dvc-test/tiny/pr/aeroplane.csv" in page

@@ -19,7 +19,7 @@ from pipeline.nets import build_backbone
 from pipeline.shards import file_sha256
 from tests.cli import run_cli
 
-FEATURES = Path("data/features/tiny")
+FEATURES = Path("data/features/test-voc/tiny")
 
 
 def test_rebatch_keeps_order_and_never_crosses_a_boundary():
@@ -104,7 +104,7 @@ def test_batch_size_and_resume_do_not_change_the_cache(cached):
 
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_shard_of_another_format_version_is_refused_with_one_line(cached, workers):
-    shard = next(Path("data/patches/trainval").glob("shard-*.h5"))
+    shard = next(Path("data/patches/test-voc/trainval").glob("shard-*.h5"))
     with h5py.File(shard, "a") as f:
         f.attrs["format_version"] = 99
     shutil.rmtree(FEATURES / "trainval")

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.labeling import BACKGROUND, IGNORED, label_patches
+from pipeline.labeling import BACKGROUND, IGNORED, OUTSIDE_CLASSES, label_patches
 
 PATCH = np.array([[0.0, 0.0, 100.0]])  # covers [0, 100) x [0, 100), area 10000
 
@@ -22,6 +22,17 @@ def test_object_covering_enough_of_patch_and_mostly_inside_is_positive():
     assert out.label.tolist() == [3]
     assert out.best_object.tolist() == [0]
     assert np.isclose(out.patch_cover[0], 0.25) and np.isclose(out.object_cover[0], 1.0)
+
+
+def test_patch_showing_an_object_of_a_class_outside_the_list_is_ignored_never_background():
+    alone = label_one([[10, 10, 60, 60]], [OUTSIDE_CLASSES], [False])
+    assert alone.label.tolist() == [IGNORED]
+    # with a listed object qualifying beside it, the patch holds two objects: ignored too
+    both = label_one([[10, 10, 60, 60], [0, 0, 90, 90]], [OUTSIDE_CLASSES, 2], [False, False])
+    assert both.label.tolist() == [IGNORED]
+    # an outside object that does not qualify changes nothing
+    small = label_one([[0, 0, 10, 10], [10, 10, 60, 60]], [OUTSIDE_CLASSES, 2], [False, False])
+    assert small.label.tolist() == [2]
 
 
 def test_small_object_below_patch_cover_is_background():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -47,8 +48,8 @@ def test_index_tile_sample_produce_joined_manifests_and_shards(workdir):
         assert mine.patch.tolist() == list(range(len(mine)))
     assert set(patches.label) <= {-1, 0, 1, 2, 3, 4} and (patches.label > 0).any()
 
-    shards = read_shard_index(Path("data/patches/trainval"))
-    index = pq.read_table("data/patches/trainval/index.parquet").to_pandas()
+    shards = read_shard_index(Path("data/patches/test-voc/trainval"))
+    index = pq.read_table("data/patches/test-voc/trainval/index.parquet").to_pandas()
     assert [file_sha256(p) for p, _ in shards] == index.sha256.tolist()
     data = PatchShardDataset(shards)
     keys = patches.set_index(["image_id", "patch"])
@@ -69,7 +70,9 @@ def test_index_tile_sample_produce_joined_manifests_and_shards(workdir):
 
 
 def outputs_digest() -> dict[str, str]:
-    files = sorted(MANIFESTS.rglob("*.parquet")) + [Path("data/patches/trainval/index.parquet")]
+    files = sorted(MANIFESTS.rglob("*.parquet")) + [
+        Path("data/patches/test-voc/trainval/index.parquet")
+    ]
     return {str(p): file_sha256(p) for p in files}
 
 
@@ -93,7 +96,7 @@ def break_inputs(root: Path) -> None:
     jpeg.write_bytes(jpeg.read_bytes()[:2000])
     (root / "Annotations/000002.xml").write_text("<annotation><size><width>")
     xml = root / "Annotations/000003.xml"
-    xml.write_text(xml.read_text().replace("<name>", "<name>unicorn", 1))
+    xml.write_text(re.sub(r"<name>\w+</name>", "<name>unicorn</name>", xml.read_text(), count=1))
     xml = root / "Annotations/000004.xml"
     text = xml.read_text()
     start = text.index("<xmax>") + len("<xmax>")
@@ -105,18 +108,22 @@ def test_bad_images_are_reported_counted_and_skipped(workdir):
     break_inputs(workdir / "VOCdevkit/VOC2007")
     done = run_cli("index", "--split", "trainval")
     report = yaml.safe_load((MANIFESTS / "trainval/problems.json").read_text())
-    assert report["skipped"] == 5 and report["images"] == 1
+    assert report["skipped"] == 4 and report["images"] == 2
     for needle in (
         "000001.jpg: corrupt or truncated",
         "000002.xml: malformed XML",
-        "000003.xml: unknown class 'unicorn",
         "000004.xml: box of",
         "000005.jpg: image is listed but missing",
     ):
         assert any(needle in p for p in report["problems"]), needle
         assert needle in done.stderr
+    # a class outside dataset.classes is no error: the image stays, the object is counted
+    assert report["outside_classes"] == {"unicorn": 1}
     images = pq.read_table(MANIFESTS / "trainval/images.parquet")
-    assert images["image_id"].to_pylist() == ["000006"]
+    assert images["image_id"].to_pylist() == ["000003", "000006"]
+    objects = pq.read_table(MANIFESTS / "trainval/objects.parquet").to_pandas()
+    outside = objects[objects["class"] == "unicorn"]
+    assert len(outside) == 1 and outside.label.tolist() == [-1]
     run_cli("tile", "--split", "trainval")
     run_cli("sample", "--split", "trainval")
 
@@ -142,7 +149,8 @@ def test_missing_split_file_is_one_clear_line(workdir):
 
 def shards_state() -> dict[str, str]:
     return {
-        p.name: file_sha256(p) for p in sorted(Path("data/patches/trainval").glob("shard-*.h5"))
+        p.name: file_sha256(p)
+        for p in sorted(Path("data/patches/test-voc/trainval").glob("shard-*.h5"))
     }
 
 
@@ -152,7 +160,7 @@ def test_killed_sample_leaves_no_torn_shard_and_resumes_to_the_same_shards(workd
     Path("params.yaml").write_text(yaml.safe_dump(params))
     run_data_half()
     complete = shards_state()
-    index_bytes = Path("data/patches/trainval/index.parquet").read_bytes()
+    index_bytes = Path("data/patches/test-voc/trainval/index.parquet").read_bytes()
     assert len(complete) > 10
     shutil.rmtree("data/patches")
 
@@ -169,16 +177,18 @@ def test_killed_sample_leaves_no_torn_shard_and_resumes_to_the_same_shards(workd
     assert partial, "the run was killed before writing any shard"
     for name, sha in partial.items():  # whatever is there under a shard's name is complete
         assert sha == complete[name]
-        with h5py.File(Path("data/patches/trainval") / name) as f:
+        with h5py.File(Path("data/patches/test-voc/trainval") / name) as f:
             assert len(f["pixels"]) == len(f["label"])
 
     # a torn file under a final name (e.g. a crash of the file system) is rewritten too
-    torn = Path("data/patches/trainval") / next(iter(partial))
+    torn = Path("data/patches/test-voc/trainval") / next(iter(partial))
     torn.write_bytes(torn.read_bytes()[:500])
     run_cli("sample", "--split", "trainval")
     assert shards_state() == complete
-    assert Path("data/patches/trainval/index.parquet").read_bytes() == index_bytes
-    assert not [p for p in Path("data/patches/trainval").iterdir() if p.name.startswith(".")]
+    assert Path("data/patches/test-voc/trainval/index.parquet").read_bytes() == index_bytes
+    assert not [
+        p for p in Path("data/patches/test-voc/trainval").iterdir() if p.name.startswith(".")
+    ]
 
 
 @pytest.mark.parametrize("split", ["test"])

@@ -13,6 +13,7 @@ from PIL import Image
 
 from pipeline.metrics import average_precision
 from tests.cli import run_cli
+from tests.devkit import devkit_ap
 
 
 def read_json(path: str):
@@ -26,22 +27,22 @@ def trained(cached):
 
 
 def test_fit_head_writes_the_head_and_a_per_epoch_log(trained):
-    assert Path("data/heads/tiny/head.pt").is_file()
-    log = read_json("plots/tiny/train.json")
+    assert Path("data/heads/test-voc/tiny/head.pt").is_file()
+    log = read_json("plots/test-voc/tiny/train.json")
     assert [e["epoch"] for e in log] == list(range(1, len(log) + 1))
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"} <= set(log[0])
-    summary = read_json("metrics/tiny/train.json")
+    summary = read_json("metrics/test-voc/tiny/train.json")
     assert summary["val_loss"] == pytest.approx(min(e["val_loss"] for e in log), abs=1e-6)
     assert summary["train_patches"] > 0 and summary["val_patches"] > 0
 
 
 def test_evaluate_writes_ap_pr_curves_scores_and_devkit_results(trained):
     run_cli("evaluate", "--net", "tiny", "--split", "test")
-    metrics = read_json("metrics/tiny/test.json")
+    metrics = read_json("metrics/test-voc/tiny/test.json")
     assert metrics["method"] == "VOC2007 11-point" and metrics["k"] == 5
     classes = ["aeroplane", "bicycle", "bird", "boat"]
     assert list(metrics["ap"]) == classes
-    scores = pq.read_table("data/scores/tiny/test.parquet").to_pandas()
+    scores = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
     assert scores.image_id.tolist() == ["000007", "000008", "000009"]
     root = Path(yaml.safe_load(Path("params.yaml").read_text())["dataset"]["root"])
     for name in classes:
@@ -54,25 +55,73 @@ def test_evaluate_writes_ap_pr_curves_scores_and_devkit_results(trained):
             None if np.isnan(expected) else pytest.approx(expected, abs=1e-6)
         )
         lines = (
-            Path(f"data/results/tiny/VOC2007/Main/comp1_cls_test_{name}.txt")
+            Path(f"data/results/test-voc/tiny/VOC2007/Main/comp1_cls_test_{name}.txt")
             .read_text()
             .split("\n")
         )
         assert [line.split()[0] for line in lines if line] == scores.image_id.tolist()
-        assert Path(f"plots/tiny/pr/{name}.csv").read_text().startswith("recall,precision\n")
+        assert (
+            Path(f"plots/test-voc/tiny/pr/{name}.csv").read_text().startswith("recall,precision\n")
+        )
     defined = [v for v in metrics["ap"].values() if v is not None]
     assert metrics["mAP"] == pytest.approx(np.mean(defined), abs=1e-6)
 
 
+def set_params(**changes: object) -> dict:
+    """Apply ``block__key=value`` changes to ./params.yaml; return the new params."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    for dotted, value in changes.items():
+        block, key = dotted.split("__")
+        params[block][key] = value
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    return params
+
+
+def assert_files_give_the_reported_ap(params: dict, split: str) -> None:
+    root = Path(params["dataset"]["root"])
+    metrics = read_json(f"metrics/test-voc/tiny/{split}.json")
+    for name, reported in metrics["ap"].items():
+        if reported is None:
+            continue
+        from_files = devkit_ap(
+            Path(f"data/results/test-voc/tiny/VOC2007/Main/comp1_cls_{split}_{name}.txt"),
+            root / f"ImageSets/Main/{name}_{split}.txt",
+            eleven_point=True,
+        )
+        assert from_files == pytest.approx(reported, abs=1e-9), name
+
+
+@pytest.mark.parametrize("k", [5, 50])
+def test_devkit_result_files_give_the_reported_ap_even_for_tiny_scores(trained, k):
+    params = set_params(scoring__k=k)
+    run_cli("evaluate")
+    scores = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
+    if k == 50:  # scores far below what six decimals can tell apart
+        assert (scores.drop(columns="image_id").to_numpy() < 1e-6).mean() > 0.5
+    assert_files_give_the_reported_ap(params, "test")
+
+
+def test_evaluating_images_the_head_was_trained_on_is_refused_with_one_line(trained):
+    set_params(dataset__eval_split="trainval")
+    for args in (("evaluate",), ("heatmaps",)):
+        done = run_cli(*args, check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert "split 'trainval' shares 6 images with the training split 'trainval'" in line
+    set_params(dataset__eval_split="test")
+    done = run_cli("evaluate", "--split", "trainval", check=False)
+    assert done.returncode == 1 and "shares 6 images" in done.stderr
+
+
 def test_changing_k_changes_scores(trained):
     run_cli("evaluate")
-    k5 = pq.read_table("data/scores/tiny/test.parquet").to_pandas()
+    k5 = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["scoring"]["k"] = 1
     Path("params.yaml").write_text(yaml.safe_dump(params))
     run_cli("evaluate", "--net", "tiny")
-    k1 = pq.read_table("data/scores/tiny/test.parquet").to_pandas()
-    assert read_json("metrics/tiny/test.json")["k"] == 1
+    k1 = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
+    assert read_json("metrics/test-voc/tiny/test.json")["k"] == 1
     assert (k1.aeroplane >= k5.aeroplane).all() and not np.allclose(k1.aeroplane, k5.aeroplane)
 
 
@@ -83,7 +132,7 @@ def test_head_of_another_class_list_is_refused_with_one_line(trained):
     done = run_cli("evaluate", "--net", "tiny", check=False)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("error: data/heads/tiny/head.pt: head was trained for classes")
+    assert line.startswith("error: data/heads/test-voc/tiny/head.pt: head was trained for classes")
 
 
 def test_evaluate_without_a_head_says_which_stage_to_run(cached):
@@ -97,12 +146,12 @@ def test_heatmaps_render_chosen_images_and_report_peaks(trained):
     params["heatmaps"]["images"] = ["000008"]
     Path("params.yaml").write_text(yaml.safe_dump(params))
     run_cli("heatmaps", "--net", "tiny")
-    assert [p.name for p in Path("data/heatmaps/tiny").glob("*.png")] == ["000008.png"]
-    picture = Image.open("data/heatmaps/tiny/000008.png")
+    assert [p.name for p in Path("data/heatmaps/test-voc/tiny").glob("*.png")] == ["000008.png"]
+    picture = Image.open("data/heatmaps/test-voc/tiny/000008.png")
     width = Image.open(Path(params["dataset"]["root"]) / "JPEGImages/000008.jpg").width
     top = params["heatmaps"]["top_classes"]
     assert picture.width == (top + 1) * width + top * 6
-    report = read_json("metrics/tiny/heatmaps.json")
+    report = read_json("metrics/test-voc/tiny/heatmaps.json")
     assert report["pairs"] > 0 and 0 <= report["peak_in_box"] <= 1
 
 
@@ -110,10 +159,39 @@ def test_heatmaps_of_any_image_and_a_clear_line_for_an_unreadable_one(trained, t
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (90, 60), (200, 30, 30)).save(photo)
     run_cli("heatmaps", "--net", "tiny", "--image", str(photo))
-    assert Image.open("data/heatmaps/tiny/extra/photo.png").height == 60
+    assert Image.open("data/heatmaps/test-voc/tiny/extra/photo.png").height == 60
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(photo.read_bytes()[:100])
     done = run_cli("heatmaps", "--net", "tiny", "--image", str(broken), check=False)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and "broken.jpg: not a readable image" in line
+
+
+def test_an_evaluation_image_skipped_by_index_is_ranked_last_and_counted(workdir):
+    root = workdir / "VOCdevkit/VOC2007"
+    jpeg = root / "JPEGImages/000008.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:1500])
+    for stage in ("index", "tile", "sample", "features", "fit-head"):
+        run_cli(stage)
+    done = run_cli("evaluate")
+    assert "1 of 3 images have no score" in done.stderr
+    metrics = read_json("metrics/test-voc/tiny/test.json")
+    assert (metrics["images"], metrics["unscored"]) == (3, 1)
+    scores = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
+    assert scores.image_id.tolist() == ["000007", "000008", "000009"]
+    assert np.isneginf(scores.drop(columns="image_id").iloc[1]).all()
+    for name in metrics["ap"]:
+        results = Path(f"data/results/test-voc/tiny/VOC2007/Main/comp1_cls_test_{name}.txt")
+        assert [line.split()[0] for line in results.read_text().splitlines()] == [
+            "000007",
+            "000009",
+        ]
+    # the unscored image holds an object, so its class's AP counts it as a missed positive
+    holds = [
+        n
+        for n in metrics["ap"]
+        if "000008  1" in (root / f"ImageSets/Main/{n}_test.txt").read_text()
+    ]
+    assert holds and all(metrics["ap"][n] < 1 for n in holds)
+    assert_files_give_the_reported_ap(yaml.safe_load(Path("params.yaml").read_text()), "test")
