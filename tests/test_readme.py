@@ -1,0 +1,122 @@
+"""The README's real-data recipes run verbatim on read-only devkits of each VOC layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.demo import MARKER, generate_demo
+from pipeline.voc import read_image_set
+from tests.devkit import devkit_ap
+from tests.test_demo import tree_digest
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+PLACEHOLDER = "/path/to/VOCdevkit"
+# a few VOC classes: the recipes list all 20, so most have no positive (AP null) as in a subset
+CLASSES = ("bird", "car", "dog", "person")
+
+
+def readme_block(year_dir: str) -> str:
+    """The README's fenced bash block that names ``/path/to/VOCdevkit/<year_dir>``."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    (block,) = [b for b in blocks if f"{PLACEHOLDER}/{year_dir}" in b]
+    return block
+
+
+def make_real_devkit(root: Path, *, n_trainval: int, n_test: int) -> None:
+    """A devkit as a user has it: made by the generator, without the demo's marker, read-only."""
+    generate_demo(root, CLASSES, n_trainval=n_trainval, n_test=n_test, seed=3)
+    (root / MARKER).unlink()
+    for path in [root, *root.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def git_project(tmp: Path) -> Path:
+    """A clone of this repository's tracked files, as a user's checkout with git and DVC."""
+    project = tmp / "project"
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, project / name)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "checkout"]):
+        subprocess.run(["git", *args], cwd=project, env=GIT_ENV, check=True)
+    return project
+
+
+GIT_ENV = dict(
+    os.environ,
+    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    GIT_AUTHOR_NAME="test",
+    GIT_AUTHOR_EMAIL="test@example.org",
+    GIT_COMMITTER_NAME="test",
+    GIT_COMMITTER_EMAIL="test@example.org",
+)
+
+
+def run_block(block: str, devkits: Path, project: Path) -> None:
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.replace(PLACEHOLDER, str(devkits))],
+        cwd=project,
+        env=GIT_ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def check_evaluation(project: Path, root: Path, dataset: str, split: str, train: str) -> dict:
+    """The metrics of the evaluation split exist, the devkit's AP from the written result files
+    equals them, and the head never saw an image of the evaluation split."""
+    net = "effnet-lite0"
+    metrics = json.loads((project / f"metrics/{dataset}/{net}/{split}.json").read_text())
+    assert metrics["images"] == len(read_image_set(root, split)) and metrics["unscored"] == 0
+    assert metrics["mAP"] is not None
+    year = int(dataset[-4:])
+    results = project / f"data/results/{dataset}/{net}/VOC{year}/Main"
+    for name, reported in metrics["ap"].items():
+        if reported is None:
+            continue
+        from_files = devkit_ap(
+            results / f"comp1_cls_{split}_{name}.txt",
+            root / f"ImageSets/Main/{name}_{split}.txt",
+            eleven_point=year < 2010,
+        )
+        assert from_files == pytest.approx(reported, abs=1e-9), name
+    head = torch.load(project / f"data/heads/{dataset}/{net}/head.pt", weights_only=True)
+    assert head["train_split"] == train
+    assert set(head["train_images"]) <= set(read_image_set(root, train))
+    assert not set(head["train_images"]) & set(read_image_set(root, split))
+    return metrics
+
+
+def test_readme_voc2007_and_voc2012_recipes_run_verbatim_on_read_only_devkits(tmp_path):
+    devkits = tmp_path / "VOCdevkit"
+    voc2007, voc2012 = devkits / "VOC2007", devkits / "VOC2012"
+    make_real_devkit(voc2007, n_trainval=4, n_test=2)
+    make_real_devkit(voc2012, n_trainval=4, n_test=0)  # train, val, trainval; no test
+    before = {root: tree_digest(root) for root in (voc2007, voc2012)}
+    project = git_project(tmp_path)
+
+    run_block(readme_block("VOC2007"), devkits, project)
+    metrics = check_evaluation(project, voc2007, "voc2007", "test", "trainval")
+    assert metrics["method"] == "VOC2007 11-point"
+    run_block(readme_block("VOC2012"), devkits, project)
+    metrics = check_evaluation(project, voc2012, "voc2012", "val", "train")
+    assert metrics["method"] == "VOC2012 area"
+
+    assert {root: tree_digest(root) for root in (voc2007, voc2012)} == before
+    # the demo stage ran too, and wrote its own dataset only
+    assert (project / "data/demo/VOCdevkit/VOC2007" / MARKER).is_file()
