@@ -1,9 +1,10 @@
-"""Test mAP of the head trained on the true labels against the same run with shuffled labels.
+"""mAP of the head trained on the true labels against the same run with shuffled labels.
 
 Uses the feature caches of a finished `dvc repro` (params.yaml in the current directory), trains
-the head twice with the `head` params (true labels, then labels permuted across training
-patches), and scores the test split both ways. A working pipeline is far above the shuffled
-run, which sits near chance (the class frequencies). Run on demand after `dvc repro`:
+the head twice as `fit-head` does (true labels, then labels permuted across training patches),
+and scores the evaluation split both ways as `evaluate` does. A working pipeline is far above
+the shuffled run, which sits near chance (the class frequencies). Run on demand after
+`dvc repro`:
 
     python benchmarks/shuffled_labels.py [--net effnet-lite0]
 """
@@ -15,42 +16,38 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.evaluation import evaluate_split
 from pipeline.features import feature_cache_shards, read_feature_cache, resolve_device
-from pipeline.metrics import ap_method, class_aps, image_truth, mean_ap
-from pipeline.scoring import score_images
-from pipeline.voc import read_class_image_set, read_image_set
-from stages.common import (
-    classes_of,
-    dataset_root,
-    eval_split,
-    layout_of,
-    load_params,
-    param,
-    read_manifest,
-    train_split,
-)
-from stages.fit_head import train_on_cache
+from pipeline.head import fit_head
+from pipeline.manifests import read_manifest
+from pipeline.metrics import ap_method
+from pipeline.params import Params, load_params
+from pipeline.voc import read_class_image_sets, read_image_set
 
 
-def trained_eval_map(params: dict, net: str, labels: np.ndarray, train_rows: dict) -> float:
+def trained_eval_map(params: Params, net: str, labels: np.ndarray, train_rows: dict) -> float:
     """Train a head on `labels` as fit-head does and return its mAP on the evaluation split as
     evaluate does."""
-    device = resolve_device(str(param(params, "head.device")))
-    head, *_ = train_on_cache(
-        params, train_rows["features"], labels, train_rows["image_id"], device
+    dataset, layout = params.dataset, params.layout
+    fitted = fit_head(
+        train_rows["features"],
+        labels,
+        train_rows["image_id"],
+        len(dataset.classes),
+        params.head,
+        resolve_device(params.head.device),
     )
-    split, root, classes = eval_split(params), dataset_root(params), list(classes_of(params))
-    shards = feature_cache_shards(layout_of(params).features(net, split))
-    image_ids = read_image_set(root, split)
-    scores, _ = score_images(head.cpu(), shards, image_ids, float(param(params, "scoring.k")))
-    objects = read_manifest(params, split, "objects.parquet", ["image_id", "label", "difficult"])
-    truth = image_truth(
-        image_ids,
-        {c: objects[c].to_numpy(zero_copy_only=False) for c in objects.column_names},
-        [read_class_image_set(root, c, split) for c in classes],
-    )
-    method = ap_method(int(param(params, "dataset.year")))
-    return mean_ap(class_aps(scores, truth, classes, method))
+    split = dataset.eval_split
+    return evaluate_split(
+        fitted.module.cpu(),
+        feature_cache_shards(layout.features(net, split)),
+        read_image_set(dataset.root, split),
+        read_manifest(layout.manifests(split), "objects.parquet"),
+        read_class_image_sets(dataset.root, dataset.classes, split),
+        dataset.classes,
+        k=params.scoring.k,
+        method=ap_method(dataset.year),
+    ).mean_ap
 
 
 def main() -> None:
@@ -60,8 +57,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     params = load_params(args.params)
-    net = args.net or param(params, "features.nets")[0]
-    rows, _ = read_feature_cache(layout_of(params).features(net, train_split(params)))
+    net = args.net or params.features.nets[0]
+    rows, _ = read_feature_cache(params.layout.features(net, params.dataset.train_split))
     shuffled = np.random.default_rng(args.seed).permutation(rows["label"])
     true_map = trained_eval_map(params, net, rows["label"], rows)
     shuffled_map = trained_eval_map(params, net, shuffled, rows)

@@ -23,6 +23,8 @@ from pipeline.nets import Backbone, normalise
 from pipeline.shards import check_format_version, read_row_keys, read_shard_index
 
 FEATURE_FORMAT_VERSION = 1
+MAX_CUDA_WORKERS = 8  # DataLoader workers of `auto` on CUDA: enough to keep one GPU fed
+PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,10 +42,12 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_workers(setting: int | str, device: torch.device) -> int:
     """DataLoader workers: an int as given; ``auto`` -> 0 on CPU (loading is cheap next to the
-    forward pass and would steal its cores), up to 8 on CUDA."""
-    if setting != "auto":
+    forward pass and would steal its cores), up to `MAX_CUDA_WORKERS` on CUDA."""
+    if setting == "auto":
+        return 0 if device.type == "cpu" else min(MAX_CUDA_WORKERS, os.cpu_count() or 1)
+    if isinstance(setting, int) or (isinstance(setting, str) and setting.isdigit()):
         return int(setting)
-    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    raise PipelineError(f"features.workers: {setting!r} is not a count of workers or auto")
 
 
 class FeatureExtractor:
@@ -96,7 +100,7 @@ def chunk_loader(chunks: Dataset, device: torch.device, workers: int) -> DataLoa
         shuffle=False,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=PREFETCH_CHUNKS if workers else None,
         persistent_workers=False,
     )
 
@@ -137,6 +141,17 @@ def rebatch(
             pending, held = [joined[cut:]], len(joined) - cut
     if held:
         yield from flush()
+
+
+def descriptor_batches(
+    extractor: FeatureExtractor, chunks: Dataset, workers: int, boundaries: Iterable[int]
+) -> Iterator[np.ndarray]:
+    """Descriptors ``[n, d]`` float16 of a dataset of uint8 pixel chunks, in row order, in
+    batches of the extractor's batch size that never cross a boundary (see `rebatch`); the
+    chunks are loaded by `workers` DataLoader processes."""
+    loaded = chunk_loader(chunks, extractor.device, workers)
+    for pixels in rebatch(raise_errors(loaded), extractor.batch_size, boundaries):
+        yield extractor(pixels)
 
 
 def read_features(path: Path) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.params import Head as HeadParams
 
 
 def build_head(
@@ -72,20 +73,6 @@ def holdout_mask(image_ids: np.ndarray, fraction: float, seed: int) -> np.ndarra
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of `train_head` (the ``head`` params block)."""
-
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    lr_drops: int = 3
-    patience: int = 1
-    max_epochs: int = 100
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class EpochLog:
     """One epoch of training: losses are mean cross-entropy, accuracies fractions."""
 
@@ -117,7 +104,7 @@ def train_head(
     head: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
-    config: TrainConfig,
+    config: HeadParams,
     device: torch.device,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> list[EpochLog]:
@@ -171,6 +158,48 @@ def train_head(
         head.load_state_dict(best_state)
     head.eval()
     return history
+
+
+@dataclass(frozen=True)
+class FittedHead:
+    """A head trained by `fit_head`: the module (eval mode), its per-epoch log, its shape
+    (``dim``, ``layers``, ``hidden``) and the mask of the rows held out."""
+
+    module: nn.Module
+    history: list[EpochLog]
+    shape: dict[str, int]
+    held_out: np.ndarray
+
+    @property
+    def best(self) -> EpochLog:
+        """The epoch of the lowest hold-out loss (whose weights the module has)."""
+        return min(self.history, key=lambda e: e.val_loss)
+
+
+def fit_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    image_ids: np.ndarray,
+    n_classes: int,
+    config: HeadParams,
+    device: torch.device,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> FittedHead:
+    """Build the adaptation layers of `config` and train them on descriptors ``[N, d]`` with
+    labels ``[N]`` in ``0..n_classes`` (0 = background), holding out whole images (a seeded
+    `config.val_fraction` of `image_ids`)."""
+    held_out = holdout_mask(image_ids, config.val_fraction, config.seed)
+    x = torch.from_numpy(features)
+    y = torch.from_numpy(labels.astype(np.int64))
+    shape = {"dim": int(x.shape[1]), "layers": config.layers, "hidden": config.hidden}
+    head = build_head(
+        shape["dim"], n_classes + 1, layers=config.layers, hidden=config.hidden,
+        dropout=config.dropout, seed=config.seed,
+    )  # fmt: skip
+    history = train_head(
+        head, (x[~held_out], y[~held_out]), (x[held_out], y[held_out]), config, device, on_epoch
+    )
+    return FittedHead(head, history, shape, held_out)
 
 
 def head_checkpoint(head: nn.Module, **identity: Any) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+PANEL_GAP = 6  # white pixels between two panels
+CAPTION_FONT_SIZE = 16  # pixels; legible on a 500x375 VOC image
 
 
 def peak_inside(heat_map: np.ndarray, boxes: np.ndarray) -> bool:
@@ -37,14 +40,14 @@ def overlay(
     draw = ImageDraw.Draw(panel)
     for x0, y0, x1, y1 in np.asarray(boxes).reshape(-1, 4):
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 255, 255), width=2)
-    font = ImageFont.load_default(size=16)
+    font = ImageFont.load_default(size=CAPTION_FONT_SIZE)
     left, top, right, bottom = draw.textbbox((6, 4), caption, font=font)
     draw.rectangle((left - 4, top - 3, right + 4, bottom + 3), fill=(0, 0, 0))
     draw.text((6, 4), caption, fill=(255, 255, 255), font=font)
     return panel
 
 
-def side_by_side(panels: Sequence[Image.Image], gap: int = 6) -> Image.Image:
+def side_by_side(panels: Sequence[Image.Image], gap: int = PANEL_GAP) -> Image.Image:
     """The panels left to right on a white background, `gap` pixels apart."""
     width = sum(p.width for p in panels) + gap * (len(panels) - 1)
     height = max(p.height for p in panels)
@@ -54,3 +57,37 @@ def side_by_side(panels: Sequence[Image.Image], gap: int = 6) -> Image.Image:
         sheet.paste(p, (x, 0))
         x += p.width + gap
     return sheet
+
+
+def peak_hits(maps: np.ndarray, boxes_by_label: Mapping[int, np.ndarray]) -> tuple[int, int]:
+    """For one image: of its (image, class) pairs (one per label in `boxes_by_label`, with that
+    class's boxes ``[M, 4]``), how many have the class's map ``maps[label]`` peaking inside one
+    of the boxes. Returns ``(hits, pairs)``."""
+    hits = sum(peak_inside(maps[label], boxes) for label, boxes in boxes_by_label.items())
+    return int(hits), len(boxes_by_label)
+
+
+def render_top_classes(
+    image: np.ndarray,
+    maps: np.ndarray,
+    classes: Sequence[str],
+    boxes_by_label: Mapping[int, np.ndarray],
+    *,
+    top_classes: int,
+    colormap: str,
+    alpha: float,
+) -> Image.Image:
+    """The image beside the overlays of its `top_classes` classes with the highest map mean.
+
+    Takes the RGB image ``[H, W, 3]``, its maps ``[C + 1, H, W]`` (0 = background), the class
+    names (label ``i + 1`` = ``classes[i]``) and the boxes to outline per label. Each caption
+    gives the class and its map's mean (the k = 1 image score).
+    """
+    means = maps[1:].reshape(len(classes), -1).mean(1)
+    top = np.argsort(-means, kind="stable")[:top_classes]
+    panels = [overlay(image, np.zeros(image.shape[:2]), "image", np.zeros((0, 4)), alpha=0)]
+    for c in top:
+        caption = f"{classes[c]}  mean p {means[c]:.2f}"
+        boxes = boxes_by_label.get(int(c) + 1, np.zeros((0, 4)))
+        panels.append(overlay(image, maps[c + 1], caption, boxes, colormap=colormap, alpha=alpha))
+    return side_by_side(panels)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.labeling import BACKGROUND
+from pipeline.runs import runs
 
 
 def image_rng(seed: int, image_id: str) -> np.random.Generator:
@@ -31,3 +33,15 @@ def kept_patches(
     n_keep = int(np.floor(background_fraction * len(background) + 0.5))
     drawn = image_rng(seed, image_id).choice(background, size=n_keep, replace=False)
     return np.sort(np.concatenate([np.flatnonzero(labels > 0), drawn]))
+
+
+def select_training_patches(patches: pa.Table, background_fraction: float, seed: int) -> pa.Table:
+    """The rows of a patches table (sorted by image id) that training uses: every positive
+    patch and, per image, a seeded `background_fraction` of its background (`kept_patches`)."""
+    ids = patches["image_id"].to_numpy(zero_copy_only=False)
+    labels = patches["label"].to_numpy()
+    kept = [
+        start + kept_patches(labels[start:end], ids[start], background_fraction, seed)
+        for start, end in runs(ids)
+    ]
+    return patches.take(pa.array(np.concatenate(kept) if kept else [], type=pa.int64()))

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from pipeline.cutting import cut_patches
 from pipeline.errors import PipelineError
-from pipeline.features import read_features
+from pipeline.features import (
+    FeatureExtractor,
+    feature_cache_shards,
+    read_feature_attrs,
+    read_features,
+)
+from pipeline.head import load_head, read_checkpoint
+from pipeline.tiling import patch_grid
 
 
 @torch.inference_mode()
@@ -37,6 +46,21 @@ def cache_probabilities(head: nn.Module, shards: Sequence[Path]) -> tuple[np.nda
         probabilities.append(patch_probabilities(head, rows["features"]))
         image_ids.append(rows["image_id"])
     return np.concatenate(probabilities), np.concatenate(image_ids)
+
+
+def load_head_for_cache(
+    path: Path, cache: Path, *, net: str, classes: Sequence[str]
+) -> tuple[nn.Module, dict[str, Any], list[Path]]:
+    """The trained head at `path` for the feature cache directory `cache`: the module (eval
+    mode), its checkpoint, and the cache's shards in order. PipelineError when either is
+    missing or the head was trained for another net, class list or backbone weights."""
+    checkpoint = read_checkpoint(path, net)
+    shards = feature_cache_shards(cache)
+    head = load_head(
+        checkpoint, net=net, classes=list(classes), source=str(path),
+        weights_digest=read_feature_attrs(shards[0]).get("weights_digest"),
+    )  # fmt: skip
+    return head, checkpoint, shards
 
 
 def image_scores(
@@ -102,3 +126,20 @@ def heat_maps(probabilities: np.ndarray, boxes: np.ndarray, width: int, height: 
     count = sums[..., -1:]
     maps = np.where(count > 0.5, sums[..., :-1] / np.maximum(count, 1), 0.0)
     return maps.transpose(2, 0, 1).astype(np.float32)
+
+
+def image_heat_maps(
+    image: np.ndarray,
+    extractor: FeatureExtractor,
+    head: nn.Module,
+    *,
+    scales: Sequence[float],
+    min_overlap: float,
+    patch_size: int,
+) -> np.ndarray:
+    """Per-class heat maps ``[C + 1, H, W]`` of any RGB image ``[H, W, 3]``, tiled and
+    described on the fly (nothing cached): the grid of `patch_grid`, cut at `patch_size`."""
+    height, width = image.shape[:2]
+    _, boxes = patch_grid(width, height, tuple(scales), min_overlap)
+    pixels = torch.from_numpy(cut_patches(image, boxes, patch_size))
+    return heat_maps(patch_probabilities(head, extractor(pixels)), boxes, width, height)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import h5py
 import numpy as np
@@ -24,6 +25,7 @@ from pipeline.errors import PipelineError
 
 PATCH_FORMAT_VERSION = 1
 INDEX_NAME = "index.parquet"
+log = logging.getLogger("pipeline")
 
 
 def shard_name(number: int) -> str:
@@ -214,3 +216,48 @@ def prune_shards(directory: Path, keep: Sequence[str]) -> None:
     for stale in directory.glob("shard-*.h5"):
         if stale.name not in set(keep):
             stale.unlink()
+
+
+class PlannedShard(Protocol):
+    """What the resumable routine needs of a planned shard: its final path, its row count and
+    the digest of everything its bytes depend on."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
+Task = TypeVar("Task", bound=PlannedShard)
+
+
+def update_shards(
+    directory: Path,
+    planned: Sequence[Task],
+    write_missing: Callable[[list[Task]], Iterable[tuple[Task, str]]],
+    format_version: int,
+) -> list[Task]:
+    """Bring a directory of shards up to its plan, resuming whatever is already done.
+
+    Shards whose recorded digest equals the planned one are kept; the others are handed to
+    `write_missing`, which writes them (each atomically) and yields every task with the SHA-256
+    of the file it wrote. Then shards outside the plan and stale temporaries are deleted and
+    ``index.parquet`` lists the plan with each file's SHA-256. Returns the tasks written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    todo = [t for t in planned if shard_digest(t.path, format_version) != t.digest]
+    log.info("%s: %d of %d shards to write", directory, len(todo), len(planned))
+    written = {task.path: sha for task, sha in write_missing(todo)}
+    prune_shards(directory, [t.path.name for t in planned])
+    write_shard_index(
+        directory,
+        [t.path.name for t in planned],
+        [t.rows for t in planned],
+        [written.get(t.path) or file_sha256(t.path) for t in planned],
+        [t.digest for t in planned],
+    )
+    return todo

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,21 @@ class Annotation:
     objects: tuple[VocObject, ...]
     clipped: int = 0
     dropped: tuple[str, ...] = ()
+
+
+def annotation_summary(
+    annotations: Sequence[Annotation], classes: Sequence[str]
+) -> dict[str, object]:
+    """What a split's kept annotations held beyond plain objects: the objects of classes
+    outside `classes` per class name (``outside_classes``), the clipped boxes
+    (``clipped_boxes``) and one line per object left out (``objects_left_out``)."""
+    listed = set(classes)
+    outside = Counter(o.name for a in annotations for o in a.objects if o.name not in listed)
+    return {
+        "outside_classes": dict(sorted(outside.items())),
+        "clipped_boxes": sum(a.clipped for a in annotations),
+        "objects_left_out": [line for a in annotations for line in a.dropped],
+    }
 
 
 def annotation_path(root: Path, image_id: str) -> Path:
@@ -183,6 +200,14 @@ def _image_set_lines(path: Path) -> list[str]:
         raise PipelineError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
+def read_annotated_image(root: Path, image_id: str, box_tolerance: float) -> Annotation:
+    """Parse an image's annotation (see `parse_annotation`) and check that its JPEG decodes
+    at the annotated size; PipelineError naming the file otherwise."""
+    annotation = parse_annotation(annotation_path(root, image_id), box_tolerance)
+    check_image(image_path(root, image_id), annotation.width, annotation.height)
+    return annotation
+
+
 def read_image_set(root: Path, split: str) -> list[str]:
     """Return the image ids listed in ``ImageSets/Main/<split>.txt`` (file order, deduplicated;
     blank lines skipped).
@@ -216,6 +241,13 @@ def read_class_image_set(root: Path, class_name: str, split: str) -> dict[str, i
             raise PipelineError(f"{path}:{number}: expected '<image_id> 1|-1|0', got {line!r}")
         truth[fields[0]] = int(fields[1])
     return truth
+
+
+def read_class_image_sets(
+    root: Path, classes: Sequence[str], split: str
+) -> list[dict[str, int] | None]:
+    """`read_class_image_set` of every class, in the order of `classes`."""
+    return [read_class_image_set(root, name, split) for name in classes]
 
 
 def open_image(path: Path) -> Image.Image:

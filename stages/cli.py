@@ -1,46 +1,205 @@
 """The `pipeline` command: every stage as a click subcommand.
 
-Stage modules are imported only when their command runs, so that light stages (index, tile)
-start without loading torch.
+This is the only module that knows click. Each command validates its parameters file and calls
+the `run` function of its stage module, imported only when the command runs, so that light
+stages (index, tile) start without loading torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 
 from pipeline.errors import PipelineError
+from pipeline.params import Params, load_params
 
-COMMANDS: dict[str, str] = {
-    "demo": "stages.demo:demo",
-    "index": "stages.index:index",
-    "tile": "stages.tile:tile",
-    "sample": "stages.sample:sample",
-    "features": "stages.features:features",
-    "fit-head": "stages.fit_head:fit_head",
-    "evaluate": "stages.evaluate:evaluate",
-    "heatmaps": "stages.heatmaps:heatmaps",
+STAGE_MODULES: dict[str, str] = {
+    "demo": "stages.demo",
+    "index": "stages.index",
+    "tile": "stages.tile",
+    "sample": "stages.sample",
+    "features": "stages.features",
+    "fit-head": "stages.fit_head",
+    "evaluate": "stages.evaluate",
+    "heatmaps": "stages.heatmaps",
 }
 
+params_option = click.option(
+    "--params",
+    "params_path",
+    default="params.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Parameters file.",
+)
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="Log more (DEBUG).")
+split_option = click.option(
+    "--split", default=None, help="Image set (default: the training, then the evaluation split)."
+)
+net_option = click.option(
+    "--net",
+    default=None,
+    help="Backbone, e.g. effnet-lite0, alexnet, pre1512 (default: every net of features.nets).",
+)
+jobs_option = click.option(
+    "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: jobs)."
+)
+strict_option = click.option(
+    "--strict", is_flag=True, help="Stop at the first bad input instead of skipping it."
+)
 
-class LazyGroup(click.Group):
-    """A click group whose subcommands are imported from ``module:attribute`` on first use."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
-            return None
-        module, attribute = COMMANDS[cmd_name].split(":")
-        return getattr(importlib.import_module(module), attribute)
+def setup_logging(verbose: bool) -> None:
+    """Log to stderr at INFO (DEBUG with `verbose`)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def stage(command: str) -> Callable[..., None]:
+    """The `run` function of the stage behind `command`, imported now."""
+    return importlib.import_module(STAGE_MODULES[command]).run
+
+
+def start(params_path: Path, verbose: bool) -> Params:
+    """Set up logging and load the validated parameters."""
+    setup_logging(verbose)
+    return load_params(params_path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """voc-transfer: Pascal VOC patches and transferred CNN features (Oquab et al. 2014)."""
+
+
+@cli.command("demo")
+@params_option
+@verbose_option
+def demo(params_path: Path, verbose: bool) -> None:
+    """Write the synthetic demo dataset at demo.root (never anywhere else)."""
+    stage("demo")(start(params_path, verbose))
+
+
+@cli.command("index")
+@split_option
+@params_option
+@strict_option
+@jobs_option
+@verbose_option
+def index(
+    split: str | None, params_path: Path, strict: bool, jobs: int | None, verbose: bool
+) -> None:
+    """Parse a split's annotations into manifests/<dataset>/<split>/{images,objects}.parquet."""
+    params = start(params_path, verbose)
+    stage("index")(params, split, strict=strict, jobs=jobs or params.jobs)
+
+
+@cli.command("tile")
+@split_option
+@params_option
+@verbose_option
+def tile(split: str | None, params_path: Path, verbose: bool) -> None:
+    """Tile and label a split's images into manifests/<dataset>/<split>/patches.parquet."""
+    stage("tile")(start(params_path, verbose), split)
+
+
+@cli.command("sample")
+@click.option("--split", default=None, help="Image set (default: dataset.train_split).")
+@params_option
+@jobs_option
+@verbose_option
+def sample(split: str | None, params_path: Path, jobs: int | None, verbose: bool) -> None:
+    """Write the training patches of a split to data/patches/<dataset>/<split>/shard-NNNNN.h5.
+
+    Finished shards whose content would not change are kept, so an interrupted run resumes.
+    """
+    params = start(params_path, verbose)
+    stage("sample")(params, split, jobs=jobs or params.jobs)
+
+
+@cli.command("features")
+@net_option
+@split_option
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "shards", "images"]),
+    default="auto",
+    show_default=True,
+    help="Read patch shards or cut from images; auto: shards for the training split (and any "
+    "sampled split), images for the others.",
+)
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Default: features.batch_size."
+)
+@click.option("--workers", default=None, help="DataLoader workers or auto (default: param).")
+@params_option
+@verbose_option
+def features(
+    net: str | None,
+    split: str | None,
+    source: str,
+    device: str | None,
+    batch_size: int | None,
+    workers: str | None,
+    params_path: Path,
+    verbose: bool,
+) -> None:
+    """Write descriptors of every patch of a split to data/features/<dataset>/<net>/<split>/.
+
+    Finished shards whose inputs, net and weights are unchanged are kept, so an interrupted run
+    resumes.
+    """
+    stage("features")(
+        start(params_path, verbose), net, split,
+        source=source, device=device, batch_size=batch_size, workers=workers,
+    )  # fmt: skip
+
+
+@cli.command("fit-head")
+@net_option
+@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
+@params_option
+@verbose_option
+def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
+    """Train FCa + FCb on the cached features of dataset.train_split; write
+    data/heads/<dataset>/<net>/head.pt."""
+    stage("fit-head")(start(params_path, verbose), net, device=device)
+
+
+@cli.command("evaluate")
+@net_option
+@click.option("--split", default=None, help="Image set to evaluate (default: dataset.eval_split).")
+@params_option
+@verbose_option
+def evaluate(net: str | None, split: str | None, params_path: Path, verbose: bool) -> None:
+    """Score every image of a split and measure per-class AP and mAP (VOC devkit method)."""
+    stage("evaluate")(start(params_path, verbose), net, split)
+
+
+@cli.command("heatmaps")
+@net_option
+@click.option(
+    "--image",
+    "extra",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Any image file, tiled on the fly (repeatable); written to "
+    "data/heatmaps/<dataset>/<net>/extra/.",
+)
+@params_option
+@verbose_option
+def heatmaps(net: str | None, extra: tuple[Path, ...], params_path: Path, verbose: bool) -> None:
+    """Heat maps of the evaluation images chosen by params `heatmaps.images`, or of --image
+    files."""
+    stage("heatmaps")(start(params_path, verbose), net, extra)
 
 
 def main() -> None:

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import click
+import logging
 
 from pipeline.demo import generate_demo
-from stages.common import load_params, log, param, params_option
+from pipeline.params import Params
+
+log = logging.getLogger("pipeline")
 
 
-@click.command("demo")
-@params_option
-def demo(params_path: Path) -> None:
+def run(params: Params) -> None:
     """Write the synthetic demo dataset at `demo.root` (a VOCdevkit/VOC2007 layout).
 
     Only a directory that a previous `pipeline demo` made is ever replaced; `dataset.root` is
     not read here, so pointing it at a real devkit leaves that devkit alone.
     """
-    params = load_params(params_path)
-    root = Path(param(params, "demo.root"))
+    demo = params.demo
     splits = generate_demo(
-        root,
-        [str(c) for c in param(params, "demo.classes")],
-        n_trainval=int(param(params, "demo.n_trainval")),
-        n_test=int(param(params, "demo.n_test")),
-        seed=int(param(params, "demo.seed")),
+        demo.root, demo.classes, n_trainval=demo.n_trainval, n_test=demo.n_test, seed=demo.seed
     )
-    log.info("demo dataset at %s: %s", root, {s: len(ids) for s, ids in splits.items()})
+    log.info("demo dataset at %s: %s", demo.root, {s: len(ids) for s, ids in splits.items()})

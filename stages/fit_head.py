@@ -3,116 +3,41 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
+import logging
 
-import click
 import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.errors import PipelineError
 from pipeline.features import read_feature_cache, resolve_device
-from pipeline.head import (
-    EpochLog,
-    TrainConfig,
-    build_head,
-    head_checkpoint,
-    holdout_mask,
-    train_head,
-)
-from stages.common import (
-    classes_of,
-    layout_of,
-    load_params,
-    log,
-    nets_of,
-    nets_option,
-    param,
-    params_option,
-    setup_logging,
-    train_split,
-)
+from pipeline.head import EpochLog, fit_head, head_checkpoint
+from pipeline.params import Params
+
+log = logging.getLogger("pipeline")
 
 
-def train_config(params: dict[str, Any]) -> TrainConfig:
-    """The ``head`` params block as a TrainConfig."""
-    block = param(params, "head")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in block.items() if k in fields})
-
-
-def train_on_cache(
-    params: dict[str, Any],
-    features: np.ndarray,
-    labels: np.ndarray,
-    image_ids: np.ndarray,
-    device: torch.device,
-    *,
-    log_as: str | None = None,
-) -> tuple[torch.nn.Module, list[EpochLog], dict[str, int], np.ndarray]:
-    """Build the head of the ``head`` params and train it on descriptors ``[N, d]`` with labels
-    ``[N]`` (0..C), holding out whole images; with `log_as` (a net name) each epoch is logged.
-    Returns the trained head, its per-epoch log, its shape (dim, layers, hidden) and the
-    hold-out row mask."""
-    classes = classes_of(params)
-    config = train_config(params)
-    held_out = holdout_mask(image_ids, float(param(params, "head.val_fraction")), config.seed)
-    x = torch.from_numpy(features)
-    y = torch.from_numpy(labels.astype(np.int64))
-    shape = {
-        "dim": int(x.shape[1]),
-        "layers": int(param(params, "head.layers")),
-        "hidden": int(param(params, "head.hidden")),
-    }
-    head = build_head(
-        shape["dim"], len(classes) + 1, layers=shape["layers"], hidden=shape["hidden"],
-        dropout=float(param(params, "head.dropout")), seed=config.seed,
+def log_epoch(entry: EpochLog) -> None:
+    """One log line per training epoch."""
+    log.info(
+        "epoch %d lr %.0e: train loss %.4f acc %.3f, hold-out loss %.4f acc %.3f",
+        entry.epoch, entry.lr, entry.train_loss, entry.train_accuracy, entry.val_loss,
+        entry.val_accuracy,
     )  # fmt: skip
-    if log_as is not None:
-        log.info(
-            "fit-head %s: %d training and %d hold-out patches (%d images held out), %d-d",
-            log_as, int((~held_out).sum()), int(held_out.sum()), len(set(image_ids[held_out])),
-            shape["dim"],
-        )  # fmt: skip
-
-    def report(entry: EpochLog) -> None:
-        log.info(
-            "epoch %d lr %.0e: train loss %.4f acc %.3f, hold-out loss %.4f acc %.3f",
-            entry.epoch, entry.lr, entry.train_loss, entry.train_accuracy, entry.val_loss,
-            entry.val_accuracy,
-        )  # fmt: skip
-
-    history = train_head(
-        head,
-        (x[~held_out], y[~held_out]),
-        (x[held_out], y[held_out]),
-        config,
-        device,
-        on_epoch=report if log_as is not None else None,
-    )
-    return head, history, shape, held_out
 
 
-@click.command("fit-head")
-@nets_option
-@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
-@params_option
-@click.option("-v", "--verbose", is_flag=True)
-def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
-    """Train FCa + FCb on the cached features of dataset.train_split; write
-    data/heads/<dataset>/<net>/head.pt."""
-    setup_logging(verbose)
-    params = load_params(params_path)
-    for name in nets_of(params, net):
+def run(params: Params, net: str | None, *, device: str | None) -> None:
+    """Train the head of `net` (default: every net of ``features.nets``) on the training
+    split's features; `device` overrides ``head.device``."""
+    for name in params.net_names(net):
         fit_one(params, name, device)
 
 
-def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
-    """Train and save the head of one net."""
-    classes = list(classes_of(params))
-    split = train_split(params)
-    layout = layout_of(params)
+def fit_one(params: Params, net: str, device: str | None) -> None:
+    """Train and save the head of one net, with its per-epoch log and summary metrics."""
+    classes = params.dataset.classes
+    split = params.dataset.train_split
+    layout = params.layout
     cache = layout.features(net, split)
     rows, attrs = read_feature_cache(cache)
     if attrs.get("net") != net:
@@ -123,30 +48,31 @@ def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
             f"{cache}: labels span {labels.min()}..{labels.max()}, expected "
             f"0..{len(classes)} for {len(classes)} classes; re-run the stages after `index`"
         )
-    torch_device = resolve_device(device or str(param(params, "head.device")))
-    head, history, shape, held_out = train_on_cache(
-        params, rows["features"], labels, rows["image_id"], torch_device, log_as=net
-    )
-    n_val = int(held_out.sum())
-    best = min(history, key=lambda e: e.val_loss)
+    torch_device = resolve_device(device or params.head.device)
+    fitted = fit_head(
+        rows["features"], labels, rows["image_id"], len(classes), params.head, torch_device,
+        on_epoch=log_epoch,
+    )  # fmt: skip
+    n_val = int(fitted.held_out.sum())
+    best = fitted.best
     checkpoint = head_checkpoint(
-        head,
+        fitted.module,
         net=net,
         layer=attrs.get("layer"),
         weights_digest=attrs.get("weights_digest"),
-        classes=classes,
-        shape=shape,
-        params=param(params, "head"),
+        classes=list(classes),
+        shape=fitted.shape,
+        params=params.head.model_dump(),
         best_epoch=best.epoch,
         train_split=split,
         train_images=sorted(set(rows["image_id"].tolist())),
     )
     with atomic_path(layout.head(net)) as tmp:
         torch.save(checkpoint, tmp)
-    write_json([dataclasses.asdict(e) for e in history], layout.plots(net) / "train.json")
+    write_json([dataclasses.asdict(e) for e in fitted.history], layout.plots(net) / "train.json")
     write_json(
         {
-            "epochs": len(history),
+            "epochs": len(fitted.history),
             "best_epoch": best.epoch,
             "val_loss": round(best.val_loss, 6),
             "val_accuracy": round(best.val_accuracy, 6),
@@ -157,4 +83,9 @@ def fit_one(params: dict[str, Any], net: str, device: str | None) -> None:
         },
         layout.metrics(net) / "train.json",
     )
-    log.info("head of %s: best hold-out loss %.4f at epoch %d", net, best.val_loss, best.epoch)
+    log.info(
+        "head of %s: %d training and %d hold-out patches (%d images held out), best hold-out "
+        "loss %.4f at epoch %d",
+        net, len(labels) - n_val, n_val, len(set(rows["image_id"][fitted.held_out])),
+        best.val_loss, best.epoch,
+    )  # fmt: skip

@@ -1,158 +1,114 @@
-"""Stage `heatmaps`: per-class heat maps of test images as PNG overlays, and how often a map
-peaks inside an object of its class."""
+"""Stage `heatmaps`: per-class heat maps of evaluation images as PNG overlays, and how often a
+map peaks inside an object of its class."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
 
-import click
 import numpy as np
-import torch
+from PIL import Image
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.cutting import cut_patches
 from pipeline.errors import PipelineError
-from pipeline.features import (
-    FeatureExtractor,
-    feature_cache_shards,
-    read_feature_attrs,
-    resolve_device,
-)
-from pipeline.head import check_unseen, load_head, read_checkpoint
-from pipeline.heatmaps import overlay, peak_inside, side_by_side
+from pipeline.features import FeatureExtractor, resolve_device
+from pipeline.head import check_unseen
+from pipeline.heatmaps import peak_hits, render_top_classes
+from pipeline.manifests import read_manifest
 from pipeline.nets import build_backbone
+from pipeline.params import Params
 from pipeline.runs import runs
-from pipeline.scoring import cache_probabilities, heat_maps, patch_probabilities
-from pipeline.tiling import patch_grid
+from pipeline.scoring import cache_probabilities, heat_maps, image_heat_maps, load_head_for_cache
 from pipeline.voc import load_rgb
-from stages.common import (
-    classes_of,
-    dataset_root,
-    eval_split,
-    layout_of,
-    load_params,
-    log,
-    nets_of,
-    nets_option,
-    param,
-    params_option,
-    read_manifest,
-    setup_logging,
-)
+
+log = logging.getLogger("pipeline")
 
 
-def render(
-    image: np.ndarray,
-    maps: np.ndarray,
-    classes: list[str],
-    boxes: dict[int, np.ndarray],
-    settings: dict[str, Any],
-) -> Any:
-    """The image beside the overlays of its top classes (by the mean of their map)."""
-    means = maps[1:].reshape(len(classes), -1).mean(1)
-    top = np.argsort(-means, kind="stable")[: int(settings["top_classes"])]
-    panels = [overlay(image, np.zeros(image.shape[:2]), "image", np.zeros((0, 4)), alpha=0)]
-    for c in top:
-        caption = f"{classes[c]}  mean p {means[c]:.2f}"
-        panels.append(
-            overlay(
-                image, maps[c + 1], caption, boxes.get(c + 1, np.zeros((0, 4))),
-                colormap=str(settings["colormap"]), alpha=float(settings["alpha"]),
-            )
-        )  # fmt: skip
-    return side_by_side(panels)
+def run(params: Params, net: str | None, extra: tuple[Path, ...]) -> None:
+    """Heat maps for `net` (default: every net of ``features.nets``): of the evaluation
+    images chosen by ``heatmaps.images``, or, when `extra` names image files, of those only."""
+    for name in params.net_names(net):
+        if extra:
+            render_extra_images(params, name, extra)
+        else:
+            render_split(params, name)
 
 
-def save_png(picture: Any, path: Path) -> None:
+def save_png(picture: Image.Image, path: Path) -> None:
     """Write a PIL image as PNG atomically."""
     with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG")
 
 
-def extra_image_maps(
-    path: Path, params: dict[str, Any], extractor: FeatureExtractor, head: torch.nn.Module
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tile an arbitrary image on the fly: its RGB pixels and per-class heat maps."""
-    image = load_rgb(path)
-    height, width = image.shape[:2]
-    _, boxes = patch_grid(
-        width,
-        height,
-        tuple(param(params, "tiling.scales")),
-        float(param(params, "tiling.min_overlap")),
-    )
-    pixels = torch.from_numpy(cut_patches(image, boxes, int(param(params, "tiling.patch_size"))))
-    probabilities = patch_probabilities(head, extractor(pixels))
-    return image, heat_maps(probabilities, boxes, width, height)
-
-
-@click.command("heatmaps")
-@nets_option
-@click.option(
-    "--image",
-    "extra",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Any image file, tiled on the fly (repeatable); written to "
-    "data/heatmaps/<dataset>/<net>/extra/.",
-)
-@params_option
-@click.option("-v", "--verbose", is_flag=True)
-def heatmaps(net: str | None, extra: tuple[Path, ...], params_path: Path, verbose: bool) -> None:
-    """Heat maps of the evaluation images chosen by params `heatmaps.images`, or of --image
-    files."""
-    setup_logging(verbose)
-    params = load_params(params_path)
-    for name in nets_of(params, net):
-        heatmaps_one(params, name, extra)
-
-
-def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> None:
-    """Heat maps of one net: the chosen test images, or only the `extra` image files."""
-    classes = list(classes_of(params))
-    settings = param(params, "heatmaps")
-    split = eval_split(params)
-    layout = layout_of(params)
-    cache = layout.features(net, split)
-    shards = feature_cache_shards(cache)
-    checkpoint = read_checkpoint(layout.head(net), net)
-    head = load_head(
-        checkpoint, net=net, classes=classes, source=str(layout.head(net)),
-        weights_digest=read_feature_attrs(shards[0]).get("weights_digest"),
+def render(params: Params, image: np.ndarray, maps: np.ndarray, boxes: dict) -> Image.Image:
+    """The picture of one image's maps with the ``heatmaps`` params."""
+    settings = params.heatmaps
+    return render_top_classes(
+        image, maps, params.dataset.classes, boxes, top_classes=settings.top_classes,
+        colormap=settings.colormap, alpha=settings.alpha,
     )  # fmt: skip
-    out = layout.heatmaps(net)
-    if extra:
-        backbone = build_backbone(net, (params.get("nets") or {}).get(net) or {})
-        device = resolve_device(str(param(params, "features.device")))
-        extractor = FeatureExtractor(backbone, device, int(param(params, "features.batch_size")))
-        for path in extra:
-            image, maps = extra_image_maps(path, params, extractor, head)
-            save_png(render(image, maps, classes, {}, settings), out / "extra" / f"{path.stem}.png")
-            log.info("wrote %s", out / "extra" / f"{path.stem}.png")
-        return
 
-    images = read_manifest(params, split, "images.parquet").to_pandas().set_index("image_id")
+
+def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> None:
+    """Tile, describe and render any image files on the fly, into ``<heatmaps>/extra/``."""
+    layout, split = params.layout, params.dataset.eval_split
+    head, _, _ = load_head_for_cache(
+        layout.head(net), layout.features(net, split), net=net, classes=params.dataset.classes
+    )
+    backbone = build_backbone(net, params.nets.options(net))
+    device = resolve_device(params.features.device)
+    extractor = FeatureExtractor(backbone, device, params.features.batch_size)
+    for path in paths:
+        image = load_rgb(path)
+        maps = image_heat_maps(
+            image, extractor, head, scales=params.tiling.scales,
+            min_overlap=params.tiling.min_overlap, patch_size=params.tiling.patch_size,
+        )  # fmt: skip
+        out = layout.heatmaps(net) / "extra" / f"{path.stem}.png"
+        save_png(render(params, image, maps, {}), out)
+        log.info("wrote %s", out)
+
+
+def chosen_images(params: Params, split_images: list[str]) -> set[str]:
+    """The evaluation images to render: the first ``heatmaps.images`` or those it lists."""
+    wanted = params.heatmaps.images
+    chosen = set(split_images[:wanted] if isinstance(wanted, int) else wanted)
+    unknown = chosen - set(split_images)
+    if unknown:
+        raise PipelineError(
+            f"heatmaps.images: not in split {params.dataset.eval_split!r}: {sorted(unknown)}"
+        )
+    return chosen
+
+
+def render_split(params: Params, net: str) -> None:
+    """Maps of every evaluation image from the cached features: the peak-in-box metric over
+    all of them, pictures of the chosen ones."""
+    layout, split = params.layout, params.dataset.eval_split
+    cache, manifests = layout.features(net, split), layout.manifests(split)
+    head, checkpoint, shards = load_head_for_cache(
+        layout.head(net), cache, net=net, classes=params.dataset.classes
+    )
+    images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
     check_unseen(checkpoint, images.index.tolist(), split, str(layout.head(net)))
-    objects = read_manifest(params, split, "objects.parquet").to_pandas()
-    patches = read_manifest(params, split, "patches.parquet", ["image_id", "x0", "y0", "side"])
+    objects = read_manifest(manifests, "objects.parquet").to_pandas()
+    patches = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     probabilities, ids = cache_probabilities(head, shards)
     if ids.tolist() != patches["image_id"].to_pylist():
         raise PipelineError(
-            f"{cache}: rows do not match {layout.manifests(split)}/patches.parquet; re-run "
-            "`pipeline features`"
+            f"{cache}: rows do not match {manifests}/patches.parquet; re-run `pipeline features`"
         )
-    wanted = settings["images"]
-    chosen = set(images.index[: int(wanted)] if isinstance(wanted, int) else map(str, wanted))
-    unknown = chosen - set(images.index)
-    if unknown:
-        raise PipelineError(f"heatmaps.images: not in split {split!r}: {sorted(unknown)}")
-
+    chosen = chosen_images(params, images.index.tolist())
     clear = objects[~objects.difficult & (objects.label > 0)]
-    objects_of = {image_id: group for image_id, group in clear.groupby("image_id")}
-    no_objects = clear.iloc[:0]
+    boxes_of = {
+        image_id: {
+            int(label): group[["x0", "y0", "x1", "y1"]].to_numpy()
+            for label, group in rows.groupby("label")
+        }
+        for image_id, rows in clear.groupby("image_id")
+    }
     hits = pairs = 0
     for start, end in tqdm(runs(ids), desc="heatmaps", unit="img"):
         image_id = ids[start]
@@ -160,17 +116,12 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
         maps = heat_maps(
             probabilities[start:end], boxes[start:end], int(meta.width), int(meta.height)
         )
-        mine = objects_of.get(image_id, no_objects)
-        by_class = {
-            int(label): group[["x0", "y0", "x1", "y1"]].to_numpy()
-            for label, group in mine.groupby("label")
-        }
-        for label, class_boxes in by_class.items():
-            pairs += 1
-            hits += peak_inside(maps[label], class_boxes)
+        hit, pair = peak_hits(maps, boxes_of.get(image_id, {}))
+        hits, pairs = hits + hit, pairs + pair
         if image_id in chosen:
-            image = load_rgb(dataset_root(params) / meta.path)
-            save_png(render(image, maps, classes, by_class, settings), out / f"{image_id}.png")
+            image = load_rgb(params.dataset.root / meta.path)
+            picture = render(params, image, maps, boxes_of.get(image_id, {}))
+            save_png(picture, layout.heatmaps(net) / f"{image_id}.png")
     fraction = hits / pairs if pairs else float("nan")
     write_json(
         {"peak_in_box": round(fraction, 6), "pairs": pairs, "rendered": len(chosen)},
@@ -179,5 +130,5 @@ def heatmaps_one(params: dict[str, Any], net: str, extra: tuple[Path, ...]) -> N
     log.info(
         "%s: the class map peaks inside an object of its class for %d of %d (image, class) pairs "
         "(%.1f%%); %d images rendered to %s",
-        split, hits, pairs, 100 * fraction, len(chosen), out,
+        split, hits, pairs, 100 * fraction, len(chosen), layout.heatmaps(net),
     )  # fmt: skip

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,6 +30,25 @@ def demo_params(root: Path) -> dict:
     params["shards"]["patches_per_shard"] = 64
     params["features"].update(nets=["tiny"], device="cpu", batch_size=32, images_per_shard=1)
     return params
+
+
+def set_params(changes: dict[str, Any], path: Path = Path("params.yaml")) -> dict:
+    """Set dotted keys of a params file (``{"scoring.k": 3}``); return the new params."""
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *blocks, key = dotted.split(".")
+        node = params
+        for block in blocks:
+            node = node[block]
+        node[key] = value
+    path.write_text(yaml.safe_dump(params))
+    return params
+
+
+@pytest.fixture
+def edit_params() -> Callable[..., dict]:
+    """`set_params` on ./params.yaml of the test's project directory."""
+    return set_params
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CLASSES, REPO_PARAMS
+from tests.conftest import CLASSES, REPO_PARAMS, set_params
 
 REPO = REPO_PARAMS.parent
 
@@ -28,12 +28,6 @@ def dvc(project: Path, *args: str) -> str:
 
 def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def set_param(project: Path, block: str, key: str, value: object) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params[block][key] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +56,12 @@ def test_nothing_changed_runs_nothing(project):
 
 
 def test_changing_k_reruns_only_evaluate(project):
-    set_param(project, "scoring", "k", 3)
+    set_params({"scoring.k": 3}, project / "params.yaml")
     assert ran(dvc(project, "repro")) == {"evaluate@tiny"}
 
 
 def test_changing_the_head_reruns_fit_head_and_what_follows(project):
-    set_param(project, "head", "lr", 0.02)
+    set_params({"head.lr": 0.02}, project / "params.yaml")
     assert ran(dvc(project, "repro")) == {"fit-head@tiny", "evaluate@tiny", "heatmaps@tiny"}
 
 

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.head import TrainConfig, build_head, holdout_mask, load_head, train_head
+from pipeline.head import build_head, holdout_mask, load_head, train_head
+from pipeline.params import Head, load_params
+from tests.conftest import REPO_PARAMS
 
 
 def test_paper_head_is_dropout_fca_relu_dropout_fcb():
@@ -50,6 +52,11 @@ def test_holdout_keeps_whole_images_on_one_side_and_is_reproducible():
     assert not np.array_equal(mask, holdout_mask(ids, 0.25, seed=1))
 
 
+def head_params(**changes: object) -> Head:
+    """The repository's ``head`` params with some values changed."""
+    return load_params(REPO_PARAMS).head.model_copy(update=changes)
+
+
 def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Three well separated Gaussian classes in 8-d."""
     g = torch.Generator().manual_seed(seed)
@@ -59,7 +66,7 @@ def blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_training_learns_keeps_the_best_epoch_and_is_deterministic():
-    config = TrainConfig(lr=0.05, batch_size=32, max_epochs=40, seed=1)
+    config = head_params(lr=0.05, batch_size=32, max_epochs=40, patience=1, seed=1)
     runs = []
     for _ in range(2):
         head = build_head(8, 3, hidden=16, seed=1)
@@ -85,7 +92,7 @@ def test_training_stops_after_the_last_lr_drop_plateaus():
     # the hold-out set is pure noise: its loss stops improving at once
     g = torch.Generator().manual_seed(0)
     val = (torch.randn(100, 8, generator=g), torch.randint(0, 3, (100,), generator=g))
-    config = TrainConfig(lr=0.01, batch_size=50, max_epochs=100, lr_drops=3, patience=1, seed=0)
+    config = head_params(lr=0.01, batch_size=50, max_epochs=100, lr_drops=3, patience=1, seed=0)
     history = train_head(
         build_head(8, 3, hidden=4), blobs(100, 0), val, config, torch.device("cpu")
     )
@@ -100,11 +107,15 @@ def test_head_for_another_net_or_class_list_is_refused():
         "net": "tiny",
         "classes": ["cat", "dog"],
         "shape": {"dim": 8, "layers": 2, "hidden": 4},
+        "weights_digest": "w1",
     }
-    assert isinstance(
-        load_head(checkpoint, net="tiny", classes=["cat", "dog"], source="h.pt"), nn.Module
-    )
+    same = {"source": "h.pt", "weights_digest": "w1"}
+    assert isinstance(load_head(checkpoint, net="tiny", classes=["cat", "dog"], **same), nn.Module)
     with pytest.raises(PipelineError, match="h.pt: head was trained on net 'tiny', not 'alexnet'"):
-        load_head(checkpoint, net="alexnet", classes=["cat", "dog"], source="h.pt")
+        load_head(checkpoint, net="alexnet", classes=["cat", "dog"], **same)
     with pytest.raises(PipelineError, match=r"h.pt: head was trained for classes \['cat', 'dog'\]"):
-        load_head(checkpoint, net="tiny", classes=["dog", "cat"], source="h.pt")
+        load_head(checkpoint, net="tiny", classes=["dog", "cat"], **same)
+    with pytest.raises(PipelineError, match="h.pt: head was trained on features of other tiny"):
+        load_head(
+            checkpoint, net="tiny", classes=["cat", "dog"], source="h.pt", weights_digest="w2"
+        )

@@ -154,10 +154,8 @@ def shards_state() -> dict[str, str]:
     }
 
 
-def test_killed_sample_leaves_no_torn_shard_and_resumes_to_the_same_shards(workdir):
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    params["shards"]["patches_per_shard"] = 8
-    Path("params.yaml").write_text(yaml.safe_dump(params))
+def test_killed_sample_leaves_no_torn_shard_and_resumes_to_the_same_shards(workdir, edit_params):
+    edit_params({"shards.patches_per_shard": 8})
     run_data_half()
     complete = shards_state()
     index_bytes = Path("data/patches/test-voc/trainval/index.parquet").read_bytes()

@@ -1,0 +1,191 @@
+"""Planning and writing a feature cache: which feature shards a split has, where each one's
+pixels come from, and filling them from a stream of descriptor batches.
+
+Two sources of pixels: the patch shards of a sampled split (one feature shard per patch shard)
+and the images themselves (every patch of the grid, one feature shard per block of images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.datasets import ImagePatchChunks, ShardPixelChunks
+from pipeline.features import FEATURE_FORMAT_VERSION
+from pipeline.nets import Backbone
+from pipeline.runs import runs
+from pipeline.shards import (
+    INDEX_NAME,
+    digest_of,
+    read_row_keys,
+    read_shard_index,
+    shard_name,
+    write_shard,
+)
+
+RowKeys = dict[str, np.ndarray]  # label, image_id, patch of a shard's rows
+FEATURE_CHUNK_ROWS = 1024  # rows per HDF5 chunk of a feature shard (about 2.6 MB at 1280-d)
+
+
+@dataclass(frozen=True)
+class FeatureTask:
+    """One output feature shard: its path, row count, content digest, and a reader of its
+    rows' label / image_id / patch."""
+
+    path: Path
+    rows: int
+    digest: str
+    row_keys: Callable[[], RowKeys]
+
+
+def backbone_identity(net: str, backbone: Backbone, patch_size: int) -> dict[str, Any]:
+    """What, besides the pixels, descriptors depend on; `net` is the name as given."""
+    return {
+        "net": net,
+        "layer": backbone.layer,
+        "weights": backbone.weights,
+        "weights_digest": backbone.weights_digest,
+        "transform": backbone.transform_description(),
+        "patch_size": patch_size,
+    }
+
+
+def shard_attributes(identity: dict[str, Any]) -> dict[str, Any]:
+    """The attributes stored in every feature shard: the identity without the patch size
+    (which the pixels already carry)."""
+    return {k: v for k, v in identity.items() if k != "patch_size"}
+
+
+def _patch_shard_keys(path: Path) -> Callable[[], RowKeys]:
+    def read() -> RowKeys:
+        with h5py.File(path, "r") as f:
+            return read_row_keys(f)
+
+    return read
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """Pixels read from the patch shards of a sampled split, `chunk_rows` rows at a time."""
+
+    patch_dir: Path
+    tasks: list[FeatureTask]
+    chunk_rows: int
+
+    @classmethod
+    def plan(
+        cls, patch_dir: Path, out: Path, identity: dict[str, Any], chunk_rows: int
+    ) -> ShardSource:
+        """One feature shard in `out` per patch shard of `patch_dir`, keyed by the patch
+        shard's SHA-256 (as its index records it)."""
+        shards = read_shard_index(patch_dir)
+        sha = pq.read_table(patch_dir / INDEX_NAME, columns=["sha256"])["sha256"].to_pylist()
+        tasks = [
+            FeatureTask(
+                path=out / path.name,
+                rows=rows,
+                digest=digest_of(FEATURE_FORMAT_VERSION, identity, "shard", sha[k]),
+                row_keys=_patch_shard_keys(path),
+            )
+            for k, (path, rows) in enumerate(shards)
+        ]
+        return cls(patch_dir, tasks, chunk_rows)
+
+    def pixel_chunks(self, todo: list[FeatureTask]) -> Dataset:
+        """The uint8 pixels of the tasks' rows, in order, as a dataset of chunks."""
+        return ShardPixelChunks(
+            [(self.patch_dir / t.path.name, t.rows) for t in todo], self.chunk_rows
+        )
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Pixels cut straight from the images, every patch of one image per chunk (each image
+    decoded once)."""
+
+    tasks: list[FeatureTask]
+    per_image: dict[str, tuple[Path, np.ndarray]]
+    patch_size: int
+
+    @classmethod
+    def plan(
+        cls,
+        patches: pa.Table,
+        image_paths: dict[str, Path],
+        out: Path,
+        identity: dict[str, Any],
+        *,
+        images_per_shard: int,
+        patch_size: int,
+    ) -> ImageSource:
+        """One feature shard in `out` per block of `images_per_shard` images, covering every
+        row of a patches table (sorted by image) in order; `image_paths` maps image ids to
+        their files."""
+        ids = patches["image_id"].to_numpy(zero_copy_only=False).astype(str)
+        boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+        labels, patch = patches["label"].to_numpy(), patches["patch"].to_numpy()
+        image_rows = runs(ids)
+        per_image = {ids[s]: (image_paths[ids[s]], boxes[s:e]) for s, e in image_rows}
+        tasks = []
+        for number, first in enumerate(range(0, len(image_rows), images_per_shard)):
+            last = min(first + images_per_shard, len(image_rows)) - 1
+            lo, hi = image_rows[first][0], image_rows[last][1]
+
+            def row_keys(lo: int = lo, hi: int = hi) -> RowKeys:
+                return {"label": labels[lo:hi], "image_id": ids[lo:hi], "patch": patch[lo:hi]}
+
+            names = list(dict.fromkeys(ids[lo:hi].tolist()))
+            content = digest_of(
+                FEATURE_FORMAT_VERSION,
+                identity,
+                "images",
+                [str(per_image[i][0]) for i in names],
+                "\n".join(ids[lo:hi].tolist()),
+                boxes[lo:hi],
+            )
+            tasks.append(FeatureTask(out / shard_name(number), int(hi - lo), content, row_keys))
+        return cls(tasks, per_image, patch_size)
+
+    def pixel_chunks(self, todo: list[FeatureTask]) -> Dataset:
+        """The uint8 pixels of the tasks' rows, in order, one image per chunk."""
+        images = list(dict.fromkeys(i for t in todo for i in t.row_keys()["image_id"]))
+        return ImagePatchChunks([self.per_image[i] for i in images], self.patch_size)
+
+
+FeatureSource = ShardSource | ImageSource
+
+
+def write_feature_shards(
+    tasks: list[FeatureTask], batches: Iterable[np.ndarray | torch.Tensor], attrs: dict[str, Any]
+) -> Iterator[tuple[FeatureTask, str]]:
+    """Cut a stream of descriptor batches (rows in task order, no batch crossing two tasks) into
+    the tasks' shards, each with the attributes `attrs`; write each as soon as it is complete
+    and yield it with its SHA-256."""
+    stream = iter(batches)
+    for task in tasks:
+        held: list[np.ndarray] = []
+        while sum(len(b) for b in held) < task.rows:
+            held.append(np.asarray(next(stream)))
+        keys = task.row_keys()
+        sha = write_shard(
+            task.path,
+            rows=("features", np.concatenate(held)),
+            label=keys["label"],
+            image_id=keys["image_id"].tolist(),
+            patch=keys["patch"],
+            format_version=FEATURE_FORMAT_VERSION,
+            digest=task.digest,
+            chunk_rows=FEATURE_CHUNK_ROWS,
+            compression={},
+            attrs=attrs,
+        )
+        yield task, sha

@@ -1,0 +1,60 @@
+"""Where every output of one dataset lives, relative to the project directory.
+
+Paths carry the dataset name (``dataset.name``) so that the outputs of two datasets never
+overwrite each other, and a net's name as a directory (``torchvision:resnet50`` ->
+``torchvision-resnet50``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def net_dir(net: str) -> str:
+    """A net's name as a directory name (``torchvision:resnet50`` -> ``torchvision-resnet50``)."""
+    return net.replace(":", "-")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The output paths of the dataset named `dataset`."""
+
+    dataset: str
+
+    def manifests(self, split: str) -> Path:
+        """``manifests/<dataset>/<split>``: images, objects and patches tables of a split."""
+        return Path("manifests") / self.dataset / split
+
+    def patches(self, split: str) -> Path:
+        """``data/patches/<dataset>/<split>``: the HDF5 patch shards of a split."""
+        return Path("data") / "patches" / self.dataset / split
+
+    def features(self, net: str, split: str) -> Path:
+        """``data/features/<dataset>/<net>/<split>``: the feature cache of a split."""
+        return Path("data") / "features" / self.dataset / net_dir(net) / split
+
+    def head(self, net: str) -> Path:
+        """``data/heads/<dataset>/<net>/head.pt``: the trained adaptation layers."""
+        return Path("data") / "heads" / self.dataset / net_dir(net) / "head.pt"
+
+    def scores(self, net: str, split: str) -> Path:
+        """``data/scores/<dataset>/<net>/<split>.parquet``: image scores per class."""
+        return Path("data") / "scores" / self.dataset / net_dir(net) / f"{split}.parquet"
+
+    def results(self, net: str, year: int) -> Path:
+        """``data/results/<dataset>/<net>/VOC<year>/Main``: devkit result files (the layout of
+        ``VOCdevkit/results``)."""
+        return Path("data") / "results" / self.dataset / net_dir(net) / f"VOC{year}" / "Main"
+
+    def heatmaps(self, net: str) -> Path:
+        """``data/heatmaps/<dataset>/<net>``: heat map PNGs."""
+        return Path("data") / "heatmaps" / self.dataset / net_dir(net)
+
+    def metrics(self, net: str) -> Path:
+        """``metrics/<dataset>/<net>``: DVC metrics of a net (JSON, kept in git)."""
+        return Path("metrics") / self.dataset / net_dir(net)
+
+    def plots(self, net: str) -> Path:
+        """``plots/<dataset>/<net>``: DVC plots of a net (kept in git)."""
+        return Path("plots") / self.dataset / net_dir(net)

@@ -1,0 +1,332 @@
+"""The parameters schema: every knob of ``params.yaml``, its type, range and meaning.
+
+This is the one place that documents and checks the parameters: `load_params` validates a
+whole file at load, and a value outside its rule, a missing key or an unknown key (with the
+closest known one) is a one-line PipelineError naming the file, the key and the rule.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+
+# A 500x375 image (VOC's usual size) may give at most this many patches: the default grid gives
+# 512; a min_overlap close to 1 would give millions and run for days.
+MAX_PATCHES_PER_IMAGE = 20_000
+REFERENCE_IMAGE = (500, 375)
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Seed = Annotated[int, Field(strict=True, ge=0)]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")]
+
+
+class Block(BaseModel):
+    """A params block: every key required, no unknown key, read-only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Dataset(Block):
+    """The VOC year directory read (never written) and how to read it."""
+
+    name: Name = Field(description="names the outputs: manifests/<name>/, data/*/<name>/ ...")
+    root: Path = Field(description="a VOC year directory, e.g. /data/VOCdevkit/VOC2007")
+    year: Annotated[int, Field(strict=True, ge=2005, le=2100)] = Field(
+        description="picks the AP: before 2010 11-point, from 2010 the envelope area"
+    )
+    train_split: Name = Field(description="the split the head learns from (VOC2012: train)")
+    eval_split: Name = Field(description="the split scored and evaluated (VOC2012: val)")
+    classes: list[Name] = Field(min_length=1, description="label i + 1 is classes[i]")
+    box_tolerance: Annotated[float, Field(ge=0)] = Field(
+        description="pixels a box may reach outside its image and be clipped"
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _unique(cls, classes: list[str]) -> list[str]:
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return classes
+
+    @model_validator(mode="after")
+    def _distinct_splits(self) -> Dataset:
+        if self.train_split == self.eval_split:
+            raise ValueError(
+                f"train_split and eval_split are both {self.train_split!r}: the head would be "
+                "evaluated on its training images"
+            )
+        return self
+
+
+class Demo(Block):
+    """The synthetic dataset `pipeline demo` writes (only at its own root)."""
+
+    root: Path = Field(description="where `pipeline demo` writes; never a real devkit")
+    classes: list[Name] = Field(min_length=1)
+    n_trainval: Annotated[int, Field(strict=True, ge=2)]
+    n_test: Annotated[int, Field(strict=True, ge=0)]
+    seed: Seed
+
+
+class Tiling(Block):
+    """The multi-scale square patch grid."""
+
+    scales: list[Annotated[float, Field(gt=0)]] = Field(
+        min_length=1, description="λ: patch side = min(w, h) / λ"
+    )
+    min_overlap: Annotated[float, Field(ge=0, lt=1)] = Field(
+        description="least overlap of neighbouring patches, as a fraction of the side"
+    )
+    patch_size: Annotated[int, Field(strict=True, ge=16, le=1024)] = Field(
+        description="pixels of a stored and fed patch"
+    )
+
+    @model_validator(mode="after")
+    def _bounded_grid(self) -> Tiling:
+        width, height = REFERENCE_IMAGE
+        n = 0
+        for scale in self.scales:
+            side = min(width, height) / scale
+            per_axis = [
+                1
+                if length - side < 1e-6
+                else math.ceil((length - side) / (side * (1 - self.min_overlap)) - 1e-9) + 1
+                for length in (width, height)
+            ]
+            n += per_axis[0] * per_axis[1]
+        if n > MAX_PATCHES_PER_IMAGE:
+            raise ValueError(
+                f"scales and min_overlap give {n} patches for a {width}x{height} image, more "
+                f"than {MAX_PATCHES_PER_IMAGE} (the defaults give 512)"
+            )
+        return self
+
+
+class Labeling(Block):
+    """When an object qualifies for a patch (|P ∩ B| against |P| and |B|)."""
+
+    min_patch_cover: Fraction
+    min_object_cover: Fraction
+    max_objects: PositiveInt = Field(description="more qualifying objects make it ignored")
+
+
+class Sampling(Block):
+    """Which background patches the training set keeps."""
+
+    background_fraction: Fraction
+    seed: Seed
+
+
+class Shards(Block):
+    """HDF5 patch shards."""
+
+    patches_per_shard: PositiveInt
+    compression: Literal["gzip", "lzf", "none"]
+    compression_level: Annotated[int, Field(strict=True, ge=0, le=9)] | None = Field(
+        description="gzip level; ignored by lzf and none"
+    )
+
+
+class Pre1512Options(Block):
+    """Options of the paper's network."""
+
+    weights: Path | None = Field(description="a torch state dict of the 1512-class network")
+
+
+class TinyOptions(Block):
+    """Options of the random test net."""
+
+    seed: Seed
+
+
+class Nets(Block):
+    """Per-backbone options."""
+
+    pre1512: Pre1512Options
+    tiny: TinyOptions
+
+    def options(self, net: str) -> dict[str, Any]:
+        """The options block of `net` as a dict ({} for nets without options)."""
+        block = getattr(self, net, None) if net.isidentifier() else None
+        return block.model_dump() if isinstance(block, BaseModel) else {}
+
+
+class Features(Block):
+    """Which backbones run, where, and how the evaluation split's cache is cut into shards."""
+
+    nets: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    device: str = Field(description="auto (CUDA when present), cpu, cuda, cuda:N")
+    batch_size: PositiveInt
+    workers: Annotated[int, Field(strict=True, ge=0)] | Literal["auto"] = Field(
+        description="DataLoader workers; auto: 0 on CPU, up to 8 on CUDA"
+    )
+    images_per_shard: PositiveInt
+
+
+class Head(Block):
+    """The adaptation layers and their training."""
+
+    layers: Literal[1, 2, 3] = Field(description="2 = FCa + FCb (the paper)")
+    hidden: PositiveInt
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    lr: Annotated[float, Field(gt=0)]
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    batch_size: PositiveInt
+    lr_drops: Annotated[int, Field(strict=True, ge=0)]
+    patience: PositiveInt
+    max_epochs: PositiveInt
+    val_fraction: Annotated[float, Field(gt=0, lt=1)]
+    seed: Seed
+    device: str
+
+
+class Scoring(Block):
+    """Image scores from patch probabilities."""
+
+    k: Annotated[float, Field(gt=0)] = Field(description="score = mean over patches of y^k")
+
+
+class Heatmaps(Block):
+    """Which evaluation images get a heat map picture, and how it looks."""
+
+    images: Annotated[int, Field(strict=True, ge=0)] | list[Name]
+    top_classes: PositiveInt
+    colormap: str
+    alpha: Annotated[float, Field(ge=0, le=1)]
+
+    @field_validator("colormap")
+    @classmethod
+    def _known_colormap(cls, name: str) -> str:
+        import matplotlib
+
+        if name not in matplotlib.colormaps:
+            close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=1)
+            raise ValueError(
+                f"unknown colormap {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+            )
+        return name
+
+
+class Params(Block):
+    """Every parameter of the pipeline (``params.yaml``)."""
+
+    jobs: PositiveInt = Field(description="worker processes of the per-image/per-shard stages")
+    dataset: Dataset
+    demo: Demo
+    tiling: Tiling
+    labeling: Labeling
+    sampling: Sampling
+    shards: Shards
+    nets: Nets
+    features: Features
+    head: Head
+    scoring: Scoring
+    heatmaps: Heatmaps
+
+    @property
+    def layout(self) -> Layout:
+        """Where the outputs of the configured dataset live."""
+        return Layout(self.dataset.name)
+
+    def splits(self, split: str | None) -> list[str]:
+        """The splits a stage runs for: `split` when given, else the training then the
+        evaluation split."""
+        return [split] if split else [self.dataset.train_split, self.dataset.eval_split]
+
+    def net_names(self, net: str | None) -> list[str]:
+        """The nets a stage runs for: `net` when given, else every net of ``features.nets``."""
+        return [net] if net else list(self.features.nets)
+
+
+def _field_model(model: Any, name: str) -> Any:
+    """The Block class of field `name` of `model`, or None when it is not a block."""
+    field = model.model_fields.get(name) if isinstance(model, type) else None
+    kind = field.annotation if field is not None else None
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
+def _key_path(location: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The params key of an error location, without pydantic's union-member tags."""
+    model: Any = Params
+    path: list[Any] = []
+    for part in location:
+        if isinstance(part, int):
+            path.append(part)
+            continue
+        if model is None:  # inside a plain value: what follows are union-member tags
+            break
+        path.append(part)
+        if part not in model.model_fields:  # an unknown key of a block
+            break
+        model = _field_model(model, part)
+    return tuple(path)
+
+
+def _closest_key(path: tuple[Any, ...]) -> str:
+    """``; did you mean '<key>'?`` for the unknown key at the end of `path`, or ''."""
+    model: Any = Params
+    for part in path[:-1]:
+        model = _field_model(model, str(part))
+        if model is None:
+            return ""
+    close = difflib.get_close_matches(str(path[-1]), list(model.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _one_line(errors: list[dict[str, Any]]) -> str:
+    """The key and the rule of the first problem (an unknown key first: it explains the
+    missing one beside it); a key that accepts several forms lists each form's rule."""
+    errors = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")
+    path = _key_path(tuple(errors[0]["loc"]))
+    key = ".".join(str(p) for p in path) or "(top level)"
+    first = errors[0]
+    if first["type"] == "extra_forbidden":
+        return f"{key}: unknown parameter{_closest_key(path)}"
+    if first["type"] == "missing":
+        return f"{key}: parameter is missing"
+    same_key = [e for e in errors if _key_path(tuple(e["loc"])) == path]
+    rules = dict.fromkeys(str(e["msg"]).removeprefix("Value error, ") for e in same_key)
+    given = first.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{key}: {' or '.join(rules)}{shown}"
+
+
+def validate_params(raw: Any, source: str) -> Params:
+    """Validate a parsed params mapping against the schema.
+
+    Raises PipelineError with one line: `source` (the file read), the first offending key and
+    its rule, and how many other keys have problems.
+    """
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        errors = err.errors()
+        keys = {_key_path(tuple(e["loc"])) for e in errors}
+        more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+        raise PipelineError(f"{source}: {_one_line(errors)}{more}") from None
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate a YAML parameters file; PipelineError naming `path` when it is
+    missing, malformed or breaks a rule of the schema."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: parameters file is missing") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        message = " ".join(str(err).split())
+        raise PipelineError(f"{path}: malformed YAML ({message})") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: expected a mapping of parameter blocks")
+    return validate_params(raw, str(path))
