@@ -1,0 +1,90 @@
+"""The params schema: params.yaml is valid, and every rule it breaks is one line naming the file
+actually read, the key and the rule."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.params import load_params, validate_params
+from tests.cli import run_cli
+from tests.conftest import REPO_PARAMS
+
+RAW = yaml.safe_load(REPO_PARAMS.read_text())
+
+
+def with_value(dotted: str, value: object) -> dict:
+    raw = copy.deepcopy(RAW)
+    *blocks, key = dotted.split(".")
+    node = raw
+    for block in blocks:
+        node = node[block]
+    node[key] = value
+    return raw
+
+
+def test_the_repository_params_are_valid_and_typed():
+    params = load_params(REPO_PARAMS)
+    assert params.tiling.patch_size == 128 and params.head.patience == 2
+    assert params.layout.features("effnet-lite0", "test") == Path(
+        "data/features/demo-voc2007/effnet-lite0/test"
+    )
+    assert params.splits(None) == ["trainval", "test"] and params.net_names("tiny") == ["tiny"]
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        ("tiling.min_overlap", 1.0, "tiling.min_overlap: Input should be less than 1"),
+        ("tiling.min_overlap", -1, "tiling.min_overlap: Input should be greater than or equal"),
+        ("tiling.min_overlap", 0.99999, "tiling: scales and min_overlap give"),
+        ("tiling.scales", [0], "tiling.scales.0: Input should be greater than 0"),
+        ("tiling.scales", [], "tiling.scales: List should have at least 1 item"),
+        ("tiling.patch_size", "big", "tiling.patch_size: Input should be a valid integer"),
+        ("tiling.patch_size", 12.7, "tiling.patch_size: Input should be a valid integer"),
+        ("sampling.background_fraction", 2, "sampling.background_fraction: Input should be less"),
+        ("labeling.min_patch_cover", -1, "labeling.min_patch_cover: Input should be greater"),
+        ("shards.compression", "zstd", "shards.compression: Input should be 'gzip', 'lzf'"),
+        ("scoring.k", 0, "scoring.k: Input should be greater than 0"),
+        ("head.val_fraction", 1.0, "head.val_fraction: Input should be less than 1"),
+        ("head.layers", 4, "head.layers: Input should be 1, 2 or 3"),
+        ("heatmaps.colormap", "jett", "heatmaps.colormap: unknown colormap 'jett'; did you mean"),
+        ("dataset.eval_split", "trainval", "dataset: train_split and eval_split are both"),
+        ("dataset.classes", ["cat", "cat"], "dataset.classes: lists cat more than once"),
+        ("dataset.name", "a/b", "dataset.name: String should match pattern"),
+        ("jobs", 0, "jobs: Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_value_that_breaks_a_rule_is_one_line_with_the_file_key_and_rule(dotted, value, message):
+    with pytest.raises(PipelineError) as err:
+        validate_params(with_value(dotted, value), "mine.yaml")
+    text = str(err.value)
+    assert text.startswith(f"mine.yaml: {message}") and "\n" not in text
+
+
+def test_an_unknown_key_names_the_closest_known_one_and_a_missing_one_is_named():
+    raw = copy.deepcopy(RAW)
+    raw["head"]["batchsize"] = raw["head"].pop("batch_size")
+    with pytest.raises(PipelineError, match="head.batchsize: unknown parameter; did you mean "):
+        validate_params(raw, "params.yaml")
+    raw = copy.deepcopy(RAW)
+    del raw["scoring"]["k"]
+    with pytest.raises(PipelineError, match=r"^params.yaml: scoring.k: parameter is missing$"):
+        validate_params(raw, "params.yaml")
+
+
+def test_the_cli_names_the_params_file_it_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(with_value("tiling.patch_size", 12.7)))
+    done = run_cli("tile", "--params", "other.yaml", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: other.yaml: tiling.patch_size: Input should be a valid integer")
+    (tmp_path / "broken.yaml").write_text("tiling: [unclosed\n")
+    done = run_cli("tile", "--params", "broken.yaml", check=False)
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: broken.yaml: malformed YAML")
