@@ -1,8 +1,8 @@
 """Cutting patch pixels out of an image.
 
 The project's way resizes the whole image once per scale so that patches become `size` pixels
-wide, then slices every patch of that scale out of the resized image (DESIGN.md 3). Patches are
-``(x0, y0, side)`` float pixels of the original image, 0-based.
+wide, then slices every patch of that scale out of the resized image (docs/method.md 3).
+Patches are ``(x0, y0, side)`` float pixels of the original image, 0-based.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Running a frozen backbone over patch pixels, and the feature cache format (DESIGN.md 3).
+"""Running a frozen backbone over patch pixels, and the feature cache format (docs/method.md 3).
 
 A feature shard holds ``features`` float16 ``[N, d]``, ``label`` int16, ``image_id``, ``patch``,
 and the attributes ``format_version``, ``digest``, ``net``, ``layer``, ``weights`` (their

@@ -1,4 +1,4 @@
-"""The adaptation layers trained on cached descriptors (DESIGN.md 1.4).
+"""The adaptation layers trained on cached descriptors (docs/method.md 1.4).
 
 FCa (2048, ReLU) + FCb (C + 1) with dropout 0.5 before each linear layer; outputs are logits over
 ``0 = background, 1..C = classes`` (softmax at use). SGD with momentum, mini-batches reshuffled

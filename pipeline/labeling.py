@@ -1,4 +1,5 @@
-"""Patch labels against ground-truth boxes (DESIGN.md 1.2), vectorised over patches x objects.
+"""Patch labels against ground-truth boxes (docs/method.md 1.2), vectorised over patches and
+objects.
 
 Patches are ``(x0, y0, side)`` and objects ``(x0, y0, x1, y1)``, both float pixels, 0-based,
 half-open.

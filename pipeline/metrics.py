@@ -1,4 +1,4 @@
-"""Image classification average precision as in the PASCAL VOC devkit (DESIGN.md 1.5).
+"""Image classification average precision as in the PASCAL VOC devkit (docs/method.md 1.5).
 
 Ground truth per image and class: +1 (a non-difficult object of the class), -1 (none), 0 (only
 difficult objects: ignored, neither true nor false positive).

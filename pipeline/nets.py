@@ -1,4 +1,4 @@
-"""The backbone registry (DESIGN.md 4): a `--net` name resolves to the frozen module up to the
+"""The backbone registry (README: Backbones): a `--net` name resolves to the frozen module up to the
 descriptor layer, its input normalisation, its descriptor size and where its weights come from.
 
 Every module takes a float batch ``[N, 3, H, W]`` already scaled to [0, 1] and normalised with

@@ -1,4 +1,4 @@
-"""Seeded background subsampling of labelled patches (DESIGN.md 1.3)."""
+"""Seeded background subsampling of labelled patches (docs/method.md 1.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""From patch descriptors to class probabilities, image scores and heat maps (DESIGN.md 1.5)."""
+"""From patch descriptors to class probabilities, image scores and heat maps
+(docs/method.md 1.5)."""
 
 from __future__ import annotations
 

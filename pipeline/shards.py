@@ -1,4 +1,4 @@
-"""Sharded HDF5 storage of patch pixels (DESIGN.md 3).
+"""Sharded HDF5 storage of patch pixels (docs/method.md 3).
 
 A patch shard holds ``pixels`` uint8 ``[N, S, S, 3]`` RGB (one patch per chunk), ``label``
 int16, ``image_id`` and ``patch`` (joining each row back to ``patches.parquet``), and the

@@ -1,4 +1,4 @@
-"""The multi-scale square patch grid of an image (DESIGN.md 1.1).
+"""The multi-scale square patch grid of an image (docs/method.md 1.1).
 
 Patches are ``(x0, y0, side)`` float32 in original-image pixels, 0-based, x right, y down; the
 patch covers ``[x0, x0 + side) x [y0, y0 + side)``.

@@ -90,7 +90,7 @@ def test_image_without_objects_is_all_background():
 
 
 def brute_force_label(patch, boxes, labels, difficult):
-    """The rule of DESIGN.md 1.2 written plainly, one patch and one object at a time."""
+    """The rule of docs/method.md 1.2 written plainly, one patch and one object at a time."""
     x0, y0, s = patch
     qualifying = []
     for j, (bx0, by0, bx1, by1) in enumerate(boxes):
