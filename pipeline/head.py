@@ -22,6 +22,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.params import Head as HeadParams
+from pipeline.torch_files import load_weights_only
 
 
 def build_head(
@@ -213,12 +214,11 @@ def read_checkpoint(path: Path, net: str) -> dict[str, Any]:
 
     Raises PipelineError naming the file when it is missing (saying to run fit-head) or not a
     checkpoint."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: no trained head; run `pipeline fit-head --net {net}`")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # zip, pickle and torch errors all mean "not a checkpoint"
-        raise PipelineError(f"{path}: not a readable head checkpoint ({err})") from None
+    checkpoint = load_weights_only(
+        path,
+        if_missing=f"no trained head; run `pipeline fit-head --net {net}`",
+        kind="head checkpoint",
+    )
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise PipelineError(f"{path}: not a head checkpoint; re-run `pipeline fit-head`")
     return checkpoint

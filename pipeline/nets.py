@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.torch_files import load_weights_only
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,12 +79,9 @@ def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:
 
 def load_state_dict_file(path: Path, what: str) -> dict[str, torch.Tensor]:
     """Load a state dict with ``torch.load(weights_only=True)``; PipelineError when unreadable."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: {what} weights file is missing")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors all mean "not a state dict file"
-        raise PipelineError(f"{path}: not a readable torch state dict ({err})") from None
+    state = load_weights_only(
+        path, if_missing=f"{what} weights file is missing", kind="torch state dict"
+    )
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, Mapping):

@@ -69,19 +69,7 @@ def closure(files: set[Path]) -> set[Path]:
 def params_chains(path: Path, root_name: str) -> set[tuple[str, ...]]:
     """Every attribute chain read from the name `root_name` in a file, e.g. ``("tiling",
     "patch_size")`` for ``params.tiling.patch_size``."""
-    chains: set[tuple[str, ...]] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if not isinstance(node, ast.Attribute):
-            continue
-        parts: list[str] = []
-        inner: ast.expr = node
-        while isinstance(inner, ast.Attribute):
-            parts.append(inner.attr)
-            inner = inner.value
-        if isinstance(inner, ast.Name) and inner.id == root_name:
-            chains.add(tuple(reversed(parts)))
-    # keep the longest chains only: params.a.b also walks params.a
-    return {c for c in chains if not any(len(o) > len(c) and o[: len(c)] == c for o in chains)}
+    return params_chains_in(ast.parse(path.read_text()), root_name)
 
 
 def keys_of(chain: tuple[str, ...]) -> set[str]:
@@ -111,7 +99,8 @@ def helper_reads() -> dict[str, set[str]]:
 
 
 def params_chains_in(tree: ast.AST, root_name: str) -> set[tuple[str, ...]]:
-    """`params_chains` of a parsed tree."""
+    """`params_chains` of a parsed tree; only the longest chains are kept (``params.a.b``
+    also walks ``params.a``)."""
     chains = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
