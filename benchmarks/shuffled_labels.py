@@ -25,14 +25,14 @@ from pipeline.params import Params, load_params
 from pipeline.voc import read_class_image_sets, read_image_set
 
 
-def trained_eval_map(params: Params, net: str, labels: np.ndarray, train_rows: dict) -> float:
+def trained_eval_map(params: Params, net: str, labels: np.ndarray, train: dict) -> float:
     """Train a head on `labels` as fit-head does and return its mAP on the evaluation split as
     evaluate does."""
     dataset, layout = params.dataset, params.layout
     fitted = fit_head(
-        train_rows["features"],
+        train["features"],
         labels,
-        train_rows["image_id"],
+        train["image_id"],
         len(dataset.classes),
         params.head,
         resolve_device(params.head.device),
@@ -58,10 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     net = args.net or params.features.nets[0]
-    rows, _ = read_feature_cache(params.layout.features(net, params.dataset.train_split))
-    shuffled = np.random.default_rng(args.seed).permutation(rows["label"])
-    true_map = trained_eval_map(params, net, rows["label"], rows)
-    shuffled_map = trained_eval_map(params, net, shuffled, rows)
+    train, _ = read_feature_cache(params.layout.features(net, params.dataset.train_split))
+    shuffled = np.random.default_rng(args.seed).permutation(train["label"])
+    true_map = trained_eval_map(params, net, train["label"], train)
+    shuffled_map = trained_eval_map(params, net, shuffled, train)
     print(f"{net}: mAP {true_map:.4f} with the true labels, {shuffled_map:.4f} shuffled")
 
 

@@ -209,7 +209,7 @@ def annotation_xml(
     return "\n".join(parts)
 
 
-def image_truth(objects: Sequence[DemoObject], class_name: str) -> int:
+def class_presence(objects: Sequence[DemoObject], class_name: str) -> int:
     """Return the VOC image-level ground truth of a class: 1, -1, or 0 (only difficult ones)."""
     of_class = [o for o in objects if o.name == class_name]
     if any(not o.difficult for o in of_class):
@@ -270,7 +270,7 @@ def generate_demo(
         xml = annotation_xml(year_dir.name, image_id, img.width, img.height, objects)
         (tmp / "Annotations" / f"{image_id}.xml").write_text(xml)
         for c in classes:
-            truth[c][image_id] = image_truth(objects, c)
+            truth[c][image_id] = class_presence(objects, c)
     main = tmp / "ImageSets" / "Main"
     for split, members in splits.items():
         (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in members))

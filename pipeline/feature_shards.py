@@ -178,7 +178,7 @@ def write_feature_shards(
         keys = task.row_keys()
         sha = write_shard(
             task.path,
-            rows=("features", np.concatenate(held)),
+            data=("features", np.concatenate(held)),
             label=keys["label"],
             image_id=keys["image_id"].tolist(),
             patch=keys["patch"],

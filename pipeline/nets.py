@@ -24,6 +24,7 @@ from pipeline.torch_files import load_weights_only
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PROBE_SIZE = 224  # pixels of the dummy input that measures a torchvision node's size
 
 
 @dataclass(frozen=True)
@@ -375,7 +376,7 @@ def _build_torchvision(model_name: str, node: str | None) -> Backbone:
 
     module = _freeze(Descriptor())
     with torch.no_grad():
-        dim = int(module(torch.zeros(1, 3, 224, 224)).shape[1])
+        dim = int(module(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE)).shape[1])
     preset = weights.transforms()
     return Backbone(
         name=f"torchvision:{model_name}:{node}",

@@ -22,10 +22,12 @@ from pipeline.features import (
 from pipeline.head import load_head, read_checkpoint
 from pipeline.tiling import patch_grid
 
+PROBABILITY_BATCH = 4096  # descriptors per forward pass of the head when scoring
+
 
 @torch.inference_mode()
 def patch_probabilities(
-    head: nn.Module, features: np.ndarray, batch_size: int = 4096
+    head: nn.Module, features: np.ndarray, batch_size: int = PROBABILITY_BATCH
 ) -> np.ndarray:
     """Softmax outputs ``y(c | P)`` float32 ``[N, C + 1]`` (column 0 = background) of a trained
     head in eval mode over descriptors ``[N, d]``."""
@@ -43,9 +45,9 @@ def cache_probabilities(head: nn.Module, shards: Sequence[Path]) -> tuple[np.nda
     set's descriptors do not fit in memory at once; its probabilities do)."""
     probabilities, image_ids = [], []
     for path in shards:
-        rows = read_features(path)
-        probabilities.append(patch_probabilities(head, rows["features"]))
-        image_ids.append(rows["image_id"])
+        shard = read_features(path)
+        probabilities.append(patch_probabilities(head, shard["features"]))
+        image_ids.append(shard["image_id"])
     return np.concatenate(probabilities), np.concatenate(image_ids)
 
 

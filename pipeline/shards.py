@@ -68,7 +68,7 @@ def h5_compression(name: str, level: int | None) -> dict[str, Any]:
 def write_shard(
     path: Path,
     *,
-    rows: tuple[str, np.ndarray],
+    data: tuple[str, np.ndarray],
     label: np.ndarray,
     image_id: Sequence[str],
     patch: np.ndarray,
@@ -80,12 +80,12 @@ def write_shard(
 ) -> str:
     """Write one shard atomically and return the SHA-256 of its bytes.
 
-    `rows` is the main dataset, ``(name, array [N, ...])``, stored in chunks of `chunk_rows` rows
+    `data` is the main dataset, ``(name, array [N, ...])``, stored in chunks of `chunk_rows` rows
     with the h5py `compression` keywords; beside it ``label`` int16, ``image_id`` (str) and
     ``patch`` int32, all ``[N]``, and the attributes ``format_version``, ``digest`` and `attrs`.
     No timestamps are stored, so the same content gives the same bytes.
     """
-    name, array = rows
+    name, array = data
     n = len(array)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
@@ -130,7 +130,7 @@ def write_patch_shard(
     """
     return write_shard(
         path,
-        rows=("pixels", pixels),
+        data=("pixels", pixels),
         label=label,
         image_id=image_id,
         patch=patch,

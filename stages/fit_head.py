@@ -39,10 +39,10 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     split = params.dataset.train_split
     layout = params.layout
     cache = layout.features(net, split)
-    rows, attrs = read_feature_cache(cache)
+    train, attrs = read_feature_cache(cache)
     if attrs.get("net") != net:
         raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}")
-    labels = rows["label"].astype(np.int64)
+    labels = train["label"].astype(np.int64)
     if labels.min() < 0 or labels.max() > len(classes):
         raise PipelineError(
             f"{cache}: labels span {labels.min()}..{labels.max()}, expected "
@@ -50,7 +50,7 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
         )
     torch_device = resolve_device(device or params.head.device)
     fitted = fit_head(
-        rows["features"], labels, rows["image_id"], len(classes), params.head, torch_device,
+        train["features"], labels, train["image_id"], len(classes), params.head, torch_device,
         on_epoch=log_epoch,
     )  # fmt: skip
     n_val = int(fitted.held_out.sum())
@@ -65,7 +65,7 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
         params=params.head.model_dump(),
         best_epoch=best.epoch,
         train_split=split,
-        train_images=sorted(set(rows["image_id"].tolist())),
+        train_images=sorted(set(train["image_id"].tolist())),
     )
     with atomic_path(layout.head(net)) as tmp:
         torch.save(checkpoint, tmp)
@@ -86,6 +86,6 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     log.info(
         "head of %s: %d training and %d hold-out patches (%d images held out), best hold-out "
         "loss %.4f at epoch %d",
-        net, len(labels) - n_val, n_val, len(set(rows["image_id"][fitted.held_out])),
+        net, len(labels) - n_val, n_val, len(set(train["image_id"][fitted.held_out])),
         best.val_loss, best.epoch,
     )  # fmt: skip
