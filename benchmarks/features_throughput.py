@@ -69,8 +69,9 @@ def stage_rate(net: str, device: str, size: int, batch: int, images: int) -> tup
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         params = yaml.safe_load((REPO / "params.yaml").read_text())
-        params["dataset"]["root"] = str(project / "VOCdevkit" / "VOC2007")
-        params["demo"].update(n_trainval=2, n_test=images)
+        root = str(project / "VOCdevkit" / "VOC2007")
+        params["dataset"]["root"] = root
+        params["demo"].update(root=root, n_trainval=2, n_test=images)
         params["tiling"]["patch_size"] = size
         params["features"].update(batch_size=batch, device=device)
         (project / "params.yaml").write_text(yaml.safe_dump(params))
@@ -80,7 +81,7 @@ def stage_rate(net: str, device: str, size: int, batch: int, images: int) -> tup
         start = time.perf_counter()
         log = pipeline(project, "features", "--net", net, "--split", "test", "--source", "images")
         wall = time.perf_counter() - start
-        match = re.search(r"test: (\d+) patches in \d+ shards \(([\d.]+) patches/s\)", log)
+        match = re.search(r"test: (\d+) patches computed \(([\d.]+) patches/s\)", log)
         if match is None:
             raise RuntimeError(f"no rate in the stage's log:\n{log}")
         return float(match[2]), int(match[1]) / wall
