@@ -7,6 +7,7 @@ Coordinates: VOC XML boxes are 1-based and inclusive; everything returned here i
 from __future__ import annotations
 
 import math
+import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -200,9 +201,21 @@ def _image_set_lines(path: Path) -> list[str]:
         raise PipelineError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
+def check_image_id(root: Path, image_id: str) -> None:
+    """Raise PipelineError unless `image_id` is a plain file name: no separator, no leading
+    dot (so no ``..``), not absolute, so that it cannot name a file outside `root`."""
+    if not image_id or image_id.startswith(".") or any(c in image_id for c in "/\\\0"):
+        raise PipelineError(
+            f"{root / 'ImageSets'}: image id {image_id!r} is not a plain file name (no path "
+            "separators, no leading dot)"
+        )
+
+
 def read_annotated_image(root: Path, image_id: str, box_tolerance: float) -> Annotation:
     """Parse an image's annotation (see `parse_annotation`) and check that its JPEG decodes
-    at the annotated size; PipelineError naming the file otherwise."""
+    at the annotated size; PipelineError naming the file otherwise, or naming the id when it
+    is not a plain file name."""
+    check_image_id(root, image_id)
     annotation = parse_annotation(annotation_path(root, image_id), box_tolerance)
     check_image(image_path(root, image_id), annotation.width, annotation.height)
     return annotation
@@ -250,42 +263,76 @@ def read_class_image_sets(
     return [read_class_image_set(root, name, split) for name in classes]
 
 
+MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000; VOC images have about 0.2 Mpx
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
 def open_image(path: Path) -> Image.Image:
-    """Open a JPEG lazily (header only) and return the PIL image; raises PipelineError if the
-    file is missing or not an image."""
+    """Open an image lazily (header only) and return the PIL image.
+
+    Raises PipelineError naming the file when it is missing, not an image, or larger than
+    `MAX_IMAGE_PIXELS` (refused before any pixel is decoded, so memory stays bounded)."""
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
     except FileNotFoundError:
         raise PipelineError(f"{path}: image is listed but missing") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise PipelineError(f"{path}: image too large to decode safely ({err})") from None
     except (UnidentifiedImageError, OSError) as err:
         raise PipelineError(f"{path}: not a readable image ({err})") from None
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise PipelineError(
+            f"{path}: image is {width}x{height}, more than {MAX_IMAGE_PIXELS} pixels; refused "
+            "before decoding"
+        )
+    return img
 
 
-def load_rgb(path: Path) -> np.ndarray:
+def _rgb_pixels(img: Image.Image, path: Path) -> np.ndarray:
+    """The decoded pixels of an open image as RGB uint8 ``[H, W, 3]``: 16-bit greyscale scaled
+    to 8 bits, greyscale / palette / CMYK / alpha modes converted; 32-bit and float pixels
+    refused."""
+    if img.mode in SIXTEEN_BIT_MODES or img.mode == "I":
+        grey = np.asarray(img).astype(np.int64)
+        if grey.min(initial=0) < 0 or grey.max(initial=0) > 0xFFFF:
+            raise PipelineError(f"{path}: {img.mode} pixels outside 16 bits are not supported")
+        return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode == "F":
+        raise PipelineError(f"{path}: floating-point pixels (mode F) are not supported")
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def load_rgb(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image file to an RGB array ``[height, width, 3]`` uint8 of its stored pixels.
 
-    Greyscale, palette and CMYK images are converted to RGB. EXIF orientation is deliberately not
-    applied: VOC boxes refer to the stored pixel grid. Raises PipelineError naming the file for a
-    missing, corrupt or truncated image.
+    Greyscale, palette, CMYK and 16-bit images are converted to 8-bit RGB. EXIF orientation is
+    deliberately not applied: VOC boxes refer to the stored pixel grid. With `expected_size`
+    ``(width, height)`` the size in the file's header is checked first, before decoding. Raises
+    PipelineError naming the file for a missing, oversized, corrupt or truncated image, one of
+    another size than expected, or one in an unsupported mode.
     """
     with open_image(path) as img:
+        if expected_size is not None and img.size != tuple(expected_size):
+            raise PipelineError(
+                f"{path}: image is {img.width}x{img.height} but its annotation says "
+                f"{expected_size[0]}x{expected_size[1]}"
+            )
         try:
             img.load()
-            rgb = img if img.mode == "RGB" else img.convert("RGB")
-            return np.asarray(rgb)
-        except (OSError, SyntaxError, ValueError) as err:
+            return _rgb_pixels(img, path)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise PipelineError(f"{path}: corrupt or truncated image ({err})") from None
 
 
 def check_image(path: Path, width: int, height: int) -> None:
-    """Decode the image at `path` fully and check that its stored size is `width` x `height`.
+    """Decode the image at `path` fully and check that its stored size is `width` x `height`
+    (from the header, before decoding).
 
     Raises PipelineError naming the file when it is missing, corrupt, truncated, or of another
     size than its annotation says (boxes would then not refer to its pixels).
     """
-    pixels = load_rgb(path)
-    if pixels.shape[:2] != (height, width):
-        raise PipelineError(
-            f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]} but its annotation says "
-            f"{width}x{height}"
-        )
+    load_rgb(path, expected_size=(width, height))

@@ -9,8 +9,10 @@ from PIL import Image
 from pipeline.errors import PipelineError
 from pipeline.voc import (
     annotation_path,
+    check_image,
     load_rgb,
     parse_annotation,
+    read_annotated_image,
     read_class_image_set,
     read_image_set,
 )
@@ -193,3 +195,42 @@ def test_truncated_corrupt_and_missing_images_are_reported(tmp_path):
         load_rgb(garbage)
     with pytest.raises(PipelineError, match=r"nope.jpg: image is listed but missing"):
         load_rgb(tmp_path / "nope.jpg")
+
+
+def test_a_16_bit_png_named_jpg_is_scaled_to_8_bits_not_saturated(tmp_path):
+    path = tmp_path / "deep.jpg"
+    Image.fromarray(np.full((20, 30), 40000, np.uint16)).save(path, format="PNG")
+    pixels = load_rgb(path)
+    assert pixels.shape == (20, 30, 3) and pixels.dtype == np.uint8
+    assert (pixels == 40000 >> 8).all()
+
+
+def test_float_pixels_are_refused_in_one_line(tmp_path):
+    path = tmp_path / "float.tif"
+    Image.new("F", (10, 10), 0.5).save(path)
+    with pytest.raises(PipelineError, match=r"float.tif: floating-point pixels"):
+        load_rgb(path)
+
+
+@pytest.mark.parametrize("size", [(12000, 12000), (20000, 10000)])
+def test_huge_images_are_refused_before_decoding(tmp_path, size):
+    path = tmp_path / "huge.png"
+    Image.new("1", size).save(path)  # a few KB on disk, hundreds of MB decoded
+    with pytest.raises(PipelineError) as err:
+        load_rgb(path)
+    assert str(err.value).startswith(f"{path}: image ")
+    assert "refused before decoding" in str(err.value) or "too large" in str(err.value)
+
+
+def test_a_size_that_disagrees_with_the_annotation_is_caught_from_the_header(tmp_path):
+    path = tmp_path / "small.jpg"
+    Image.new("RGB", (40, 30)).save(path)
+    with pytest.raises(PipelineError, match=r"small.jpg: image is 40x30 but its annotation says"):
+        check_image(path, 500, 375)
+
+
+@pytest.mark.parametrize("image_id", ["../outside", "/etc/passwd", "a/b", "..", "", "a\\b"])
+def test_path_like_image_ids_are_refused_naming_the_id(tmp_path, image_id):
+    with pytest.raises(PipelineError) as err:
+        read_annotated_image(tmp_path, image_id, 5)
+    assert repr(image_id) in str(err.value) and "not a plain file name" in str(err.value)
