@@ -1,21 +1,30 @@
-"""Atomic file output: write to a temporary name beside the target, then rename into place.
+"""Atomic file output: write to a temporary name beside the target, flush it to disk, then
+rename it into place.
 
-An interrupted writer therefore leaves either the previous file or the new one, never a torn one.
+An interrupted writer therefore leaves either the previous file or the new one, never a torn one;
+a writer that cannot write (disk full, read-only, no permission) stops with one line naming the
+path and the cause, and leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import PipelineError
+
 TMP_MARK = ".tmp-"
+# causes of a failed write that the user fixes (space, permissions), not bugs
+CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def temporary_name(path: Path) -> Path:
@@ -23,17 +32,50 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
 
 
+def write_failure(err: OSError) -> int | None:
+    """The errno of an OSError that means "cannot write here" (`CANNOT_WRITE`), also when a
+    library (HDF5, Arrow) only names it in its message; None for any other error."""
+    if err.errno in CANNOT_WRITE:
+        return err.errno
+    found = re.search(r"errno\s*=?\s*(\d+)|\[Errno (\d+)\]", str(err))
+    number = int(next(g for g in found.groups() if g)) if found else None
+    if number in CANNOT_WRITE:
+        return number
+    if "No space left on device" in str(err):
+        return errno.ENOSPC
+    return None
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a directory's entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write; on normal exit rename it onto `path`, else delete it."""
+    """Yield a temporary path to write; on normal exit flush it to disk and rename it onto
+    `path`, else delete it. Raises PipelineError naming `path` and the cause when the disk is
+    full or the place is not writable; the previous file at `path` is then untouched."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(target)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(target.parent)
+    except OSError as err:
+        cause = write_failure(err)
+        if cause is None:
+            raise
+        raise PipelineError(f"{target}: cannot write ({os.strerror(cause)})") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # on a read-only file system there is nothing to remove
+            tmp.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(directory: Path) -> int:
