@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from pipeline.cutting import cut_patches
 from pipeline.errors import PipelineError
-from pipeline.shards import PATCH_FORMAT_VERSION, check_format_version
+from pipeline.shards import PATCH_FORMAT_VERSION, ShardFile, check_format_version
 from pipeline.voc import load_rgb
 
 
@@ -46,14 +46,14 @@ class LazyShards:
 class PatchShardDataset(Dataset):
     """Patches stored in HDF5 shards, one item per patch.
 
-    Takes ``[(shard path, rows), ...]`` (see `pipeline.shards.read_shard_index`). Item i is a dict
-    with ``pixels`` (uint8 tensor ``[S, S, 3]`` RGB), ``label`` (int), ``image_id`` (str) and
+    Takes the shards of an index (`pipeline.shards.read_shard_index`). Item i is a dict with
+    ``pixels`` (uint8 tensor ``[S, S, 3]`` RGB), ``label`` (int), ``image_id`` (str) and
     ``patch`` (int).
     """
 
-    def __init__(self, shards: Sequence[tuple[Path, int]]) -> None:
-        self.files = LazyShards([p for p, _ in shards])
-        self.offsets = np.cumsum([0] + [int(n) for _, n in shards])
+    def __init__(self, shards: Sequence[ShardFile]) -> None:
+        self.files = LazyShards([s.path for s in shards])
+        self.offsets = np.cumsum([0] + [s.rows for s in shards])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

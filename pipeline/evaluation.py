@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +12,7 @@ from torch import nn
 
 from pipeline.metrics import class_aps, image_truth, mean_ap
 from pipeline.scoring import score_images
+from pipeline.shards import ShardFile
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Evaluation:
 
 def evaluate_split(
     head: nn.Module,
-    shards: Sequence[Path],
+    shards: Sequence[ShardFile],
     image_ids: Sequence[str],
     objects: pa.Table,
     class_files: Sequence[Mapping[str, int] | None],

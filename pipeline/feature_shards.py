@@ -15,7 +15,6 @@ from typing import Any
 import h5py
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
@@ -24,11 +23,11 @@ from pipeline.features import FEATURE_FORMAT_VERSION
 from pipeline.nets import Backbone
 from pipeline.runs import runs
 from pipeline.shards import (
-    INDEX_NAME,
     digest_of,
     read_row_keys,
     read_shard_index,
     shard_name,
+    verify_shards,
     write_shard,
 )
 
@@ -85,18 +84,19 @@ class ShardSource:
     def plan(
         cls, patch_dir: Path, out: Path, identity: dict[str, Any], chunk_rows: int
     ) -> ShardSource:
-        """One feature shard in `out` per patch shard of `patch_dir`, keyed by the patch
-        shard's SHA-256 (as its index records it)."""
+        """One feature shard in `out` per patch shard of `patch_dir`, keyed by the SHA-256 of
+        the patch shard's bytes (checked against its index first, so that no cache can stay
+        keyed to a file that is no longer there)."""
         shards = read_shard_index(patch_dir)
-        sha = pq.read_table(patch_dir / INDEX_NAME, columns=["sha256"])["sha256"].to_pylist()
+        verify_shards(shards, writer="sample")  # each digest below is that of the file read
         tasks = [
             FeatureTask(
-                path=out / path.name,
-                rows=rows,
-                digest=digest_of(FEATURE_FORMAT_VERSION, identity, "shard", sha[k]),
-                row_keys=_patch_shard_keys(path),
+                path=out / shard.path.name,
+                rows=shard.rows,
+                digest=digest_of(FEATURE_FORMAT_VERSION, identity, "shard", shard.sha256),
+                row_keys=_patch_shard_keys(shard.path),
             )
-            for k, (path, rows) in enumerate(shards)
+            for shard in shards
         ]
         return cls(patch_dir, tasks, chunk_rows)
 

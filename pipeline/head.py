@@ -139,6 +139,11 @@ def train_head(
         lr = optimiser.param_groups[0]["lr"]
         train_loss, train_accuracy = evaluate_head(head, x, y, config.batch_size, device)
         val_loss, val_accuracy = evaluate_head(head, *val, config.batch_size, device)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise PipelineError(
+                f"head.lr: training diverged at epoch {epoch} (loss {train_loss}, hold-out loss "
+                f"{val_loss}); lower head.lr"
+            )
         entry = EpochLog(epoch, lr, train_loss, train_accuracy, val_loss, val_accuracy)
         history.append(entry)
         if on_epoch is not None:

@@ -20,6 +20,7 @@ from pipeline.features import (
     read_features,
 )
 from pipeline.head import load_head, read_checkpoint
+from pipeline.shards import ShardFile
 from pipeline.tiling import patch_grid
 
 PROBABILITY_BATCH = 4096  # descriptors per forward pass of the head when scoring
@@ -39,21 +40,23 @@ def patch_probabilities(
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def cache_probabilities(head: nn.Module, shards: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+def cache_probabilities(
+    head: nn.Module, shards: Sequence[ShardFile]
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-patch probabilities float32 ``[N, C + 1]`` and image ids ``[N]`` over the rows of
     feature shards, in order, holding one shard's descriptors in memory at a time (a VOC test
     set's descriptors do not fit in memory at once; its probabilities do)."""
     probabilities, image_ids = [], []
-    for path in shards:
-        shard = read_features(path)
-        probabilities.append(patch_probabilities(head, shard["features"]))
-        image_ids.append(shard["image_id"])
+    for shard in shards:
+        rows = read_features(shard)
+        probabilities.append(patch_probabilities(head, rows["features"]))
+        image_ids.append(rows["image_id"])
     return np.concatenate(probabilities), np.concatenate(image_ids)
 
 
 def load_head_for_cache(
     path: Path, cache: Path, *, net: str, classes: Sequence[str]
-) -> tuple[nn.Module, dict[str, Any], list[Path]]:
+) -> tuple[nn.Module, dict[str, Any], list[ShardFile]]:
     """The trained head at `path` for the feature cache directory `cache`: the module (eval
     mode), its checkpoint, and the cache's shards in order. PipelineError when either is
     missing or the head was trained for another net, class list or backbone weights."""
@@ -61,7 +64,7 @@ def load_head_for_cache(
     shards = feature_cache_shards(cache)
     head = load_head(
         checkpoint, net=net, classes=list(classes), source=str(path),
-        weights_digest=read_feature_attrs(shards[0]).get("weights_digest"),
+        weights_digest=read_feature_attrs(shards[0].path).get("weights_digest"),
     )  # fmt: skip
     return head, checkpoint, shards
 
@@ -82,7 +85,7 @@ def image_scores(
 
 
 def score_images(
-    head: nn.Module, shards: Sequence[Path], image_ids: Sequence[str], k: float
+    head: nn.Module, shards: Sequence[ShardFile], image_ids: Sequence[str], k: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every image of `image_ids` from the patch descriptors of feature shards.
 
@@ -97,7 +100,7 @@ def score_images(
         image_index = np.array([index_of[i] for i in patch_images], np.int64)
     except KeyError as err:
         raise PipelineError(
-            f"{shards[0].parent}: features of image {err} that the split does not list; "
+            f"{shards[0].path.parent}: features of image {err} that the split does not list; "
             "re-run `pipeline features`"
         ) from None
     scores = image_scores(probabilities, image_index, len(image_ids), k)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from pipeline.atomic import atomic_path, remove_stale_temporaries, write_parquet
 from pipeline.errors import PipelineError
@@ -175,13 +178,51 @@ def check_format_version(f: h5py.File, expected: int, path: Path) -> None:
         )
 
 
-def read_shard_index(directory: Path) -> list[tuple[Path, int]]:
-    """Return ``[(shard path, row count), ...]`` from ``<directory>/index.parquet``."""
+class ShardFile(NamedTuple):
+    """A shard as its directory's index lists it: path, row count, SHA-256 of its bytes."""
+
+    path: Path
+    rows: int
+    sha256: str
+
+
+def read_shard_index(directory: Path) -> list[ShardFile]:
+    """The shards listed in ``<directory>/index.parquet``, in order."""
     index_path = directory / INDEX_NAME
     if not index_path.is_file():
         raise PipelineError(f"{index_path}: shard index is missing; run the stage that writes it")
-    table = pq.read_table(index_path, columns=["shard", "rows"]).to_pydict()
-    return [(directory / s, int(r)) for s, r in zip(table["shard"], table["rows"], strict=True)]
+    table = pq.read_table(index_path, columns=["shard", "rows", "sha256"]).to_pydict()
+    return [
+        ShardFile(directory / name, int(rows), sha)
+        for name, rows, sha in zip(table["shard"], table["rows"], table["sha256"], strict=True)
+    ]
+
+
+def verified_bytes(shard: ShardFile, writer: str) -> bytes:
+    """The bytes of a shard, read once and checked against the SHA-256 its index records.
+
+    Raises PipelineError in one line naming the shard when it is missing or its bytes differ
+    (bit rot, a partial copy), saying to re-run `writer` (the stage that rewrites it)."""
+    try:
+        data = shard.path.read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(
+            f"{shard.path}: shard listed in {INDEX_NAME} is missing; re-run `pipeline {writer}`"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != shard.sha256:
+        raise PipelineError(
+            f"{shard.path}: bytes do not match the SHA-256 in {INDEX_NAME} (damaged or partly "
+            f"copied); re-run `pipeline {writer}`, which rewrites it"
+        )
+    return data
+
+
+def verify_shards(shards: Sequence[ShardFile], writer: str) -> None:
+    """Check every shard's bytes against its recorded SHA-256 (see `verified_bytes`), reading
+    one file at a time."""
+    for shard in shards:
+        if not shard.path.is_file() or file_sha256(shard.path) != shard.sha256:
+            verified_bytes(shard, writer)  # raises the one-line error
 
 
 INDEX_SCHEMA = pa.schema(
@@ -235,6 +276,53 @@ class PlannedShard(Protocol):
 Task = TypeVar("Task", bound=PlannedShard)
 
 
+JOURNAL_NAME = ".written.jsonl"  # shards written by a run that has not finished yet
+
+
+def _recorded(directory: Path) -> dict[str, tuple[str, str]]:
+    """``{shard name: (sha256, digest)}`` of the shards whose bytes a run recorded: the index
+    of the last finished run, then the journal of an interrupted one (a torn last line, from a
+    kill while appending, is ignored)."""
+    records: dict[str, tuple[str, str]] = {}
+    index_path = directory / INDEX_NAME
+    if index_path.is_file():
+        table = pq.read_table(index_path).to_pydict()
+        for name, sha, digest in zip(table["shard"], table["sha256"], table["digest"], strict=True):
+            records[name] = (sha, digest)
+    journal = directory / JOURNAL_NAME
+    if journal.is_file():
+        for line in journal.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                records[entry["shard"]] = (entry["sha256"], entry["digest"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return records
+
+
+@contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """Hold the lock of an output directory (a file beside it, not in it, so the directory's
+    content stays exactly the output). A second writer stops with one line naming the
+    process that holds it."""
+    lock_path = directory.parent / f".{directory.name}.lock"
+    owner = directory.parent / f".{directory.name}.owner"
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner.read_text().strip() if owner.is_file() else "another process"
+        raise PipelineError(
+            f"{directory}: another pipeline run ({holder}) is writing it; wait for it to finish"
+        ) from None
+    try:
+        owner.write_text(f"pid {os.getpid()}\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
 def update_shards(
     directory: Path,
     planned: Sequence[Task],
@@ -243,21 +331,44 @@ def update_shards(
 ) -> list[Task]:
     """Bring a directory of shards up to its plan, resuming whatever is already done.
 
-    Shards whose recorded digest equals the planned one are kept; the others are handed to
-    `write_missing`, which writes them (each atomically) and yields every task with the SHA-256
-    of the file it wrote. Then shards outside the plan and stale temporaries are deleted and
-    ``index.parquet`` lists the plan with each file's SHA-256. Returns the tasks written.
+    A finished shard is kept only when its recorded digest is the planned one and its bytes
+    still have the SHA-256 recorded when it was written (by the last index, or the journal of
+    an interrupted run); every other shard is handed to `write_missing`, which writes them
+    (each atomically) and yields every task with the SHA-256 of the file it wrote, recorded
+    at once in the journal. Then shards outside the plan and temporaries are deleted, and
+    ``index.parquet`` lists the plan with hashes that were all just written or verified. The
+    directory is locked for the whole update. Returns the tasks written.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    todo = [t for t in planned if shard_digest(t.path, format_version) != t.digest]
-    log.info("%s: %d of %d shards to write", directory, len(todo), len(planned))
-    written = {task.path: sha for task, sha in write_missing(todo)}
-    prune_shards(directory, [t.path.name for t in planned])
-    write_shard_index(
-        directory,
-        [t.path.name for t in planned],
-        [t.rows for t in planned],
-        [written.get(t.path) or file_sha256(t.path) for t in planned],
-        [t.digest for t in planned],
-    )
+    with exclusive(directory):
+        recorded = _recorded(directory)
+
+        def verified(task: Task) -> str | None:
+            sha, digest = recorded.get(task.path.name, (None, None))
+            if digest != task.digest or shard_digest(task.path, format_version) != digest:
+                return None
+            return sha if file_sha256(task.path) == sha else None
+
+        kept = {t.path: sha for t in planned if (sha := verified(t)) is not None}
+        todo = [t for t in planned if t.path not in kept]
+        log.info("%s: %d of %d shards to write", directory, len(todo), len(planned))
+        remove_stale_temporaries(directory)
+        journal = directory / JOURNAL_NAME
+        with journal.open("a") as entries:
+            for task, sha in write_missing(todo):
+                kept[task.path] = sha
+                entries.write(
+                    json.dumps({"shard": task.path.name, "sha256": sha, "digest": task.digest})
+                    + "\n"
+                )
+                entries.flush()
+        prune_shards(directory, [t.path.name for t in planned])
+        write_shard_index(
+            directory,
+            [t.path.name for t in planned],
+            [t.rows for t in planned],
+            [kept[t.path] for t in planned],
+            [t.digest for t in planned],
+        )
+        journal.unlink()
     return todo

@@ -5,6 +5,7 @@ cause is gone completes."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
@@ -78,8 +79,12 @@ def test_sample_on_a_full_disk_stops_in_one_line_and_resumes_to_the_same_shards(
         sample.run(params, "trainval", jobs=1)
     assert str(err.value) == f"{PATCHES / 'shard-00002.h5'}: cannot write (No space left on device)"
     assert shards() == {k: complete[k] for k in ("shard-00000.h5", "shard-00001.h5")}
-    assert not [p for p in PATCHES.iterdir() if p.name.startswith(".")]
+    assert not [p for p in PATCHES.iterdir() if ".tmp-" in p.name]
+    journal = [json.loads(line)["shard"] for line in (PATCHES / ".written.jsonl").open()]
+    assert journal == ["shard-00000.h5", "shard-00001.h5"]  # what a resume may trust
 
     monkeypatch.setattr(h5py, "File", real_file)
-    run_cli("sample", "--split", "trainval")
+    done = run_cli("sample", "--split", "trainval")
+    assert f"{len(complete) - 2} of {len(complete)} shards to write" in done.stderr
     assert shards() == complete
+    assert not [p for p in PATCHES.iterdir() if p.name.startswith(".")]

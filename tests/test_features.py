@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -14,7 +15,13 @@ import yaml
 
 from pipeline.datasets import ImagePatchChunks
 from pipeline.errors import PipelineError
-from pipeline.features import FeatureExtractor, read_feature_attrs, read_features, rebatch
+from pipeline.features import (
+    FeatureExtractor,
+    feature_cache_shards,
+    read_feature_attrs,
+    read_features,
+    rebatch,
+)
 from pipeline.nets import build_backbone
 from pipeline.shards import file_sha256
 from tests.cli import run_cli
@@ -40,8 +47,19 @@ def test_descriptors_do_not_depend_on_batch_size():
 
 
 def feature_rows(directory: Path) -> dict[str, np.ndarray]:
-    shards = [read_features(p) for p in sorted(directory.glob("shard-*.h5"))]
+    shards = [read_features(shard) for shard in feature_cache_shards(directory)]
     return {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+
+
+def set_attribute_keeping_the_index(shard: Path, key: str, value: object) -> None:
+    """Change a shard's attribute and record its new bytes in the index, as a directory
+    written by another version of the project would be."""
+    with h5py.File(shard, "a") as f:
+        f.attrs[key] = value
+    index = shard.parent / "index.parquet"
+    table = pq.read_table(index).to_pandas()
+    table.loc[table.shard == shard.name, "sha256"] = file_sha256(shard)
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), index)
 
 
 def shard_hashes(directory: Path) -> dict[str, str]:
@@ -105,19 +123,17 @@ def test_batch_size_and_resume_do_not_change_the_cache(cached):
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_shard_of_another_format_version_is_refused_with_one_line(cached, workers):
     shard = next(Path("data/patches/test-voc/trainval").glob("shard-*.h5"))
-    with h5py.File(shard, "a") as f:
-        f.attrs["format_version"] = 99
+    set_attribute_keeping_the_index(shard, "format_version", 99)
     shutil.rmtree(FEATURES / "trainval")
     args = ("--net", "tiny", "--split", "trainval", "--workers", workers)
     done = run_cli("features", *args, check=False)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "shard format version 99 is not 1" in last
-    feature_shard = next((FEATURES / "test").glob("shard-*.h5"))
-    with h5py.File(feature_shard, "a") as f:
-        f.attrs["format_version"] = 7
+    feature_shard = feature_cache_shards(FEATURES / "test")[0]
+    set_attribute_keeping_the_index(feature_shard.path, "format_version", 7)
     with pytest.raises(PipelineError, match="shard format version 7 is not 1"):
-        read_features(feature_shard)
+        read_features(feature_cache_shards(FEATURES / "test")[0])
 
 
 def test_unknown_net_on_the_command_line_is_one_line(workdir):

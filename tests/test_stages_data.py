@@ -50,7 +50,8 @@ def test_index_tile_sample_produce_joined_manifests_and_shards(workdir):
 
     shards = read_shard_index(Path("data/patches/test-voc/trainval"))
     index = pq.read_table("data/patches/test-voc/trainval/index.parquet").to_pandas()
-    assert [file_sha256(p) for p, _ in shards] == index.sha256.tolist()
+    assert [file_sha256(s.path) for s in shards] == [s.sha256 for s in shards]
+    assert index.sha256.tolist() == [s.sha256 for s in shards]
     data = PatchShardDataset(shards)
     keys = patches.set_index(["image_id", "patch"])
     sampled = [(data[i]["image_id"], data[i]["patch"], data[i]["label"]) for i in range(len(data))]

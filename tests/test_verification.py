@@ -1,0 +1,92 @@
+"""Shards are checked before their data is used: a flipped byte is named in one line, the stage
+that wrote the shard rewrites it on its next run, and the outputs equal the clean run's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.shards import exclusive, file_sha256
+from tests.cli import run_cli
+
+PATCHES = Path("data/patches/test-voc/trainval")
+FEATURES = Path("data/features/test-voc/tiny")
+
+
+def flip_a_byte_in_the_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def hashes(directory: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(directory.glob("*.h5"))}
+
+
+def one_error_line(done) -> str:
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+def test_a_damaged_feature_shard_is_named_and_rewritten_by_the_features_stage(cached):
+    clean = hashes(FEATURES / "trainval")
+    shard = FEATURES / "trainval" / "shard-00001.h5"
+    flip_a_byte_in_the_middle(shard)
+    line = one_error_line(run_cli("fit-head", check=False))
+    assert line == (
+        f"error: {shard}: bytes do not match the SHA-256 in index.parquet (damaged or partly "
+        "copied); re-run `pipeline features`, which rewrites it"
+    )
+    done = run_cli("features", "--net", "tiny", "--split", "trainval")
+    assert f"1 of {len(clean)} shards to write" in done.stderr
+    assert hashes(FEATURES / "trainval") == clean
+    run_cli("fit-head")
+
+
+def test_a_damaged_test_feature_shard_stops_evaluate(cached):
+    run_cli("fit-head")
+    shard = FEATURES / "test" / "shard-00000.h5"
+    flip_a_byte_in_the_middle(shard)
+    line = one_error_line(run_cli("evaluate", check=False))
+    assert line.startswith(f"error: {shard}: bytes do not match the SHA-256")
+
+
+def test_a_damaged_patch_shard_is_named_before_features_read_it_and_sample_repairs_it(cached):
+    clean_patches, clean_features = hashes(PATCHES), hashes(FEATURES / "trainval")
+    shard = PATCHES / "shard-00000.h5"
+    flip_a_byte_in_the_middle(shard)
+    line = one_error_line(run_cli("features", "--split", "trainval", check=False))
+    assert line.startswith(f"error: {shard}: bytes do not match") and "`pipeline sample`" in line
+    done = run_cli("sample")
+    assert f"1 of {len(clean_patches)} shards to write" in done.stderr
+    assert hashes(PATCHES) == clean_patches
+    done = run_cli("features", "--split", "trainval")
+    assert f"0 of {len(clean_features)} shards to write" in done.stderr
+    assert hashes(FEATURES / "trainval") == clean_features
+
+
+def test_non_finite_descriptors_are_refused_naming_the_shard(cached):
+    shard = FEATURES / "trainval" / "shard-00000.h5"
+    with h5py.File(shard, "a") as f:
+        f["features"][0, 0] = np.nan
+    index = FEATURES / "trainval" / "index.parquet"
+    table = pq.read_table(index).to_pandas()
+    table.loc[table.shard == shard.name, "sha256"] = file_sha256(shard)  # consistent, but NaN
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), index)
+    line = one_error_line(run_cli("fit-head", check=False))
+    assert line.startswith(f"error: {shard}: holds non-finite descriptors")
+
+
+def test_a_second_writer_of_the_same_shards_is_told_who_holds_them(cached):
+    with exclusive(PATCHES):
+        line = one_error_line(run_cli("sample", check=False))
+    assert line == (
+        f"error: {PATCHES}: another pipeline run (pid {os.getpid()}) is writing it; wait for it "
+        "to finish"
+    )
+    run_cli("sample")  # released: the next run goes ahead
