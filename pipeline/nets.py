@@ -20,11 +20,13 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.shards import file_sha256
 from pipeline.torch_files import load_weights_only
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROBE_SIZE = 224  # pixels of the dummy input that measures a torchvision node's size
+HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torchvision's SHA-256 prefix in a file name
 
 
 @dataclass(frozen=True)
@@ -191,21 +193,41 @@ class TorchvisionAlexNetFC7(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
-def _download_hint(name: str, weights: Any) -> str:
-    file = weights.url.rsplit("/", 1)[-1]
+def _download_hint(name: str, weights: Any, path: Path) -> str:
     return (
         f"{name}: ImageNet weights are not in the torch cache and cannot be downloaded here; "
         f'on a networked machine run `python -c "import torchvision; '
         f"torchvision.models.get_model_weights('{name}').DEFAULT.get_state_dict()\"` once, or copy "
-        f"{file} into {Path(torch.hub.get_dir()) / 'checkpoints'}"
+        f"{path.name} into {path.parent}"
     )
 
 
-def _torchvision_state(name: str, weights: Any) -> dict[str, torch.Tensor]:
-    try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except (URLError, OSError, RuntimeError) as err:
-        raise PipelineError(f"{_download_hint(name, weights)} ({err})") from None
+def torchvision_weights_file(name: str, weights: Any) -> Path:
+    """The torch-cache file of a torchvision weights enum, downloaded when absent, and checked:
+    its SHA-256 must start with the prefix that torchvision's registry puts in the file name
+    (``alexnet-owt-7be5be79.pth``), so that a file placed there by hand is the expected one.
+    Raises PipelineError naming the file when it cannot be fetched or does not match."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    found = HASH_IN_NAME.search(path.name)
+    prefix = found.group(1) if found else None
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(weights.url, str(path), prefix, progress=False)
+        except (URLError, OSError, RuntimeError) as err:
+            raise PipelineError(f"{_download_hint(name, weights, path)} ({err})") from None
+    if prefix is not None and not file_sha256(path).startswith(prefix):
+        raise PipelineError(
+            f"{path}: SHA-256 does not start with {prefix}, as torchvision records for {name}'s "
+            "weights; it is not that file: delete it (it was not loaded)"
+        )
+    return path
+
+
+def torchvision_state(name: str, weights: Any) -> dict[str, torch.Tensor]:
+    """The state dict of a torchvision weights enum, from its checked cache file, loaded
+    weights-only (no pickled code runs)."""
+    return load_state_dict_file(torchvision_weights_file(name, weights), name)
 
 
 def _build_alexnet(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple, str]:
@@ -213,7 +235,7 @@ def _build_alexnet(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple,
 
     weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
     model = torchvision.models.alexnet()
-    model.load_state_dict(_torchvision_state("alexnet", weights))
+    model.load_state_dict(torchvision_state("alexnet", weights))
     return TorchvisionAlexNetFC7(model), IMAGENET_MEAN, IMAGENET_STD, weights.url
 
 
@@ -356,7 +378,7 @@ def _build_torchvision(model_name: str, node: str | None) -> Backbone:
             f"torchvision:{model_name}: no such torchvision classification model"
         ) from None
     model = torchvision.models.get_model(model_name)
-    model.load_state_dict(_torchvision_state(model_name, weights))
+    model.load_state_dict(torchvision_state(model_name, weights))
     model.eval()
     nodes = get_graph_node_names(model)[1]
     node = node or nodes[-2]  # default: the input of the last layer (the classifier)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from skimage import data
 
+from pipeline import nets
 from pipeline.errors import PipelineError
 from pipeline.nets import (
     PRE1512_CONV,
@@ -37,7 +38,7 @@ def offline(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise URLError("network is unreachable")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
 
 
 def registry_options(name: str, pre1512_weights: Path, monkeypatch) -> dict:
@@ -120,12 +121,38 @@ def test_alexnet_offline_is_a_clear_line_on_how_to_get_the_weights(monkeypatch, 
 
 
 def serve_torchvision_weights(monkeypatch, model: torch.nn.Module) -> None:
-    """Make torchvision's weight enums return `model`'s state dict instead of downloading."""
-    import torchvision
+    """Make torchvision weights resolve to `model`'s state dict instead of the checked cache
+    file (which would need a download)."""
+    monkeypatch.setattr(nets, "torchvision_state", lambda name, weights: model.state_dict())
 
-    monkeypatch.setattr(
-        torchvision.models.WeightsEnum, "get_state_dict", lambda self, **kw: model.state_dict()
-    )
+
+class Payload:
+    """A pickle that, when loaded without weights_only, writes a file: proof that it ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "the pickle ran"))
+
+
+def test_a_crafted_file_in_the_torch_cache_is_refused_and_never_unpickled(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    offline(monkeypatch)
+    cached = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    cached.parent.mkdir(parents=True)
+    marker = tmp_path / "ran.txt"
+    torch.save({"features.0.weight": Payload(marker)}, cached)
+    with pytest.raises(PipelineError) as err:
+        build_backbone("alexnet")
+    assert str(err.value).startswith(f"{cached}: SHA-256 does not start with 7be5be79")
+    assert not marker.exists()
+    # even a file whose name carries its true hash prefix is only ever loaded weights-only
+    renamed = cached.with_name(f"crafted-{nets.file_sha256(cached)[:8]}.pth")
+    cached.rename(renamed)
+    with pytest.raises(PipelineError, match="not a readable torch state dict"):
+        nets.load_state_dict_file(renamed, "crafted")
+    assert not marker.exists()
 
 
 def test_alexnet_descriptor_is_post_relu_fc7_of_torchvision_alexnet(monkeypatch):
