@@ -177,3 +177,32 @@ def label_counts(table: pa.Table) -> dict[str, int]:
         "background": int((labels == 0).sum()),
         "ignored": int((labels < 0).sum()),
     }
+
+
+SCHEMAS = {
+    "images.parquet": IMAGES_SCHEMA,
+    "objects.parquet": OBJECTS_SCHEMA,
+    "patches.parquet": PATCHES_SCHEMA,
+}
+
+
+def manifest_problems(directory: Path) -> list[str]:
+    """Check the manifests of a split: each present, readable to its last row and of its
+    schema. Returns one line per problem, naming the file and the stage that rewrites it."""
+    problems = []
+    for name, schema in SCHEMAS.items():
+        path, rerun = (
+            directory / name,
+            f"re-run `pipeline {WRITTEN_BY[name]} --split {directory.name}`",
+        )
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            problems.append(f"{path}: missing; {rerun}")
+            continue
+        except (OSError, pa.ArrowException) as err:
+            problems.append(f"{path}: unreadable ({' '.join(str(err).split())}); {rerun}")
+            continue
+        if not table.schema.equals(schema):
+            problems.append(f"{path}: columns are not those of this version; {rerun}")
+    return problems

@@ -372,3 +372,25 @@ def update_shards(
         )
         journal.unlink()
     return todo
+
+
+def shard_directory_problems(directory: Path, writer: str) -> tuple[int, list[str]]:
+    """Check a shard directory against its index: every listed shard present with the
+    recorded SHA-256, no journal of an unfinished run. Returns how many files were checked
+    and one line per problem, each naming the file and saying to re-run `writer`."""
+    rerun = f"re-run `pipeline {writer}`"
+    if not (directory / INDEX_NAME).is_file():
+        return 0, [f"{directory / INDEX_NAME}: missing; {rerun}"]
+    try:
+        shards = read_shard_index(directory)
+    except (OSError, pa.ArrowException) as err:
+        return 1, [f"{directory / INDEX_NAME}: unreadable ({err}); {rerun}"]
+    problems = []
+    if (directory / JOURNAL_NAME).is_file():
+        problems.append(f"{directory}: a run of `pipeline {writer}` did not finish; {rerun}")
+    for shard in shards:
+        if not shard.path.is_file():
+            problems.append(f"{shard.path}: missing; {rerun}")
+        elif file_sha256(shard.path) != shard.sha256:
+            problems.append(f"{shard.path}: bytes do not match {INDEX_NAME}; {rerun}")
+    return len(shards) + 1, problems

@@ -27,6 +27,7 @@ STAGE_MODULES: dict[str, str] = {
     "fit-head": "stages.fit_head",
     "evaluate": "stages.evaluate",
     "heatmaps": "stages.heatmaps",
+    "verify": "stages.verify",
 }
 
 params_option = click.option(
@@ -200,6 +201,15 @@ def heatmaps(net: str | None, extra: tuple[Path, ...], params_path: Path, verbos
     """Heat maps of the evaluation images chosen by params `heatmaps.images`, or of --image
     files."""
     stage("heatmaps")(start(params_path, verbose), net, extra)
+
+
+@cli.command("verify")
+@params_option
+@verbose_option
+def verify(params_path: Path, verbose: bool) -> None:
+    """Check every manifest, shard and head of the dataset; name what is wrong and the stage
+    to re-run (exit status 1 when anything is)."""
+    stage("verify")(start(params_path, verbose))
 
 
 def main() -> None:

@@ -90,3 +90,20 @@ def test_a_second_writer_of_the_same_shards_is_told_who_holds_them(cached):
         "to finish"
     )
     run_cli("sample")  # released: the next run goes ahead
+
+
+def test_verify_says_what_is_wrong_and_which_stage_to_rerun(cached):
+    run_cli("fit-head")
+    done = run_cli("verify")
+    assert "all as their stages wrote them" in done.stderr
+    flip_a_byte_in_the_middle(PATCHES / "shard-00001.h5")
+    Path("manifests/test-voc/test/patches.parquet").write_bytes(b"PAR1 torn")
+    done = run_cli("verify", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (
+        f"{PATCHES / 'shard-00001.h5'}: bytes do not match index.parquet; re-run `pipeline sample`"
+        in done.stderr
+    )
+    assert "test/patches.parquet: unreadable" in done.stderr
+    assert "re-run `pipeline tile --split test`" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: verify: 2 problems in ")
