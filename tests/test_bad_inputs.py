@@ -8,48 +8,59 @@ file and counted in problems.json, no traceback is printed, and every good image
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from pipeline.params import validate_params
+from stages import index, tile
 from tests.cli import run_cli
+from tests.conftest import demo_params
 
-IMAGE, XML = "JPEGImages/000001.jpg", "Annotations/000001.xml"
 SPLIT = "ImageSets/Main/trainval.txt"
 ALL = [f"{i:06d}" for i in range(1, 7)]
 
 
-def rewrite(root: Path, name: str, change: Callable[[str], str]) -> None:
-    path = root / name
+def jpg(root: Path, image_id: str) -> Path:
+    return root / "JPEGImages" / f"{image_id}.jpg"
+
+
+def xml(root: Path, image_id: str) -> Path:
+    return root / "Annotations" / f"{image_id}.xml"
+
+
+def rewrite(path: Path, change: Callable[[str], str]) -> None:
     path.write_text(change(path.read_text()))
 
 
-def save(root: Path, image: Image.Image, **options) -> None:
-    image.save(root / IMAGE, **options)
-
-
-def size_of(root: Path) -> tuple[int, int]:
-    text = (root / XML).read_text()
+def size_of(root: Path, image_id: str) -> tuple[int, int]:
+    text = xml(root, image_id).read_text()
     return int(re.search(r"<width>(\d+)", text)[1]), int(re.search(r"<height>(\d+)", text)[1])
 
 
-def first_box(root: Path, xmin: str, ymin: str, xmax: str, ymax: str) -> None:
+def first_box(root: Path, image_id: str, xmin: str, ymin: str, xmax: str, ymax: str) -> None:
     def change(text: str) -> str:
         for tag, value in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
             text = re.sub(f"<{tag}>[^<]*</{tag}>", f"<{tag}>{value}</{tag}>", text, count=1)
         return text
 
-    rewrite(root, XML, change)
+    rewrite(xml(root, image_id), change)
 
 
-def huge_annotated(root: Path) -> None:
-    Image.new("1", (20000, 10000)).save(root / IMAGE, format="PNG")
-    rewrite(root, XML, lambda t: t.replace(f"<width>{size_of(root)[0]}<", "<width>20000<", 1))
-    rewrite(root, XML, lambda t: re.sub(r"<height>\d+<", "<height>10000<", t, count=1))
+def huge_annotated(root: Path, image_id: str) -> None:
+    Image.new("1", (20000, 10000)).save(jpg(root, image_id), format="PNG")
+    rewrite(xml(root, image_id), lambda t: re.sub(r"<width>\d+<", "<width>20000<", t, count=1))
+    rewrite(xml(root, image_id), lambda t: re.sub(r"<height>\d+<", "<height>10000<", t, count=1))
 
 
 BILLION_LAUGHS = (
@@ -66,108 +77,125 @@ EXTERNAL_ENTITY = (
 )
 
 # (case, how to break the devkit, needle of the one line / summary, skipped?)
-SKIPPED: list[tuple[str, Callable[[Path], None], str]] = [
+Breaker = Callable[[Path, str], None]  # breaks one image (by id) of a devkit
+SKIPPED: list[tuple[str, Breaker, str]] = [
     (
         "truncated jpeg",
-        lambda r: (r / IMAGE).write_bytes((r / IMAGE).read_bytes()[:1500]),
+        lambda r, i: jpg(r, i).write_bytes(jpg(r, i).read_bytes()[:1500]),
         "corrupt or truncated image",
     ),
-    ("zero-byte jpeg", lambda r: (r / IMAGE).write_bytes(b""), "not a readable image"),
-    ("not an image", lambda r: (r / IMAGE).write_text("<html>404</html>"), "not a readable image"),
-    ("missing jpeg", lambda r: (r / IMAGE).unlink(), "image is listed but missing"),
+    ("zero-byte jpeg", lambda r, i: jpg(r, i).write_bytes(b""), "not a readable image"),
+    (
+        "not an image",
+        lambda r, i: jpg(r, i).write_text("<html>404</html>"),
+        "not a readable image",
+    ),
+    ("missing jpeg", lambda r, i: jpg(r, i).unlink(), "image is listed but missing"),
     (
         "oversized jpeg",  # refused from its header, before 63 Mpx are decoded
-        lambda r: Image.new("1", (9000, 7000)).save(r / IMAGE, format="PNG"),
+        lambda r, i: Image.new("1", (9000, 7000)).save(jpg(r, i), format="PNG"),
         "image is 9000x7000 but its annotation says",
     ),
     (
         "12000x12000 png",
-        lambda r: Image.new("1", (12000, 12000)).save(r / IMAGE, format="PNG"),
+        lambda r, i: Image.new("1", (12000, 12000)).save(jpg(r, i), format="PNG"),
         "too large to decode safely",
     ),
     ("decompression bomb", huge_annotated, "too large to decode safely"),
     (
         "wrong size",
-        lambda r: save(r, Image.new("RGB", (64, 48))),
+        lambda r, i: Image.new("RGB", (64, 48)).save(jpg(r, i)),
         "image is 64x48 but its annotation says",
     ),
     (
         "float pixels",
-        lambda r: Image.new("F", size_of(r)).save(r / IMAGE, format="TIFF"),
+        lambda r, i: Image.new("F", size_of(r, i)).save(jpg(r, i), format="TIFF"),
         "floating-point pixels",
     ),
-    ("malformed xml", lambda r: (r / XML).write_text("<annotation><size><width>"), "malformed XML"),
     (
-        "truncated xml",
-        lambda r: (r / XML).write_bytes((r / XML).read_bytes()[:200]),
+        "malformed xml",
+        lambda r, i: xml(r, i).write_text("<annotation><size><width>"),
         "malformed XML",
     ),
-    ("missing xml", lambda r: (r / XML).unlink(), "annotation file is missing"),
+    (
+        "truncated xml",
+        lambda r, i: xml(r, i).write_bytes(xml(r, i).read_bytes()[:200]),
+        "malformed XML",
+    ),
+    ("missing xml", lambda r, i: xml(r, i).unlink(), "annotation file is missing"),
     (
         "non-utf-8 xml",
-        lambda r: (r / XML).write_bytes(
-            (r / XML).read_bytes().replace(b"<pose>", b"<pose>\xe9\xff", 1)
+        lambda r, i: xml(r, i).write_bytes(
+            xml(r, i).read_bytes().replace(b"<pose>", b"<pose>\xe9\xff", 1)
         ),
         "malformed XML",
     ),
-    ("billion laughs", lambda r: (r / XML).write_text(BILLION_LAUGHS), "malformed XML"),
-    ("external entity", lambda r: (r / XML).write_text(EXTERNAL_ENTITY), "malformed XML"),
-    ("nan coordinate", lambda r: first_box(r, "nan", "1", "10", "10"), "<xmin> is 'nan'"),
-    ("box far outside", lambda r: first_box(r, "1", "1", "9999", "10"), "px outside the"),
+    ("billion laughs", lambda r, i: xml(r, i).write_text(BILLION_LAUGHS), "malformed XML"),
+    ("external entity", lambda r, i: xml(r, i).write_text(EXTERNAL_ENTITY), "malformed XML"),
+    ("nan coordinate", lambda r, i: first_box(r, i, "nan", "1", "10", "10"), "<xmin> is 'nan'"),
+    ("box far outside", lambda r, i: first_box(r, i, "1", "1", "9999", "10"), "px outside the"),
     (
         "no size",
-        lambda r: rewrite(r, XML, lambda t: re.sub(r"<size>.*?</size>", "", t, flags=re.S)),
+        lambda r, i: rewrite(xml(r, i), lambda t: re.sub(r"<size>.*?</size>", "", t, flags=re.S)),
         "missing <size>",
     ),
 ]
-KEPT: list[tuple[str, Callable[[Path], None], Callable[[dict], bool]]] = [
-    ("greyscale jpeg", lambda r: save(r, Image.open(r / IMAGE).convert("L")), lambda s: True),
-    ("cmyk jpeg", lambda r: save(r, Image.open(r / IMAGE).convert("CMYK")), lambda s: True),
+KEPT: list[tuple[str, Breaker, Callable[[dict], bool]]] = [
+    (
+        "greyscale jpeg",
+        lambda r, i: Image.open(jpg(r, i)).convert("L").save(jpg(r, i)),
+        lambda s: True,
+    ),
+    (
+        "cmyk jpeg",
+        lambda r, i: Image.open(jpg(r, i)).convert("CMYK").save(jpg(r, i)),
+        lambda s: True,
+    ),
     (
         "16-bit png named .jpg",
-        lambda r: Image.fromarray(np.full(size_of(r)[::-1], 30000, np.uint16)).save(
-            r / IMAGE, format="PNG"
+        lambda r, i: Image.fromarray(np.full(size_of(r, i)[::-1], 30000, np.uint16)).save(
+            jpg(r, i), format="PNG"
         ),
         lambda s: True,
     ),
     (
         "reversed box",
-        lambda r: first_box(r, "50", "10", "20", "40"),
+        lambda r, i: first_box(r, i, "50", "10", "20", "40"),
         lambda s: "no area" in s["objects_left_out"][0],
     ),
     (
         "zero-area box",
-        lambda r: first_box(r, "20", "10", "19", "40"),
+        lambda r, i: first_box(r, i, "20", "10", "19", "40"),
         lambda s: "no area" in s["objects_left_out"][0],
     ),
     (
         "box wholly outside",
-        lambda r: first_box(r, "-20", "1", "-10", "10"),
+        lambda r, i: first_box(r, i, "-20", "1", "-10", "10"),
         lambda s: "outside" in s["objects_left_out"][0],
     ),
     (
         "box one pixel out",
-        lambda r: first_box(r, "0", "1", "30", "30"),
+        lambda r, i: first_box(r, i, "0", "1", "30", "30"),
         lambda s: s["clipped_boxes"] == 1,
     ),
-    ("decimal box", lambda r: first_box(r, "10.5", "10.25", "40.75", "60"), lambda s: True),
+    ("decimal box", lambda r, i: first_box(r, i, "10.5", "10.25", "40.75", "60"), lambda s: True),
     (
         "unknown class",
-        lambda r: rewrite(
-            r, XML, lambda t: re.sub(r"<name>\w+</name>", "<name>unicorn</name>", t, count=1)
+        lambda r, i: rewrite(
+            xml(r, i), lambda t: re.sub(r"<name>\w+</name>", "<name>unicorn</name>", t, count=1)
         ),
         lambda s: s["outside_classes"] == {"unicorn": 1},
     ),
     (
         "crlf, blank lines, duplicates",
-        lambda r: (r / SPLIT).write_bytes(
+        lambda r, i: (r / SPLIT).write_bytes(
             b"\r\n".join(i.encode() for i in ["", *ALL, "  ", ALL[0], ""])
         ),
         lambda s: True,
     ),
     (
         "utf-8 bom",
-        lambda r: (r / SPLIT).write_bytes(b"\xef\xbb\xbf" + (r / SPLIT).read_bytes()),
+        lambda r, i: (r / SPLIT).write_bytes(b"\xef\xbb\xbf" + (r / SPLIT).read_bytes()),
         lambda s: True,
     ),
 ]
@@ -185,7 +213,7 @@ def index_and_report(workdir: Path) -> tuple[object, dict]:
 def test_a_bad_input_is_one_line_counted_and_skipped_and_the_rest_is_indexed(
     workdir, case, breaks, needle
 ):
-    breaks(workdir / "VOCdevkit/VOC2007")
+    breaks(workdir / "VOCdevkit/VOC2007", "000001")
     done, report = index_and_report(workdir)
     (problem,) = report["problems"]
     assert report["skipped"] == 1 and report["images"] == 5
@@ -196,7 +224,7 @@ def test_a_bad_input_is_one_line_counted_and_skipped_and_the_rest_is_indexed(
 
 @pytest.mark.parametrize(("case", "breaks", "check"), KEPT, ids=[c[0] for c in KEPT])
 def test_an_unusual_input_is_read_as_the_real_dataset_needs(workdir, case, breaks, check):
-    breaks(workdir / "VOCdevkit/VOC2007")
+    breaks(workdir / "VOCdevkit/VOC2007", "000001")
     _, report = index_and_report(workdir)
     assert report["skipped"] == 0 and report["images"] == 6
     assert check(report)
@@ -208,3 +236,53 @@ def test_a_path_like_image_id_is_refused_and_the_rest_indexed(workdir):
     done, report = index_and_report(workdir)
     assert report["skipped"] == 2 and report["images"] == 6
     assert all("not a plain file name" in p for p in report["problems"])
+
+
+def index_and_tile(root: Path, project: Path) -> dict[str, pd.DataFrame]:
+    """Run `index` and `tile` of trainval in-process on the devkit at `root`, writing under
+    `project`; return the three manifests."""
+    params = validate_params(demo_params(root), "test params")
+    here = Path.cwd()
+    os.chdir(project)
+    try:
+        index.run(params, "trainval", strict=False, jobs=1)
+        tile.run(params, "trainval")
+    finally:
+        os.chdir(here)
+    manifests = project / params.layout.manifests("trainval")
+    return {
+        name: pq.read_table(manifests / name).to_pandas()
+        for name in ("images.parquet", "objects.parquet", "patches.parquet")
+    }
+
+
+@pytest.fixture(scope="module")
+def clean_manifests(demo_root, tmp_path_factory) -> dict[str, pd.DataFrame]:
+    return index_and_tile(demo_root, tmp_path_factory.mktemp("clean"))
+
+
+CORRUPTIONS = [breaks for _, breaks, _ in SKIPPED] + [breaks for _, breaks, _ in KEPT]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    corrupted=st.dictionaries(
+        st.sampled_from(ALL), st.integers(0, len(CORRUPTIONS) - 1), min_size=1, max_size=3
+    )
+)
+def test_random_corruptions_never_crash_and_leave_the_good_images_as_in_a_clean_tree(
+    corrupted, demo_root, clean_manifests, tmp_path_factory
+):
+    project = tmp_path_factory.mktemp("corrupted")
+    root = project / "VOCdevkit" / "VOC2007"
+    shutil.copytree(demo_root, root)
+    for image_id, case in corrupted.items():
+        CORRUPTIONS[case](root, image_id)
+    manifests = index_and_tile(root, project)  # any exception but a skipped input fails
+    good = set(ALL) - set(corrupted)
+    for name, clean in clean_manifests.items():
+        mine = manifests[name]
+        pd.testing.assert_frame_equal(
+            mine[mine.image_id.isin(good)].reset_index(drop=True),
+            clean[clean.image_id.isin(good)].reset_index(drop=True),
+        )
