@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -72,10 +73,14 @@ class Demo(Block):
     """The synthetic dataset `pipeline demo` writes (only at its own root)."""
 
     root: Path = Field(description="where `pipeline demo` writes; never a real devkit")
-    classes: list[Name] = Field(min_length=1)
-    n_trainval: Annotated[int, Field(strict=True, ge=2)]
-    n_test: Annotated[int, Field(strict=True, ge=0)]
-    seed: Seed
+    classes: list[Name] = Field(min_length=1, description="classes drawn in the demo images")
+    n_trainval: Annotated[int, Field(strict=True, ge=2)] = Field(
+        description="trainval images (halved into train and val)"
+    )
+    n_test: Annotated[int, Field(strict=True, ge=0)] = Field(
+        description="test images; 0 gives the VOC2012 layout (no test split)"
+    )
+    seed: Seed = Field(description="everything drawn is a function of it")
 
 
 class Tiling(Block):
@@ -115,23 +120,23 @@ class Tiling(Block):
 class Labeling(Block):
     """When an object qualifies for a patch (|P ∩ B| against |P| and |B|)."""
 
-    min_patch_cover: Fraction
-    min_object_cover: Fraction
+    min_patch_cover: Fraction = Field(description="an object qualifies if |P ∩ B| >= this |P|")
+    min_object_cover: Fraction = Field(description="... and |P ∩ B| >= this |B|")
     max_objects: PositiveInt = Field(description="more qualifying objects make it ignored")
 
 
 class Sampling(Block):
     """Which background patches the training set keeps."""
 
-    background_fraction: Fraction
-    seed: Seed
+    background_fraction: Fraction = Field(description="background patches kept per image")
+    seed: Seed = Field(description="seeds each image's draw with its id")
 
 
 class Shards(Block):
     """HDF5 patch shards."""
 
-    patches_per_shard: PositiveInt
-    compression: Literal["gzip", "lzf", "none"]
+    patches_per_shard: PositiveInt = Field(description="consecutive training patches per file")
+    compression: Literal["gzip", "lzf", "none"] = Field(description="HDF5 filter of the pixels")
     compression_level: Annotated[int, Field(strict=True, ge=0, le=9)] | None = Field(
         description="gzip level; ignored by lzf and none"
     )
@@ -146,7 +151,7 @@ class Pre1512Options(Block):
 class TinyOptions(Block):
     """Options of the random test net."""
 
-    seed: Seed
+    seed: Seed = Field(description="seeds its random weights")
 
 
 class Nets(Block):
@@ -164,31 +169,37 @@ class Nets(Block):
 class Features(Block):
     """Which backbones run, where, and how the evaluation split's cache is cut into shards."""
 
-    nets: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    nets: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="backbones whose features dvc repro computes (README)"
+    )
     device: str = Field(description="auto (CUDA when present), cpu, cuda, cuda:N")
-    batch_size: PositiveInt
+    batch_size: PositiveInt = Field(description="patches per forward pass")
     workers: Annotated[int, Field(strict=True, ge=0)] | Literal["auto"] = Field(
         description="DataLoader workers; auto: 0 on CPU, up to 8 on CUDA"
     )
-    images_per_shard: PositiveInt
+    images_per_shard: PositiveInt = Field(description="evaluation images per feature file")
 
 
 class Head(Block):
     """The adaptation layers and their training."""
 
     layers: Literal[1, 2, 3] = Field(description="2 = FCa + FCb (the paper)")
-    hidden: PositiveInt
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-    lr: Annotated[float, Field(gt=0)]
-    momentum: Annotated[float, Field(ge=0, lt=1)]
-    weight_decay: Annotated[float, Field(ge=0)]
-    batch_size: PositiveInt
-    lr_drops: Annotated[int, Field(strict=True, ge=0)]
-    patience: PositiveInt
-    max_epochs: PositiveInt
-    val_fraction: Annotated[float, Field(gt=0, lt=1)]
-    seed: Seed
-    device: str
+    hidden: PositiveInt = Field(description="width of FCa")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(description="before each linear layer")
+    lr: Annotated[float, Field(gt=0)] = Field(description="initial SGD learning rate")
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(description="SGD momentum")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(description="L2 penalty")
+    batch_size: PositiveInt = Field(description="patches per SGD step")
+    lr_drops: Annotated[int, Field(strict=True, ge=0)] = Field(
+        description="divisions of the lr by 10 at hold-out plateaus before the next one stops"
+    )
+    patience: PositiveInt = Field(description="epochs without hold-out improvement: a plateau")
+    max_epochs: PositiveInt = Field(description="stop here at the latest")
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        description="training images held out (whole images)"
+    )
+    seed: Seed = Field(description="seeds initialisation, order and hold-out")
+    device: str = Field(description="auto (CUDA when present), cpu, cuda, cuda:N")
 
 
 class Scoring(Block):
@@ -200,10 +211,12 @@ class Scoring(Block):
 class Heatmaps(Block):
     """Which evaluation images get a heat map picture, and how it looks."""
 
-    images: Annotated[int, Field(strict=True, ge=0)] | list[Name]
-    top_classes: PositiveInt
-    colormap: str
-    alpha: Annotated[float, Field(ge=0, le=1)]
+    images: Annotated[int, Field(strict=True, ge=0)] | list[Name] = Field(
+        description="the first N evaluation images, or a list of image ids"
+    )
+    top_classes: PositiveInt = Field(description="classes shown per image (highest map mean)")
+    colormap: str = Field(description="a matplotlib colormap")
+    alpha: Annotated[float, Field(ge=0, le=1)] = Field(description="opacity of the map")
 
     @field_validator("colormap")
     @classmethod
@@ -330,3 +343,81 @@ def load_params(path: Path) -> Params:
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}: expected a mapping of parameter blocks")
     return validate_params(raw, str(path))
+
+
+BOUND_SYMBOLS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+
+
+def _constraints(metadata: list[Any]) -> list[str]:
+    """Constraints of a field or an ``Annotated`` type in words (``>= 0``, ``non-empty``)."""
+    words = []
+    for item in metadata:
+        for m in getattr(item, "metadata", [item]):  # a Field() inside Annotated holds its own
+            words += [
+                f"{s} {getattr(m, a)}" for a, s in BOUND_SYMBOLS if getattr(m, a, None) is not None
+            ]
+            if getattr(m, "pattern", None):
+                words.append("(a name: letters, digits, _ . + -)")
+            elif getattr(m, "min_length", None) == 1:
+                words.append("(non-empty)")
+    named = "(a name: letters, digits, _ . + -)" in words
+    return [w for w in words if not (named and w == "(non-empty)")]  # a name is never empty
+
+
+def _type_text(annotation: Any) -> str:
+    """A type annotation in words: ``list of float > 0``, ``int >= 0 or 'auto'``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return " ".join([_type_text(args[0]), *_constraints(list(args[1:]))])
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is list:
+        return f"list of {_type_text(args[0])}"
+    if origin in (Union, UnionType):
+        return " or ".join("null" if a is type(None) else _type_text(a) for a in args)
+    return "path" if annotation is Path else getattr(annotation, "__name__", str(annotation))
+
+
+def reference() -> str:
+    """Every parameter as Markdown: one table per block with its key, rule and meaning
+    (``docs/params.md`` is this text; `python -m pipeline.params` prints it)."""
+    lines = [
+        "# Parameters",
+        "",
+        "Every key of `params.yaml`, generated from its schema (`pipeline/params.py`) by",
+        "`python -m pipeline.params`. Relations between keys are checked too: the training and",
+        "evaluation splits differ, the scales and overlap give at most "
+        f"{MAX_PATCHES_PER_IMAGE:,} patches",
+        f"for a {REFERENCE_IMAGE[0]}x{REFERENCE_IMAGE[1]} image, and no class is listed twice.",
+    ]
+
+    def table(model: Any, prefix: str) -> None:
+        rows = []
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                table(field.annotation, f"{prefix}{name}.")
+                continue
+            rule = " ".join([_type_text(field.annotation), *_constraints(field.metadata)])
+            rows.append(f"| `{prefix}{name}` | {rule} | {field.description} |")
+        if rows:
+            title = prefix.rstrip(".") or "top level"
+            doc = (model.__doc__ or "").strip().splitlines()[0]
+            lines.extend(
+                [
+                    "",
+                    f"## {title}",
+                    "",
+                    doc,
+                    "",
+                    "| key | rule | meaning |",
+                    "| --- | --- | --- |",
+                    *rows,
+                ]
+            )
+
+    table(Params, "")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

@@ -88,3 +88,23 @@ def test_the_cli_names_the_params_file_it_read(tmp_path, monkeypatch):
     done = run_cli("tile", "--params", "broken.yaml", check=False)
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: broken.yaml: malformed YAML")
+
+
+def test_docs_params_md_is_the_schema_reference_and_documents_every_key():
+    from pipeline.params import reference
+
+    text = reference()
+    assert (REPO_PARAMS.parent / "docs" / "params.md").read_text() == text, (
+        "docs/params.md is out of date: run `python -m pipeline.params > docs/params.md`"
+    )
+
+    def keys(raw: dict, prefix: str = "") -> list[str]:
+        found = []
+        for key, value in raw.items():
+            block = isinstance(value, dict) and key != "images"
+            found += keys(value, f"{prefix}{key}.") if block else [f"{prefix}{key}"]
+        return found
+
+    for key in keys(RAW):
+        assert f"| `{key}` |" in text, key
+    assert "| None |" not in text  # every key has a meaning
