@@ -20,10 +20,10 @@ from torch.utils.data import Dataset
 
 from pipeline.datasets import ImagePatchChunks, ShardPixelChunks
 from pipeline.features import FEATURE_FORMAT_VERSION
+from pipeline.hashing import digest_of
 from pipeline.nets import Backbone
 from pipeline.runs import runs
 from pipeline.shards import (
-    digest_of,
     read_row_keys,
     read_shard_index,
     shard_name,
@@ -121,6 +121,7 @@ class ImageSource:
         cls,
         patches: pa.Table,
         image_paths: dict[str, Path],
+        image_sha256: dict[str, str],
         out: Path,
         identity: dict[str, Any],
         *,
@@ -128,8 +129,8 @@ class ImageSource:
         patch_size: int,
     ) -> ImageSource:
         """One feature shard in `out` per block of `images_per_shard` images, covering every
-        row of a patches table (sorted by image) in order; `image_paths` maps image ids to
-        their files."""
+        row of a patches table (sorted by image) in order; `image_paths` and `image_sha256`
+        map image ids to their files and the SHA-256 of their bytes."""
         ids = patches["image_id"].to_numpy(zero_copy_only=False).astype(str)
         boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
         labels, patch = patches["label"].to_numpy(), patches["patch"].to_numpy()
@@ -148,7 +149,7 @@ class ImageSource:
                 FEATURE_FORMAT_VERSION,
                 identity,
                 "images",
-                [str(per_image[i][0]) for i in names],
+                [image_sha256[i] for i in names],
                 "\n".join(ids[lo:hi].tolist()),
                 boxes[lo:hi],
             )

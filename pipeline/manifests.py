@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
+from pipeline.hashing import file_sha256
 from pipeline.labeling import OUTSIDE_CLASSES, label_patches
 from pipeline.tiling import patch_grid
 from pipeline.voc import Annotation, image_path
@@ -69,6 +70,21 @@ def image_files(images: pa.Table, root: Path) -> dict[str, Path]:
     """``{image_id: file}`` of an images table, its relative paths resolved under `root`."""
     ids, paths = images["image_id"].to_pylist(), images["path"].to_pylist()
     return {i: root / p for i, p in zip(ids, paths, strict=True)}
+
+
+def image_digests(paths: dict[str, Path]) -> dict[str, str]:
+    """``{image_id: SHA-256 of the file's bytes}``: shards cut from an image are keyed to its
+    content, so that an image replaced in place makes them stale. PipelineError naming a
+    missing file."""
+    digests = {}
+    for image_id, path in paths.items():
+        try:
+            digests[image_id] = file_sha256(path)
+        except FileNotFoundError:
+            raise PipelineError(
+                f"{path}: image is listed but missing; re-run `pipeline index`"
+            ) from None
+    return digests
 
 
 def read_manifest(directory: Path, name: str, columns: list[str] | None = None) -> pa.Table:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.shards import file_sha256
+from pipeline.hashing import file_sha256
 from pipeline.torch_files import load_weights_only
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -11,18 +11,21 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.cutting import cut_patches
+from pipeline.hashing import digest_of
 from pipeline.runs import runs
-from pipeline.shards import PATCH_FORMAT_VERSION, digest_of, shard_name, write_patch_shard
+from pipeline.shards import PATCH_FORMAT_VERSION, shard_name, write_patch_shard
 from pipeline.voc import load_rgb
 
 
 @dataclass(frozen=True)
 class PatchShardTask:
     """Everything needed to write one patch shard: its rows (image ids, patch indices, boxes
-    ``(x0, y0, side)`` in image pixels, labels), where its images are, and how to store them."""
+    ``(x0, y0, side)`` in image pixels, labels), where its images are and the SHA-256 of their
+    bytes, and how to store them."""
 
     path: Path
     image_paths: dict[str, Path]
+    image_sha256: dict[str, str]
     image_id: np.ndarray
     patch: np.ndarray
     boxes: np.ndarray
@@ -44,7 +47,7 @@ class PatchShardTask:
             self.patch_size,
             self.compression,
             self.compression_level,
-            [str(self.image_paths[i]) for i in dict.fromkeys(self.image_id.tolist())],
+            [self.image_sha256[i] for i in dict.fromkeys(self.image_id.tolist())],
             "\n".join(self.image_id.tolist()),
             self.patch,
             self.boxes,
@@ -55,6 +58,7 @@ class PatchShardTask:
 def plan_patch_shards(
     selected: pa.Table,
     image_paths: dict[str, Path],
+    image_sha256: dict[str, str],
     directory: Path,
     *,
     patches_per_shard: int,
@@ -63,7 +67,8 @@ def plan_patch_shards(
     compression_level: int | None,
 ) -> list[PatchShardTask]:
     """Split the selected rows of a patches table, in order, into shards of
-    `patches_per_shard` rows written to `directory`."""
+    `patches_per_shard` rows written to `directory`; `image_paths` and `image_sha256` give each
+    image's file and the SHA-256 of its bytes."""
     ids = selected["image_id"].to_numpy(zero_copy_only=False).astype(str)
     boxes = np.stack([selected[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     patch, label = selected["patch"].to_numpy(), selected["label"].to_numpy()
@@ -74,6 +79,7 @@ def plan_patch_shards(
             PatchShardTask(
                 path=directory / shard_name(number),
                 image_paths={i: image_paths[i] for i in dict.fromkeys(ids[rows].tolist())},
+                image_sha256={i: image_sha256[i] for i in dict.fromkeys(ids[rows].tolist())},
                 image_id=ids[rows],
                 patch=patch[rows],
                 boxes=boxes[rows],

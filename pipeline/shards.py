@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 
 from pipeline.atomic import atomic_path, remove_stale_temporaries, write_parquet
 from pipeline.errors import PipelineError
+from pipeline.hashing import file_sha256
 
 PATCH_FORMAT_VERSION = 1
 INDEX_NAME = "index.parquet"
@@ -34,27 +35,6 @@ log = logging.getLogger("pipeline")
 def shard_name(number: int) -> str:
     """Return the file name of shard `number`: ``shard-NNNNN.h5``."""
     return f"shard-{number:05d}.h5"
-
-
-def digest_of(*parts: Any) -> str:
-    """Return a SHA-256 hex digest of JSON-able values and numpy arrays, in order."""
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(str(part.dtype).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """Return the SHA-256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def h5_compression(name: str, level: int | None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from pipeline.features import (
     resolve_device,
     resolve_workers,
 )
-from pipeline.manifests import image_files, read_manifest
+from pipeline.manifests import image_digests, image_files, read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.shards import INDEX_NAME, update_shards
@@ -85,9 +85,11 @@ def plan_source(
     manifests = layout.manifests(split)
     images = read_manifest(manifests, "images.parquet", ["image_id", "path"])
     columns = ["image_id", "patch", "x0", "y0", "side", "label"]
+    files = image_files(images, params.dataset.root)
     return ImageSource.plan(
         read_manifest(manifests, "patches.parquet", columns),
-        image_files(images, params.dataset.root),
+        files,
+        image_digests(files),
         out,
         identity,
         images_per_shard=params.features.images_per_shard,

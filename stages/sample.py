@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 
 from pipeline.errors import PipelineError
-from pipeline.manifests import image_files, label_counts, read_manifest
+from pipeline.manifests import image_digests, image_files, label_counts, read_manifest
 from pipeline.parallel import parallel_map
 from pipeline.params import Params
 from pipeline.patch_shards import PatchShardTask, plan_patch_shards, write_patch_shard_task
@@ -28,9 +28,12 @@ def run(params: Params, split: str | None, *, jobs: int) -> None:
         params.sampling.background_fraction,
         params.sampling.seed,
     )
+    files = image_files(images, params.dataset.root)
+    used = set(selected["image_id"].to_pylist())
     tasks = plan_patch_shards(
         selected,
-        image_files(images, params.dataset.root),
+        files,
+        image_digests({i: path for i, path in files.items() if i in used}),
         out,
         patches_per_shard=params.shards.patches_per_shard,
         patch_size=params.tiling.patch_size,

@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.atomic import atomic_path, write_text
 from pipeline.errors import PipelineError
+from pipeline.hashing import file_sha256
 from pipeline.params import load_params
-from pipeline.shards import file_sha256
 from stages import sample
 from tests.cli import run_cli
 

@@ -22,8 +22,8 @@ from pipeline.features import (
     read_features,
     rebatch,
 )
+from pipeline.hashing import file_sha256
 from pipeline.nets import build_backbone
-from pipeline.shards import file_sha256
 from tests.cli import run_cli
 
 FEATURES = Path("data/features/test-voc/tiny")

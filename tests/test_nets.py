@@ -13,6 +13,7 @@ from skimage import data
 
 from pipeline import nets
 from pipeline.errors import PipelineError
+from pipeline.hashing import file_sha256
 from pipeline.nets import (
     PRE1512_CONV,
     REGISTRY,
@@ -148,7 +149,7 @@ def test_a_crafted_file_in_the_torch_cache_is_refused_and_never_unpickled(monkey
     assert str(err.value).startswith(f"{cached}: SHA-256 does not start with 7be5be79")
     assert not marker.exists()
     # even a file whose name carries its true hash prefix is only ever loaded weights-only
-    renamed = cached.with_name(f"crafted-{nets.file_sha256(cached)[:8]}.pth")
+    renamed = cached.with_name(f"crafted-{file_sha256(cached)[:8]}.pth")
     cached.rename(renamed)
     with pytest.raises(PipelineError, match="not a readable torch state dict"):
         nets.load_state_dict_file(renamed, "crafted")

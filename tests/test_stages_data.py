@@ -18,7 +18,8 @@ import yaml
 
 from pipeline.cutting import cut_patches
 from pipeline.datasets import PatchShardDataset
-from pipeline.shards import file_sha256, read_shard_index
+from pipeline.hashing import file_sha256
+from pipeline.shards import read_shard_index
 from pipeline.tiling import patch_grid
 from pipeline.voc import load_rgb
 from tests.cli import run_cli

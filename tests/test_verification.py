@@ -10,8 +10,10 @@ import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
-from pipeline.shards import exclusive, file_sha256
+from pipeline.hashing import file_sha256
+from pipeline.shards import exclusive
 from tests.cli import run_cli
 
 PATCHES = Path("data/patches/test-voc/trainval")
@@ -107,3 +109,24 @@ def test_verify_says_what_is_wrong_and_which_stage_to_rerun(cached):
     assert "test/patches.parquet: unreadable" in done.stderr
     assert "re-run `pipeline tile --split test`" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: verify: 2 problems in ")
+
+
+def test_an_image_replaced_in_place_makes_exactly_its_shards_stale(workdir, edit_params):
+    edit_params({"shards.patches_per_shard": 16})
+    for stage in ("index", "tile", "sample"):
+        run_cli(stage)
+    run_cli("features", "--net", "tiny", "--split", "test")
+    root = workdir / "VOCdevkit/VOC2007/JPEGImages"
+    for image_id in ("000003", "000008"):  # a trainval and a test image, same size, new pixels
+        path = root / f"{image_id}.jpg"
+        Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(path, quality=90)
+    patches = pq.read_table(PATCHES / "index.parquet").num_rows
+    with_image = {
+        name
+        for name in (p.name for p in PATCHES.glob("shard-*.h5"))
+        if "000003" in h5py.File(PATCHES / name)["image_id"].asstr()[:]
+    }
+    done = run_cli("sample")
+    assert f"{len(with_image)} of {patches} shards to write" in done.stderr and with_image
+    done = run_cli("features", "--net", "tiny", "--split", "test")
+    assert "1 of 3 shards to write" in done.stderr  # one image per shard in these params
