@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Callable
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +26,6 @@ from pipeline.tiling import patch_grid
 from pipeline.voc import VOC_CLASSES, image_path, load_rgb, read_image_set
 
 COMPRESSIONS = [("none", None), ("lzf", None), ("gzip", 1), ("gzip", 4)]
-
-
-def best_time(fn: Callable[[], object], repeat: int) -> float:
-    """Return the shortest wall time in seconds of `repeat` calls of `fn`."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -63,8 +53,8 @@ def main() -> None:
         def project_cut() -> list[np.ndarray]:
             return [cut_patches(im, g, args.size) for im, g in pairs]
 
-        naive = n / best_time(naive_cut, args.repeat)
-        ours = n / best_time(project_cut, args.repeat)
+        naive = n / min(timeit.repeat(naive_cut, number=1, repeat=args.repeat))
+        ours = n / min(timeit.repeat(project_cut, number=1, repeat=args.repeat))
         cut = project_cut()
         print(f"{len(images)} images, {n} patches of {args.size}px, best of {args.repeat} runs")
         print(f"naive crop-and-resize : {naive:8.1f} patches/s")
