@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import PipelineError
+
 
 def digest_of(*parts: Any) -> str:
     """Return a SHA-256 hex digest of JSON-able values and numpy arrays, in order."""
@@ -29,3 +31,16 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def checked_file_sha256(path: Path, expected: str, what: str) -> str:
+    """The SHA-256 of a file whose hash is known in advance (`expected`, whole or a prefix, as
+    torchvision puts one in its file names); raises PipelineError naming the file when its
+    bytes are not those, before anything reads them as weights."""
+    sha = file_sha256(path)
+    if not sha.startswith(expected.lower()):
+        raise PipelineError(
+            f"{path}: SHA-256 is {sha[:16]}..., not the {expected[:16]}... recorded for {what}; "
+            "it is not that file: replace it (it was not loaded)"
+        )
+    return sha

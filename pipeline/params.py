@@ -27,7 +27,8 @@ REFERENCE_IMAGE = (500, 375)
 Fraction = Annotated[float, Field(gt=0, le=1)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Seed = Annotated[int, Field(strict=True, ge=0)]
-Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")]
+NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+Name = Annotated[str, Field(min_length=1, pattern=NAME_PATTERN)]
 
 
 class Block(BaseModel):
@@ -146,6 +147,9 @@ class Pre1512Options(Block):
     """Options of the paper's network."""
 
     weights: Path | None = Field(description="a torch state dict of the 1512-class network")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8,64}$")] | None = Field(
+        description="its SHA-256 (or a prefix), checked before it is loaded when given"
+    )
 
 
 class TinyOptions(Block):
@@ -356,8 +360,10 @@ def _constraints(metadata: list[Any]) -> list[str]:
             words += [
                 f"{s} {getattr(m, a)}" for a, s in BOUND_SYMBOLS if getattr(m, a, None) is not None
             ]
-            if getattr(m, "pattern", None):
+            if getattr(m, "pattern", None) == NAME_PATTERN:
                 words.append("(a name: letters, digits, _ . + -)")
+            elif getattr(m, "pattern", None):
+                words.append(f"(matching `{m.pattern}`)")
             elif getattr(m, "min_length", None) == 1:
                 words.append("(non-empty)")
     named = "(a name: letters, digits, _ . + -)" in words

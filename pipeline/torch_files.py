@@ -22,4 +22,12 @@ def load_weights_only(path: Path, *, if_missing: str, kind: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and torch errors all mean "not such a file"
-        raise PipelineError(f"{path}: not a readable {kind} ({err})") from None
+        raise PipelineError(f"{path}: not a readable {kind} ({reason(err)})") from None
+
+
+def reason(err: Exception) -> str:
+    """The line of a (possibly long, multi-line) torch error that says why: the refused
+    global of a weights-only load, else its first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    refused = [line for line in lines if "WeightsUnpickler error" in line]
+    return (refused or lines or [type(err).__name__])[0]

@@ -146,7 +146,8 @@ def test_a_crafted_file_in_the_torch_cache_is_refused_and_never_unpickled(monkey
     torch.save({"features.0.weight": Payload(marker)}, cached)
     with pytest.raises(PipelineError) as err:
         build_backbone("alexnet")
-    assert str(err.value).startswith(f"{cached}: SHA-256 does not start with 7be5be79")
+    assert str(err.value).startswith(f"{cached}: SHA-256 is ")
+    assert "not the 7be5be79... recorded for torchvision's alexnet weights" in str(err.value)
     assert not marker.exists()
     # even a file whose name carries its true hash prefix is only ever loaded weights-only
     renamed = cached.with_name(f"crafted-{file_sha256(cached)[:8]}.pth")
@@ -193,6 +194,16 @@ def imagenet_top5(model: torch.nn.Module, image: np.ndarray) -> list[int]:
     with torch.inference_mode():
         logits = model(normalise(pixels, (0.5,) * 3, (0.5,) * 3))
     return logits.topk(5).indices[0].tolist()
+
+
+def test_pre1512_weights_of_another_sha256_are_refused_before_loading(pre1512_weights):
+    options = {"weights": str(pre1512_weights), "sha256": "0123456789abcdef"}
+    with pytest.raises(PipelineError) as err:
+        build_backbone("pre1512", options)
+    assert str(err.value).startswith(f"{pre1512_weights}: SHA-256 is ")
+    assert "params nets.pre1512.sha256" in str(err.value)
+    right = file_sha256(pre1512_weights)
+    assert build_backbone("pre1512", {**options, "sha256": right[:12]}).dim == 6144
 
 
 def test_effnet_lite0_really_carries_imagenet_weights():

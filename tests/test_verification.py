@@ -4,12 +4,16 @@ that wrote the shard rewrites it on its next run, and the outputs equal the clea
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from PIL import Image
 
 from pipeline.hashing import file_sha256
@@ -130,3 +134,39 @@ def test_an_image_replaced_in_place_makes_exactly_its_shards_stale(workdir, edit
     assert f"{len(with_image)} of {patches} shards to write" in done.stderr and with_image
     done = run_cli("features", "--net", "tiny", "--split", "test")
     assert "1 of 3 shards to write" in done.stderr  # one image per shard in these params
+
+
+class Payload:
+    """A pickle that writes a file when unpickled without weights_only: proof that it ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "the pickle ran"))
+
+
+def test_a_crafted_head_checkpoint_is_refused_and_never_unpickled(cached, tmp_path):
+    marker = tmp_path / "ran.txt"
+    head = Path("data/heads/test-voc/tiny/head.pt")
+    head.parent.mkdir(parents=True)
+    torch.save({"state_dict": Payload(marker)}, head)
+    line = one_error_line(run_cli("evaluate", check=False))
+    assert line.startswith(f"error: {head}: not a readable head checkpoint")
+    assert not marker.exists()
+
+
+def test_two_sample_runs_at_once_end_with_an_index_that_matches_its_files(cached):
+    shutil.rmtree(PATCHES)
+    command = [sys.executable, "-m", "stages.cli", "sample"]
+    runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(run.wait(), run.stderr.read()) for run in runs]
+    for status, stderr in outcomes:
+        assert "Traceback" not in stderr
+        assert status == 0 or stderr.strip().splitlines()[-1].endswith(
+            "is writing it; wait for it to finish"
+        )
+    assert any(status == 0 for status, _ in outcomes)
+    index = pq.read_table(PATCHES / "index.parquet").to_pandas()
+    assert index.sha256.tolist() == [file_sha256(PATCHES / name) for name in index.shard]
+    assert sorted(p.name for p in PATCHES.iterdir()) == sorted([*index.shard, "index.parquet"])
