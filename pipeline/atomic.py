@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from pipeline.errors import PipelineError
 
@@ -86,6 +87,30 @@ def remove_stale_temporaries(directory: Path) -> int:
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+@contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """Hold the lock of an output directory (a file beside it, not in it, so the directory's
+    content stays exactly the output). A second writer stops with one line naming the
+    process that holds it."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = directory.parent / f".{directory.name}.lock"
+    owner = directory.parent / f".{directory.name}.owner"
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner.read_text().strip() if owner.is_file() else "another process"
+        raise PipelineError(
+            f"{directory}: another pipeline run ({holder}) is writing it; wait for it to finish"
+        ) from None
+    try:
+        owner.write_text(f"pid {os.getpid()}\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> None:

@@ -38,9 +38,13 @@ class Layout:
         """``data/heads/<dataset>/<net>/head.pt``: the trained adaptation layers."""
         return Path("data") / "heads" / self.dataset / net_dir(net) / "head.pt"
 
+    def scores_dir(self, net: str) -> Path:
+        """``data/scores/<dataset>/<net>``: the image scores of a net, one file per split."""
+        return Path("data") / "scores" / self.dataset / net_dir(net)
+
     def scores(self, net: str, split: str) -> Path:
         """``data/scores/<dataset>/<net>/<split>.parquet``: image scores per class."""
-        return Path("data") / "scores" / self.dataset / net_dir(net) / f"{split}.parquet"
+        return self.scores_dir(net) / f"{split}.parquet"
 
     def results(self, net: str, year: int) -> Path:
         """``data/results/<dataset>/<net>/VOC<year>/Main``: devkit result files (the layout of

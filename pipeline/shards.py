@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -21,9 +19,8 @@ import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock, Timeout
 
-from pipeline.atomic import atomic_path, remove_stale_temporaries, write_parquet
+from pipeline.atomic import atomic_path, exclusive, remove_stale_temporaries, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
 
@@ -278,29 +275,6 @@ def _recorded(directory: Path) -> dict[str, tuple[str, str]]:
             except (ValueError, KeyError, TypeError):
                 continue
     return records
-
-
-@contextmanager
-def exclusive(directory: Path) -> Iterator[None]:
-    """Hold the lock of an output directory (a file beside it, not in it, so the directory's
-    content stays exactly the output). A second writer stops with one line naming the
-    process that holds it."""
-    lock_path = directory.parent / f".{directory.name}.lock"
-    owner = directory.parent / f".{directory.name}.owner"
-    lock = FileLock(lock_path)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        holder = owner.read_text().strip() if owner.is_file() else "another process"
-        raise PipelineError(
-            f"{directory}: another pipeline run ({holder}) is writing it; wait for it to finish"
-        ) from None
-    try:
-        owner.write_text(f"pid {os.getpid()}\n")
-        yield
-    finally:
-        owner.unlink(missing_ok=True)
-        lock.release()
 
 
 def update_shards(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.atomic import exclusive
 from pipeline.demo import generate_demo
 from pipeline.params import Params
 
@@ -17,7 +18,9 @@ def run(params: Params) -> None:
     not read here, so pointing it at a real devkit leaves that devkit alone.
     """
     demo = params.demo
-    splits = generate_demo(
-        demo.root, demo.classes, n_trainval=demo.n_trainval, n_test=demo.n_test, seed=demo.seed
-    )
+    with exclusive(demo.root):
+        splits = generate_demo(
+            demo.root, demo.classes, n_trainval=demo.n_trainval, n_test=demo.n_test,
+            seed=demo.seed,
+        )  # fmt: skip
     log.info("demo dataset at %s: %s", demo.root, {s: len(ids) for s, ids in splits.items()})

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from pipeline.atomic import write_json, write_parquet, write_text
+from pipeline.atomic import exclusive, write_json, write_parquet, write_text
 from pipeline.evaluation import Evaluation, devkit_result_lines, evaluate_split
 from pipeline.head import check_unseen
 from pipeline.layout import Layout
@@ -25,7 +25,8 @@ def run(params: Params, net: str | None, split: str | None) -> None:
     """Evaluate `split` (default: the evaluation split) with the head of `net` (default: every
     net of ``features.nets``)."""
     for name in params.net_names(net):
-        evaluate_one(params, name, split or params.dataset.eval_split)
+        with exclusive(params.layout.scores_dir(name)):
+            evaluate_one(params, name, split or params.dataset.eval_split)
 
 
 def evaluate_one(params: Params, net: str, split: str) -> None:

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import torch
 
-from pipeline.atomic import atomic_path, write_json
+from pipeline.atomic import atomic_path, exclusive, write_json
 from pipeline.errors import PipelineError
 from pipeline.features import read_feature_cache, resolve_device
 from pipeline.head import EpochLog, fit_head, head_checkpoint
@@ -30,7 +30,8 @@ def run(params: Params, net: str | None, *, device: str | None) -> None:
     """Train the head of `net` (default: every net of ``features.nets``) on the training
     split's features; `device` overrides ``head.device``."""
     for name in params.net_names(net):
-        fit_one(params, name, device)
+        with exclusive(params.layout.head(name).parent):
+            fit_one(params, name, device)
 
 
 def fit_one(params: Params, net: str, device: str | None) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.atomic import atomic_path, write_json
+from pipeline.atomic import atomic_path, exclusive, write_json
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor, resolve_device
 from pipeline.head import check_unseen
@@ -29,10 +29,11 @@ def run(params: Params, net: str | None, extra: tuple[Path, ...]) -> None:
     """Heat maps for `net` (default: every net of ``features.nets``): of the evaluation
     images chosen by ``heatmaps.images``, or, when `extra` names image files, of those only."""
     for name in params.net_names(net):
-        if extra:
-            render_extra_images(params, name, extra)
-        else:
-            render_split(params, name)
+        with exclusive(params.layout.heatmaps(name)):
+            if extra:
+                render_extra_images(params, name, extra)
+            else:
+                render_split(params, name)
 
 
 def save_png(picture: Image.Image, path: Path) -> None:

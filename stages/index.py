@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from pipeline.atomic import write_parquet
+from pipeline.atomic import exclusive, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.manifests import annotation_tables
 from pipeline.parallel import Problems, parallel_map
@@ -19,7 +19,8 @@ log = logging.getLogger("pipeline")
 def run(params: Params, split: str | None, *, strict: bool, jobs: int) -> None:
     """Index `split`, or the training then the evaluation split."""
     for one_split in params.splits(split):
-        index_split(params, one_split, strict=strict, jobs=jobs)
+        with exclusive(params.layout.manifests(one_split)):
+            index_split(params, one_split, strict=strict, jobs=jobs)
 
 
 def index_split(params: Params, split: str, *, strict: bool, jobs: int) -> None:

@@ -7,7 +7,7 @@ from functools import partial
 
 from tqdm import tqdm
 
-from pipeline.atomic import write_parquet
+from pipeline.atomic import exclusive, write_parquet
 from pipeline.manifests import label_counts, patches_table, read_manifest
 from pipeline.params import Params
 
@@ -17,7 +17,8 @@ log = logging.getLogger("pipeline")
 def run(params: Params, split: str | None) -> None:
     """Tile `split`, or the training then the evaluation split."""
     for one_split in params.splits(split):
-        tile_split(params, one_split)
+        with exclusive(params.layout.manifests(one_split)):
+            tile_split(params, one_split)
 
 
 def tile_split(params: Params, split: str) -> None:

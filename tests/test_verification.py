@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from pipeline.atomic import exclusive
 from pipeline.hashing import file_sha256
-from pipeline.shards import exclusive
 from tests.cli import run_cli
 
 PATCHES = Path("data/patches/test-voc/trainval")
@@ -170,3 +170,13 @@ def test_two_sample_runs_at_once_end_with_an_index_that_matches_its_files(cached
     index = pq.read_table(PATCHES / "index.parquet").to_pandas()
     assert index.sha256.tolist() == [file_sha256(PATCHES / name) for name in index.shard]
     assert sorted(p.name for p in PATCHES.iterdir()) == sorted([*index.shard, "index.parquet"])
+
+
+def test_every_stage_refuses_to_write_outputs_another_run_is_writing(cached):
+    for directory, command in (
+        (Path("manifests/test-voc/trainval"), ("index", "--split", "trainval")),
+        (Path("data/heads/test-voc/tiny"), ("fit-head",)),
+    ):
+        with exclusive(directory):
+            line = one_error_line(run_cli(*command, check=False))
+        assert line.startswith(f"error: {directory}: another pipeline run (pid ")
