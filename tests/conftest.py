@@ -32,6 +32,16 @@ def demo_params(root: Path) -> dict:
     return params
 
 
+class Payload:
+    """A pickle that, when loaded without weights_only, writes a file: proof that it ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "the pickle ran"))
+
+
 def set_params(changes: dict[str, Any], path: Path = Path("params.yaml")) -> dict:
     """Set dotted keys of a params file (``{"scoring.k": 3}``); return the new params."""
     params = yaml.safe_load(path.read_text())

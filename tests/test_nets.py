@@ -22,6 +22,7 @@ from pipeline.nets import (
     effnet_lite0_classifier,
     normalise,
 )
+from tests.conftest import Payload
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +126,6 @@ def serve_torchvision_weights(monkeypatch, model: torch.nn.Module) -> None:
     """Make torchvision weights resolve to `model`'s state dict instead of the checked cache
     file (which would need a download)."""
     monkeypatch.setattr(nets, "torchvision_state", lambda name, weights: model.state_dict())
-
-
-class Payload:
-    """A pickle that, when loaded without weights_only, writes a file: proof that it ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.write_text, (self.marker, "the pickle ran"))
 
 
 def test_a_crafted_file_in_the_torch_cache_is_refused_and_never_unpickled(monkeypatch, tmp_path):

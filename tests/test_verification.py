@@ -19,6 +19,7 @@ from PIL import Image
 from pipeline.atomic import exclusive
 from pipeline.hashing import file_sha256
 from tests.cli import run_cli
+from tests.conftest import Payload
 
 PATCHES = Path("data/patches/test-voc/trainval")
 FEATURES = Path("data/features/test-voc/tiny")
@@ -134,16 +135,6 @@ def test_an_image_replaced_in_place_makes_exactly_its_shards_stale(workdir, edit
     assert f"{len(with_image)} of {patches} shards to write" in done.stderr and with_image
     done = run_cli("features", "--net", "tiny", "--split", "test")
     assert "1 of 3 shards to write" in done.stderr  # one image per shard in these params
-
-
-class Payload:
-    """A pickle that writes a file when unpickled without weights_only: proof that it ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.write_text, (self.marker, "the pickle ran"))
 
 
 def test_a_crafted_head_checkpoint_is_refused_and_never_unpickled(cached, tmp_path):
