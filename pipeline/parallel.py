@@ -66,4 +66,7 @@ def parallel_map(
         results: Iterable[R | PipelineError] = map(call, items)
     else:
         results = Parallel(n_jobs=jobs, return_as="generator")(delayed(call)(i) for i in items)
-    yield from tqdm(results, total=len(items), desc=desc, unit=unit, dynamic_ncols=True)
+    with tqdm(total=len(items), desc=desc, unit=unit, dynamic_ncols=True) as bar:
+        for result in results:  # a caller that stops early closes this generator, and the bar
+            bar.update()
+            yield result

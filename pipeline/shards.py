@@ -121,20 +121,6 @@ def write_patch_shard(
     )
 
 
-def shard_digest(path: Path, format_version: int = PATCH_FORMAT_VERSION) -> str | None:
-    """Return the content digest of a finished shard, or None when it is absent, unreadable or
-    of another format version (it must then be written again)."""
-    if not path.is_file():
-        return None
-    try:
-        with h5py.File(path, "r") as f:
-            if int(f.attrs.get("format_version", -1)) != format_version:
-                return None
-            return str(f.attrs["digest"])
-    except (OSError, KeyError):
-        return None
-
-
 def read_row_keys(f: h5py.File) -> dict[str, np.ndarray]:
     """The columns that join a shard's rows back to ``patches.parquet``: ``label`` int16,
     ``image_id`` (str objects) and ``patch`` int32, from an open patch or feature shard."""
@@ -262,10 +248,14 @@ def _recorded(directory: Path) -> dict[str, tuple[str, str]]:
     kill while appending, is ignored)."""
     records: dict[str, tuple[str, str]] = {}
     index_path = directory / INDEX_NAME
-    if index_path.is_file():
+    try:
         table = pq.read_table(index_path).to_pydict()
         for name, sha, digest in zip(table["shard"], table["sha256"], table["digest"], strict=True):
             records[name] = (sha, digest)
+    except FileNotFoundError:
+        pass
+    except (OSError, KeyError, pa.ArrowException) as err:
+        log.warning("%s: unreadable (%s); its shards will be written again", index_path, err)
     journal = directory / JOURNAL_NAME
     if journal.is_file():
         for line in journal.read_text().splitlines():
@@ -281,13 +271,13 @@ def update_shards(
     directory: Path,
     planned: Sequence[Task],
     write_missing: Callable[[list[Task]], Iterable[tuple[Task, str]]],
-    format_version: int,
 ) -> list[Task]:
     """Bring a directory of shards up to its plan, resuming whatever is already done.
 
     A finished shard is kept only when its recorded digest is the planned one and its bytes
     still have the SHA-256 recorded when it was written (by the last index, or the journal of
-    an interrupted run); every other shard is handed to `write_missing`, which writes them
+    an interrupted run): it is then exactly the file written for that digest, which includes
+    the format version. Every other shard is handed to `write_missing`, which writes them
     (each atomically) and yields every task with the SHA-256 of the file it wrote, recorded
     at once in the journal. Then shards outside the plan and temporaries are deleted, and
     ``index.parquet`` lists the plan with hashes that were all just written or verified. The
@@ -299,7 +289,7 @@ def update_shards(
 
         def verified(task: Task) -> str | None:
             sha, digest = recorded.get(task.path.name, (None, None))
-            if digest != task.digest or shard_digest(task.path, format_version) != digest:
+            if digest != task.digest or not task.path.is_file():
                 return None
             return sha if file_sha256(task.path) == sha else None
 

@@ -23,7 +23,6 @@ from pipeline.feature_shards import (
     write_feature_shards,
 )
 from pipeline.features import (
-    FEATURE_FORMAT_VERSION,
     FeatureExtractor,
     descriptor_batches,
     resolve_device,
@@ -131,6 +130,4 @@ def extract_split(
             rate = bar.format_dict["n"] / max(bar.format_dict["elapsed"], 1e-9)
         log.info("%s: %d patches computed (%.1f patches/s)", split, total, rate)
 
-    update_shards(
-        params.layout.features(net, split), planned.tasks, write_missing, FEATURE_FORMAT_VERSION
-    )
+    update_shards(params.layout.features(net, split), planned.tasks, write_missing)

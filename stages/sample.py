@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import closing
 
 from pipeline.errors import PipelineError
 from pipeline.manifests import image_digests, image_files, label_counts, read_manifest
@@ -12,7 +13,7 @@ from pipeline.parallel import parallel_map
 from pipeline.params import Params
 from pipeline.patch_shards import PatchShardTask, plan_patch_shards, write_patch_shard_task
 from pipeline.sampling import select_training_patches
-from pipeline.shards import PATCH_FORMAT_VERSION, update_shards
+from pipeline.shards import update_shards
 
 log = logging.getLogger("pipeline")
 
@@ -45,12 +46,13 @@ def run(params: Params, split: str | None, *, jobs: int) -> None:
         written = parallel_map(
             write_patch_shard_task, todo, jobs=jobs, desc=f"sample {split}", unit="shard"
         )
-        for task, result in zip(todo, written, strict=True):
-            if isinstance(result, PipelineError):
-                raise result
-            yield task, result
+        with closing(written):
+            for task, result in zip(todo, written, strict=True):
+                if isinstance(result, PipelineError):
+                    raise result
+                yield task, result
 
-    update_shards(out, tasks, write_missing, PATCH_FORMAT_VERSION)
+    update_shards(out, tasks, write_missing)
     counts = label_counts(selected)
     log.info(
         "%s: %d patches in %d shards: %d positive and %d background",

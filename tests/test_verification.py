@@ -171,3 +171,12 @@ def test_every_stage_refuses_to_write_outputs_another_run_is_writing(cached):
         with exclusive(directory):
             line = one_error_line(run_cli(*command, check=False))
         assert line.startswith(f"error: {directory}: another pipeline run (pid ")
+
+
+def test_a_damaged_shard_index_makes_the_stage_write_its_shards_again(cached):
+    clean = hashes(PATCHES)
+    (PATCHES / "index.parquet").write_bytes(b"PAR1 not an index")
+    done = run_cli("sample")
+    assert "index.parquet: unreadable" in done.stderr and "Traceback" not in done.stderr
+    assert f"{len(clean)} of {len(clean)} shards to write" in done.stderr
+    assert hashes(PATCHES) == clean
