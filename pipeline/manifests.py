@@ -202,9 +202,10 @@ SCHEMAS = {
 }
 
 
-def manifest_problems(directory: Path) -> list[str]:
+def manifest_problems(directory: Path) -> tuple[int, list[str]]:
     """Check the manifests of a split: each present, readable to its last row and of its
-    schema. Returns one line per problem, naming the file and the stage that rewrites it."""
+    schema. Returns how many files were checked and one line per problem, naming the file and
+    the stage that rewrites it."""
     problems = []
     for name, schema in SCHEMAS.items():
         path, rerun = (
@@ -221,4 +222,4 @@ def manifest_problems(directory: Path) -> list[str]:
             continue
         if not table.schema.equals(schema):
             problems.append(f"{path}: columns are not those of this version; {rerun}")
-    return problems
+    return len(SCHEMAS), problems

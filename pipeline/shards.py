@@ -161,31 +161,46 @@ def read_shard_index(directory: Path) -> list[ShardFile]:
     ]
 
 
-def verified_bytes(shard: ShardFile, writer: str) -> bytes:
-    """The bytes of a shard, read once and checked against the SHA-256 its index records.
-
-    Raises PipelineError in one line naming the shard when it is missing or its bytes differ
-    (bit rot, a partial copy), saying to re-run `writer` (the stage that rewrites it)."""
-    try:
-        data = shard.path.read_bytes()
-    except FileNotFoundError:
-        raise PipelineError(
-            f"{shard.path}: shard listed in {INDEX_NAME} is missing; re-run `pipeline {writer}`"
-        ) from None
-    if hashlib.sha256(data).hexdigest() != shard.sha256:
-        raise PipelineError(
+def _fault(shard: ShardFile, writer: str, sha256: str | None) -> str | None:
+    """The one line that names what is wrong with a listed shard, given the SHA-256 of its
+    bytes (None when the file is missing), and the stage `writer` that rewrites it."""
+    if sha256 is None:
+        return f"{shard.path}: shard listed in {INDEX_NAME} is missing; re-run `pipeline {writer}`"
+    if sha256 != shard.sha256:
+        return (
             f"{shard.path}: bytes do not match the SHA-256 in {INDEX_NAME} (damaged or partly "
             f"copied); re-run `pipeline {writer}`, which rewrites it"
         )
+    return None
+
+
+def shard_fault(shard: ShardFile, writer: str) -> str | None:
+    """What is wrong with a listed shard's file (missing, or bytes that are not those its index
+    recorded: bit rot, a partial copy), in one line naming it and the stage `writer` that
+    rewrites it; None when it is intact. Reads the file once."""
+    return _fault(shard, writer, file_sha256(shard.path) if shard.path.is_file() else None)
+
+
+def verified_bytes(shard: ShardFile, writer: str) -> bytes:
+    """The bytes of a shard, read once and checked against the SHA-256 its index records;
+    PipelineError with `shard_fault`'s line when they are missing or differ."""
+    try:
+        data = shard.path.read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(str(_fault(shard, writer, None))) from None
+    fault = _fault(shard, writer, hashlib.sha256(data).hexdigest())
+    if fault is not None:
+        raise PipelineError(fault)
     return data
 
 
 def verify_shards(shards: Sequence[ShardFile], writer: str) -> None:
-    """Check every shard's bytes against its recorded SHA-256 (see `verified_bytes`), reading
-    one file at a time."""
+    """Check every shard's bytes against its recorded SHA-256, one file at a time; raise
+    PipelineError with the first `shard_fault`."""
     for shard in shards:
-        if not shard.path.is_file() or file_sha256(shard.path) != shard.sha256:
-            verified_bytes(shard, writer)  # raises the one-line error
+        fault = shard_fault(shard, writer)
+        if fault is not None:
+            raise PipelineError(fault)
 
 
 INDEX_SCHEMA = pa.schema(
@@ -332,9 +347,5 @@ def shard_directory_problems(directory: Path, writer: str) -> tuple[int, list[st
     problems = []
     if (directory / JOURNAL_NAME).is_file():
         problems.append(f"{directory}: a run of `pipeline {writer}` did not finish; {rerun}")
-    for shard in shards:
-        if not shard.path.is_file():
-            problems.append(f"{shard.path}: missing; {rerun}")
-        elif file_sha256(shard.path) != shard.sha256:
-            problems.append(f"{shard.path}: bytes do not match {INDEX_NAME}; {rerun}")
+    problems += [fault for shard in shards if (fault := shard_fault(shard, writer)) is not None]
     return len(shards) + 1, problems

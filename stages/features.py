@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -74,11 +75,10 @@ def source_kind(params: Params, split: str, source: str) -> str:
 
 
 def plan_source(
-    params: Params, split: str, kind: str, identity: dict, batch_size: int, net: str
+    params: Params, split: str, kind: str, identity: dict, batch_size: int, out: Path
 ) -> FeatureSource:
-    """The planned feature shards of a split and where their pixels come from."""
+    """The planned feature shards (in `out`) of a split and where their pixels come from."""
     layout = params.layout
-    out = layout.features(net, split)
     if kind == "shards":
         return ShardSource.plan(layout.patches(split), out, identity, batch_size)
     manifests = layout.manifests(split)
@@ -108,7 +108,8 @@ def extract_split(
     backbone = extractor.backbone
     kind = source_kind(params, split, source)
     identity = backbone_identity(net, backbone, params.tiling.patch_size)
-    planned = plan_source(params, split, kind, identity, extractor.batch_size, net)
+    out = params.layout.features(net, split)
+    planned = plan_source(params, split, kind, identity, extractor.batch_size, out)
     log.info(
         "%s on %s (%s, %d-d), %s from %s: batch %d, %d workers",
         net, extractor.device, backbone.layer, backbone.dim, split, kind, extractor.batch_size,
@@ -130,4 +131,4 @@ def extract_split(
             rate = bar.format_dict["n"] / max(bar.format_dict["elapsed"], 1e-9)
         log.info("%s: %d patches computed (%.1f patches/s)", split, total, rate)
 
-    update_shards(params.layout.features(net, split), planned.tasks, write_missing)
+    update_shards(out, planned.tasks, write_missing)

@@ -21,8 +21,8 @@ def run(params: Params) -> None:
     problems: list[str] = []
     checked = 0
     for split in params.splits(None):
-        found = manifest_problems(layout.manifests(split))
-        checked, problems = checked + 3, problems + found
+        files, found = manifest_problems(layout.manifests(split))
+        checked, problems = checked + files, problems + found
     directories = [(layout.patches(train), "sample")] + [
         (layout.features(net, split), "features")
         for net in params.features.nets

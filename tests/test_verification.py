@@ -108,8 +108,8 @@ def test_verify_says_what_is_wrong_and_which_stage_to_rerun(cached):
     done = run_cli("verify", check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert (
-        f"{PATCHES / 'shard-00001.h5'}: bytes do not match index.parquet; re-run `pipeline sample`"
-        in done.stderr
+        f"{PATCHES / 'shard-00001.h5'}: bytes do not match the SHA-256 in index.parquet "
+        "(damaged or partly copied); re-run `pipeline sample`, which rewrites it" in done.stderr
     )
     assert "test/patches.parquet: unreadable" in done.stderr
     assert "re-run `pipeline tile --split test`" in done.stderr
