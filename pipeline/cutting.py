@@ -24,21 +24,28 @@ def cut_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     order of `boxes`.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 3)
-    height, width = image.shape[:2]
     out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
     pil = Image.fromarray(image)
     sides, which = np.unique(boxes[:, 2], return_inverse=True)
     for k, side in enumerate(sides):
         rows = np.flatnonzero(which == k)
-        factor = size / side
-        new_w = max(size, round(width * factor))
-        new_h = max(size, round(height * factor))
-        resized = np.asarray(pil.resize((new_w, new_h), RESAMPLE))
+        resized, factor = resize_for_patches(pil, float(side), size)
+        new_h, new_w = resized.shape[:2]
         xs = np.clip(np.rint(boxes[rows, 0] * factor).astype(np.int64), 0, new_w - size)
         ys = np.clip(np.rint(boxes[rows, 1] * factor).astype(np.int64), 0, new_h - size)
         windows = sliding_window_view(resized, (size, size, 3))  # [h', w', 1, size, size, 3]
         out[rows] = windows[ys, xs, 0]
     return out
+
+
+def resize_for_patches(image: Image.Image, side: float, size: int) -> tuple[np.ndarray, float]:
+    """The whole image resized (PIL bilinear, antialiased when shrinking) so that a patch of
+    `side` original pixels becomes `size` pixels, never smaller than `size` on either axis.
+    Returns the resized RGB ``[h', w', 3]`` uint8 and the factor (resized / original pixels)."""
+    factor = size / side
+    new_w = max(size, round(image.width * factor))
+    new_h = max(size, round(image.height * factor))
+    return np.array(image.resize((new_w, new_h), RESAMPLE)), factor  # a writable copy
 
 
 def crop_and_resize(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:

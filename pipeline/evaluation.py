@@ -1,5 +1,5 @@
-"""Scoring the images of a split with a trained head and measuring the scores as the VOC devkit
-does, and the devkit's result file format."""
+"""Measuring the image scores of a split as the VOC devkit does, and the devkit's result file
+format."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from torch import nn
 
 from pipeline.metrics import class_aps, image_truth, mean_ap
-from pipeline.scoring import score_images
-from pipeline.shards import ShardFile
 
 
 @dataclass(frozen=True)
@@ -38,24 +35,23 @@ class Evaluation:
         return int((self.patches_per_image == 0).sum())
 
 
-def evaluate_split(
-    head: nn.Module,
-    shards: Sequence[ShardFile],
+def evaluate_scores(
+    scores: np.ndarray,
+    patches_per_image: np.ndarray,
     image_ids: Sequence[str],
     objects: pa.Table,
     class_files: Sequence[Mapping[str, int] | None],
     classes: Sequence[str],
     *,
-    k: float,
     method: str,
 ) -> Evaluation:
-    """Score every image of `image_ids` (the split's image-set order, which ranks ties) from
-    the feature shards, and measure AP per class with `method` (``11-point`` or ``area``).
+    """Measure image scores ``[images, C]`` of `image_ids` (the split's image-set order, which
+    ranks ties; ``-inf`` for unscored images) as the devkit does: AP per class with `method`
+    (``11-point`` or ``area``). `patches_per_image` counts what each score pooled.
 
     `objects` is the split's objects table (image_id, label, difficult) and `class_files` the
     per-class ``{image_id: 1 | -1 | 0}`` of the devkit's image-set files (None where absent).
     """
-    scores, patches_per_image = score_images(head, shards, image_ids, k)
     truth = image_truth(
         image_ids,
         {c: objects[c].to_numpy(zero_copy_only=False) for c in ("image_id", "label", "difficult")},

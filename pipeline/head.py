@@ -109,26 +109,14 @@ def train_head(
     device: torch.device,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> list[EpochLog]:
-    """Train `head` in place on ``(descriptors [N, d] (float16 or 32), labels [N] int64)``.
-
-    After each epoch the hold-out loss is measured; after `patience` epochs without improvement
-    the learning rate is divided by 10, and after `lr_drops` divisions the next plateau stops
-    training (or `max_epochs`). The head ends with the weights of its best hold-out epoch.
-    Deterministic for a seed on the CPU. Returns the per-epoch log.
-    """
+    """Train `head` in place on ``(descriptors [N, d] (float16 or 32), labels [N] int64)``
+    with cross-entropy, on the schedule of `train_on_plateaus`. Returns the per-epoch log."""
     if len(val[0]) == 0:
         raise PipelineError("head.val_fraction: the hold-out set is empty; raise the fraction")
-    torch.manual_seed(config.seed)
-    order_rng = torch.Generator().manual_seed(config.seed)
-    head.to(device)
-    optimiser = torch.optim.SGD(
-        head.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
     x, y = train
-    best_loss, best_state, stale, drops = math.inf, None, 0, 0
-    history = []
-    for epoch in range(1, config.max_epochs + 1):
-        head.train()
+    order_rng = torch.Generator().manual_seed(config.seed)
+
+    def one_epoch(optimiser: torch.optim.Optimizer) -> None:
         order = torch.randperm(len(x), generator=order_rng)
         for start in range(0, len(x), config.batch_size):
             rows = order[start : start + config.batch_size]
@@ -136,13 +124,50 @@ def train_head(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+
+    def measure() -> tuple[float, float, float, float]:
+        return (
+            *evaluate_head(head, x, y, config.batch_size, device),
+            *evaluate_head(head, *val, config.batch_size, device),
+        )
+
+    return train_on_plateaus(head, config, device, one_epoch, measure, on_epoch)
+
+
+def train_on_plateaus(
+    module: nn.Module,
+    config: HeadParams,
+    device: torch.device,
+    one_epoch: Callable[[torch.optim.Optimizer], None],
+    measure: Callable[[], tuple[float, float, float, float]],
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    lr_key: str = "head.lr",
+) -> list[EpochLog]:
+    """The training schedule shared by every trained layer: SGD (`config` lr, momentum,
+    weight decay) over epochs of `one_epoch` (in train mode); after each, `measure` (in eval
+    mode) gives ``(train loss, train accuracy, hold-out loss, hold-out accuracy)``. After
+    `patience` epochs without hold-out improvement the learning rate is divided by 10, and
+    after `lr_drops` divisions the next plateau stops training (or `max_epochs`). The module
+    ends with the weights of its best hold-out epoch, in eval mode. Deterministic for a seed on
+    the CPU; a diverging loss is a PipelineError naming `lr_key`. Returns the per-epoch log."""
+    torch.manual_seed(config.seed)
+    module.to(device)
+    optimiser = torch.optim.SGD(
+        module.parameters(), lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )  # fmt: skip
+    best_loss, best_state, stale, drops = math.inf, None, 0, 0
+    history = []
+    for epoch in range(1, config.max_epochs + 1):
+        module.train()
+        one_epoch(optimiser)
         lr = optimiser.param_groups[0]["lr"]
-        train_loss, train_accuracy = evaluate_head(head, x, y, config.batch_size, device)
-        val_loss, val_accuracy = evaluate_head(head, *val, config.batch_size, device)
+        module.eval()
+        train_loss, train_accuracy, val_loss, val_accuracy = measure()
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise PipelineError(
-                f"head.lr: training diverged at epoch {epoch} (loss {train_loss}, hold-out loss "
-                f"{val_loss}); lower head.lr"
+                f"{lr_key}: training diverged at epoch {epoch} (loss {train_loss}, hold-out "
+                f"loss {val_loss}); lower it"
             )
         entry = EpochLog(epoch, lr, train_loss, train_accuracy, val_loss, val_accuracy)
         history.append(entry)
@@ -150,7 +175,7 @@ def train_head(
             on_epoch(entry)
         if val_loss < best_loss - 1e-6:
             best_loss, stale = val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
             continue
         stale += 1
         if stale < config.patience:
@@ -161,8 +186,8 @@ def train_head(
         for group in optimiser.param_groups:
             group["lr"] /= 10
     if best_state is not None:
-        head.load_state_dict(best_state)
-    head.eval()
+        module.load_state_dict(best_state)
+    module.eval()
     return history
 
 
@@ -214,18 +239,18 @@ def head_checkpoint(head: nn.Module, **identity: Any) -> dict[str, Any]:
     return {"state_dict": {k: v.cpu() for k, v in head.state_dict().items()}, **identity}
 
 
-def read_checkpoint(path: Path, net: str) -> dict[str, Any]:
+def read_checkpoint(path: Path, net: str, writer: str = "fit-head") -> dict[str, Any]:
     """Load a head checkpoint written by `head_checkpoint` (``weights_only``: no pickle runs).
 
-    Raises PipelineError naming the file when it is missing (saying to run fit-head) or not a
-    checkpoint."""
+    Raises PipelineError naming the file when it is missing (saying to run the stage `writer`)
+    or not a checkpoint."""
     checkpoint = load_weights_only(
         path,
-        if_missing=f"no trained head; run `pipeline fit-head --net {net}`",
+        if_missing=f"no trained layers; run `pipeline {writer} --net {net}`",
         kind="head checkpoint",
     )
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise PipelineError(f"{path}: not a head checkpoint; re-run `pipeline fit-head`")
+        raise PipelineError(f"{path}: not a head checkpoint; re-run `pipeline {writer}`")
     return checkpoint
 
 
@@ -256,9 +281,8 @@ def load_head(
             "ones; re-run `pipeline fit-head`"
         )
     shape = checkpoint["shape"]
-    head = build_head(
-        shape["dim"], len(classes) + 1, layers=shape["layers"], hidden=shape["hidden"]
-    )
+    outputs = shape.get("outputs", len(classes) + 1)  # image-level layers: no background
+    head = build_head(shape["dim"], outputs, layers=shape["layers"], hidden=shape["hidden"])
     head.load_state_dict(checkpoint["state_dict"])
     return head.eval()
 

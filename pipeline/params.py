@@ -210,6 +210,20 @@ class Scoring(Block):
     """Image scores from patch probabilities."""
 
     k: Annotated[float, Field(gt=0)] = Field(description="score = mean over patches of y^k")
+    mode: Literal["patches", "dense"] = Field(
+        description="evaluate and heatmaps score the grid's patches or every window of the "
+        "dense maps"
+    )
+    pool: Literal["mean", "max"] = Field(
+        description="an image's score: mean of y^k over its patches, or their max of y"
+    )
+
+
+class ImageLevel(Block):
+    """Layers trained from image labels alone; the rest of their schedule is ``head``'s."""
+
+    lr: Annotated[float, Field(gt=0)] = Field(description="initial SGD learning rate")
+    images_per_batch: PositiveInt = Field(description="images per SGD step")
 
 
 class Heatmaps(Block):
@@ -249,6 +263,8 @@ class Params(Block):
     features: Features
     head: Head
     scoring: Scoring
+    weak: ImageLevel = Field(description="fit-weak: max over windows and scales")
+    cam: ImageLevel = Field(description="fit-cam: one linear layer on the whole image")
     heatmaps: Heatmaps
 
     @property

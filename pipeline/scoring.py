@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from pipeline.cutting import cut_patches
+from pipeline.dense import ImageMaps, Windows, image_windows, iter_dense_cache
 from pipeline.errors import PipelineError
 from pipeline.features import (
     FeatureExtractor,
@@ -22,6 +24,7 @@ from pipeline.features import (
 from pipeline.head import load_head, read_checkpoint
 from pipeline.shards import ShardFile
 from pipeline.tiling import patch_grid
+from pipeline.trunks import DenseTrunk
 
 PROBABILITY_BATCH = 4096  # descriptors per forward pass of the head when scoring
 
@@ -70,43 +73,122 @@ def load_head_for_cache(
 
 
 def image_scores(
-    probabilities: np.ndarray, image_index: np.ndarray, n_images: int, k: float
+    probabilities: np.ndarray, image_index: np.ndarray, n_images: int, k: float, pool: str = "mean"
 ) -> np.ndarray:
-    """Image scores ``score(C) = mean_i y(C | P_i)^k`` over all patches of each image.
+    """Image scores over all patches of each image: ``score(C) = mean_i y(C | P_i)^k`` (`pool`
+    ``mean``) or ``max_i y(C | P_i)`` (``max``).
 
     Takes per-patch probabilities ``[N, C + 1]``, each patch's image number ``[N]`` in
     ``0..n_images-1``, and the exponent `k`. Returns float64 ``[n_images, C]`` (background
-    dropped: column c is class c + 1).
+    dropped: column c is class c + 1); 0 for an image without patches.
     """
-    sums = np.zeros((n_images, probabilities.shape[1] - 1))
-    np.add.at(sums, image_index, probabilities[:, 1:].astype(np.float64) ** k)
+    values = probabilities[:, 1:].astype(np.float64)
+    pooled = np.zeros((n_images, values.shape[1]))
+    if pool == "max":
+        np.maximum.at(pooled, image_index, values)
+        return pooled
+    np.add.at(pooled, image_index, values**k)
     counts = np.bincount(image_index, minlength=n_images)
-    return sums / np.maximum(counts, 1)[:, None]
+    return pooled / np.maximum(counts, 1)[:, None]
 
 
-def score_images(
-    head: nn.Module, shards: Sequence[ShardFile], image_ids: Sequence[str], k: float
+def rank_images(
+    probabilities: np.ndarray,
+    patch_images: np.ndarray,
+    image_ids: Sequence[str],
+    k: float,
+    pool: str,
+    cache: Path,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Score every image of `image_ids` from the patch descriptors of feature shards.
-
-    Returns the scores float64 ``[images, C]`` (``mean y^k`` over each image's patches; ``-inf``
-    for an image without any patch in the shards, as the VOC devkit scores an image missing
-    from a result file) and the patch count of each image ``[images]``. Raises PipelineError
-    when a shard holds patches of an image not in `image_ids` (a stale cache).
-    """
-    probabilities, patch_images = cache_probabilities(head, shards)
+    """Scores float64 ``[images, C]`` of every image of `image_ids` from the probabilities of
+    its patches (or windows) ``[N, C + 1]`` and their image ids ``[N]`` (``-inf`` for an image
+    without any, as the VOC devkit scores an image missing from a result file), and the count
+    of each image's patches ``[images]``. PipelineError naming `cache` when it holds an image
+    that `image_ids` does not list (a stale cache)."""
     index_of = {image_id: n for n, image_id in enumerate(image_ids)}
     try:
         image_index = np.array([index_of[i] for i in patch_images], np.int64)
     except KeyError as err:
         raise PipelineError(
-            f"{shards[0].path.parent}: features of image {err} that the split does not list; "
-            "re-run `pipeline features`"
+            f"{cache}: holds image {err} that the split does not list; re-run the stage that "
+            "wrote it"
         ) from None
-    scores = image_scores(probabilities, image_index, len(image_ids), k)
+    scores = image_scores(probabilities, image_index, len(image_ids), k, pool)
     counts = np.bincount(image_index, minlength=len(image_ids))
     scores[counts == 0] = -np.inf
     return scores, counts
+
+
+def score_images(
+    head: nn.Module,
+    shards: Sequence[ShardFile],
+    image_ids: Sequence[str],
+    k: float,
+    pool: str = "mean",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score every image of `image_ids` from the patch descriptors of feature shards: the
+    scores and patch counts of `rank_images`."""
+    probabilities, patch_images = cache_probabilities(head, shards)
+    return rank_images(probabilities, patch_images, image_ids, k, pool, shards[0].path.parent)
+
+
+@dataclass(frozen=True)
+class DenseImage:
+    """One image scored densely: its maps (size, id), windows and the head's outputs at them
+    (probabilities ``[P, C + 1]``, or logits)."""
+
+    image: ImageMaps
+    windows: Windows
+    probabilities: np.ndarray
+
+
+@torch.inference_mode()
+def head_logits(head: nn.Module, features: torch.Tensor) -> np.ndarray:
+    """Raw outputs ``[N, outputs]`` float32 of a trained head (eval mode) over ``[N, d]``."""
+    head.eval()
+    return head(features.float()).numpy()
+
+
+def dense_probabilities(
+    head: nn.Module,
+    dense: DenseTrunk,
+    shards: Sequence[ShardFile],
+    patch_size: int,
+    softmax: bool = True,
+) -> Iterator[DenseImage]:
+    """The head's probabilities (its logits when not `softmax`) at every window of every scale
+    of each image of a dense cache (the adaptation layers as 1x1 convolutions over the window
+    descriptors), image by image."""
+    window = dense.window(patch_size)
+    for image in iter_dense_cache(shards):
+        windows = image_windows(dense, image, window, patch_size, torch.device("cpu"))
+        if softmax:
+            values = patch_probabilities(head, windows.descriptors.numpy())
+        else:
+            values = head_logits(head, windows.descriptors)
+        yield DenseImage(image, windows, values)
+
+
+def score_images_dense(
+    head: nn.Module,
+    dense: DenseTrunk,
+    shards: Sequence[ShardFile],
+    image_ids: Sequence[str],
+    *,
+    patch_size: int,
+    k: float,
+    pool: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score every image of `image_ids` from every window of its dense maps: the scores and
+    window counts of `rank_images`."""
+    probabilities, window_images = [], []
+    for scored in dense_probabilities(head, dense, shards, patch_size):
+        probabilities.append(scored.probabilities)
+        window_images.append(np.full(len(scored.probabilities), scored.image.image_id, object))
+    return rank_images(
+        np.concatenate(probabilities), np.concatenate(window_images), image_ids, k, pool,
+        shards[0].path.parent,
+    )  # fmt: skip
 
 
 def heat_maps(probabilities: np.ndarray, boxes: np.ndarray, width: int, height: int) -> np.ndarray:

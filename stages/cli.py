@@ -24,7 +24,11 @@ STAGE_MODULES: dict[str, str] = {
     "tile": "stages.tile",
     "sample": "stages.sample",
     "features": "stages.features",
+    "dense": "stages.dense",
     "fit-head": "stages.fit_head",
+    "fit-weak": "stages.fit_weak",
+    "fit-cam": "stages.fit_cam",
+    "compare": "stages.compare",
     "evaluate": "stages.evaluate",
     "heatmaps": "stages.heatmaps",
     "verify": "stages.verify",
@@ -164,6 +168,26 @@ def features(
     )  # fmt: skip
 
 
+@cli.command("dense")
+@net_option
+@split_option
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
+@click.option("--workers", default=None, help="DataLoader workers or auto (default: param).")
+@params_option
+@verbose_option
+def dense(
+    net: str | None,
+    split: str | None,
+    device: str | None,
+    workers: str | None,
+    params_path: Path,
+    verbose: bool,
+) -> None:
+    """Cache the trunk maps of every image of a split at every scale (dense mode) in
+    data/dense/<dataset>/<net>/<split>/; finished shards are kept, so a run resumes."""
+    stage("dense")(start(params_path, verbose), net, split, device=device, workers=workers)
+
+
 @cli.command("fit-head")
 @net_option
 @click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
@@ -173,6 +197,28 @@ def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bo
     """Train FCa + FCb on the cached features of dataset.train_split; write
     data/heads/<dataset>/<net>/head.pt."""
     stage("fit-head")(start(params_path, verbose), net, device=device)
+
+
+@cli.command("fit-weak")
+@net_option
+@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
+@params_option
+@verbose_option
+def fit_weak(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
+    """Train the adaptation layers from image labels alone over the dense maps of
+    dataset.train_split (score = max over windows); write data/heads/<dataset>/<net>/weak.pt."""
+    stage("fit-weak")(start(params_path, verbose), net, device=device)
+
+
+@cli.command("fit-cam")
+@net_option
+@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
+@params_option
+@verbose_option
+def fit_cam(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
+    """Train one linear layer on whole training images (scale 1) from image labels; write
+    data/heads/<dataset>/<net>/cam.pt."""
+    stage("fit-cam")(start(params_path, verbose), net, device=device)
 
 
 @cli.command("evaluate")
@@ -201,6 +247,17 @@ def heatmaps(net: str | None, extra: tuple[Path, ...], params_path: Path, verbos
     """Heat maps of the evaluation images chosen by params `heatmaps.images`, or of --image
     files."""
     stage("heatmaps")(start(params_path, verbose), net, extra)
+
+
+@cli.command("compare")
+@net_option
+@params_option
+@verbose_option
+def compare(net: str | None, params_path: Path, verbose: bool) -> None:
+    """Patches 2014, dense patches, weak max-pool and full image + CAM on the evaluation
+    split: mAP, pointing, CorLoc, training and test time; pictures in
+    data/compare/<dataset>/<net>/."""
+    stage("compare")(start(params_path, verbose), net)
 
 
 @cli.command("verify")

@@ -9,13 +9,15 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.atomic import exclusive, write_json, write_parquet, write_text
-from pipeline.evaluation import Evaluation, devkit_result_lines, evaluate_split
+from pipeline.evaluation import Evaluation, devkit_result_lines, evaluate_scores
 from pipeline.head import check_unseen
 from pipeline.layout import Layout
 from pipeline.manifests import read_manifest
 from pipeline.metrics import ap_method, precision_recall
+from pipeline.nets import build_backbone
 from pipeline.params import Params
-from pipeline.scoring import load_head_for_cache
+from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
+from pipeline.shards import read_shard_index
 from pipeline.voc import read_class_image_sets, read_image_set
 
 log = logging.getLogger("pipeline")
@@ -43,14 +45,22 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
         layout.head(net), layout.features(net, split), net=net, classes=classes
     )
     check_unseen(checkpoint, image_ids, split, str(layout.head(net)))
-    result = evaluate_split(
-        head,
-        shards,
+    mode, pool = params.scoring.mode, params.scoring.pool
+    if mode == "dense":
+        dense = build_backbone(net, params.nets.options(net)).dense_trunk()
+        scores, counts = score_images_dense(
+            head, dense, read_shard_index(layout.dense(net, split)), image_ids,
+            patch_size=params.tiling.patch_size, k=k, pool=pool,
+        )  # fmt: skip
+    else:
+        scores, counts = score_images(head, shards, image_ids, k, pool)
+    result = evaluate_scores(
+        scores,
+        counts,
         image_ids,
         read_manifest(layout.manifests(split), "objects.parquet"),
         read_class_image_sets(root, classes, split),
         classes,
-        k=k,
         method=method,
     )
     if result.unscored:
@@ -65,15 +75,18 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
         "ap": {c: None if np.isnan(v) else v for c, v in result.ap.items()},
         "method": f"VOC{year} {method}",
         "k": k,
+        "mode": mode,
+        "pool": pool,
         "images": len(image_ids),
         "unscored": result.unscored,
-        "patches": int(result.patches_per_image.sum()),
+        "patches" if mode == "patches" else "windows": int(result.patches_per_image.sum()),
     }
     write_json(summary, layout.metrics(net) / f"{split}.json")
     write_outputs(layout, net, split, year, classes, result)
     log.info(
-        "%s %s: mAP %.4f (%s, k=%g) | %s",
-        net, split, m_ap, method, k, " ".join(f"{c} {v:.3f}" for c, v in result.ap.items()),
+        "%s %s: mAP %.4f (%s, %s, %s k=%g) | %s",
+        net, split, m_ap, method, mode, pool, k,
+        " ".join(f"{c} {v:.3f}" for c, v in result.ap.items()),
     )  # fmt: skip
 
 

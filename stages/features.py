@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.atomic import write_json
 from pipeline.feature_shards import (
     FeatureSource,
     FeatureTask,
@@ -128,7 +129,16 @@ def extract_split(
                     yield batch
 
             yield from write_feature_shards(todo, counted(), shard_attributes(identity))
-            rate = bar.format_dict["n"] / max(bar.format_dict["elapsed"], 1e-9)
-        log.info("%s: %d patches computed (%.1f patches/s)", split, total, rate)
+            seconds = max(bar.format_dict["elapsed"], 1e-9)
+        log.info("%s: %d patches computed (%.1f patches/s)", split, total, total / seconds)
+        if todo:
+            images = len({i for t in todo for i in t.row_keys()["image_id"]})
+            write_json(
+                {"images": images, "patches": total, "seconds": round(seconds, 3),
+                 "seconds_per_image": round(seconds / images, 4),
+                 "patches_per_second": round(total / seconds, 2),
+                 "device": str(extractor.device)},
+                params.layout.timing(net, f"features-{split}"),
+            )  # fmt: skip
 
     update_shards(out, planned.tasks, write_missing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ def run(params: Params, net: str | None, *, device: str | None) -> None:
 
 
 def fit_one(params: Params, net: str, device: str | None) -> None:
-    """Train and save the head of one net, with its per-epoch log and summary metrics."""
+    """Train and save the head of one net, with its per-epoch log and summary metrics (the
+    training time in seconds among them)."""
+    started = time.perf_counter()
     classes = params.dataset.classes
     split = params.dataset.train_split
     layout = params.layout
@@ -81,6 +84,7 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
             "train_accuracy": round(best.train_accuracy, 6),
             "train_patches": len(labels) - n_val,
             "val_patches": n_val,
+            "seconds": round(time.perf_counter() - started, 3),
         },
         layout.metrics(net) / "train.json",
     )

@@ -4,10 +4,13 @@ map peaks inside an object of its class."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
+from torch import nn
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, exclusive, write_json
@@ -19,7 +22,14 @@ from pipeline.manifests import read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.runs import runs
-from pipeline.scoring import cache_probabilities, heat_maps, image_heat_maps, load_head_for_cache
+from pipeline.scoring import (
+    cache_probabilities,
+    dense_probabilities,
+    heat_maps,
+    image_heat_maps,
+    load_head_for_cache,
+)
+from pipeline.shards import read_shard_index
 from pipeline.voc import load_rgb
 
 log = logging.getLogger("pipeline")
@@ -83,9 +93,42 @@ def chosen_images(params: Params, split_images: list[str]) -> set[str]:
     return chosen
 
 
+def patch_mode_maps(
+    params: Params, net: str, head: nn.Module, shards: list, images: pd.DataFrame
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(image_id, maps [C + 1, H, W])`` of every evaluation image from its grid patches."""
+    manifests = params.layout.manifests(params.dataset.eval_split)
+    patches = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
+    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+    probabilities, ids = cache_probabilities(head, shards)
+    if ids.tolist() != patches["image_id"].to_pylist():
+        raise PipelineError(
+            f"{shards[0].path.parent}: rows do not match {manifests}/patches.parquet; re-run "
+            "`pipeline features`"
+        )
+    for start, end in runs(ids):
+        meta = images.loc[ids[start]]
+        maps = heat_maps(
+            probabilities[start:end], boxes[start:end], int(meta.width), int(meta.height)
+        )
+        yield ids[start], maps
+
+
+def dense_mode_maps(params: Params, net: str, head: nn.Module) -> Iterator[tuple[str, np.ndarray]]:
+    """``(image_id, maps [C + 1, H, W])`` of every evaluation image from every window of its
+    dense maps."""
+    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
+    shards = read_shard_index(params.layout.dense(net, params.dataset.eval_split))
+    for scored in dense_probabilities(head, dense, shards, params.tiling.patch_size):
+        image = scored.image
+        maps = heat_maps(scored.probabilities, scored.windows.boxes, image.width, image.height)
+        yield image.image_id, maps
+
+
 def render_split(params: Params, net: str) -> None:
-    """Maps of every evaluation image from the cached features: the peak-in-box metric over
-    all of them, pictures of the chosen ones."""
+    """Maps of every evaluation image from the cached features (``scoring.mode`` patches) or
+    dense maps (dense): the peak-in-box metric over all of them, pictures of the chosen
+    ones."""
     layout, split = params.layout, params.dataset.eval_split
     cache, manifests = layout.features(net, split), layout.manifests(split)
     head, checkpoint, shards = load_head_for_cache(
@@ -94,13 +137,6 @@ def render_split(params: Params, net: str) -> None:
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
     check_unseen(checkpoint, images.index.tolist(), split, str(layout.head(net)))
     objects = read_manifest(manifests, "objects.parquet").to_pandas()
-    patches = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
-    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
-    probabilities, ids = cache_probabilities(head, shards)
-    if ids.tolist() != patches["image_id"].to_pylist():
-        raise PipelineError(
-            f"{cache}: rows do not match {manifests}/patches.parquet; re-run `pipeline features`"
-        )
     chosen = chosen_images(params, images.index.tolist())
     clear = objects[~objects.difficult & (objects.label > 0)]
     boxes_of = {
@@ -110,24 +146,24 @@ def render_split(params: Params, net: str) -> None:
         }
         for image_id, rows in clear.groupby("image_id")
     }
+    if params.scoring.mode == "dense":
+        every_map = dense_mode_maps(params, net, head)
+    else:
+        every_map = patch_mode_maps(params, net, head, shards, images)
     hits = pairs = 0
-    for start, end in tqdm(runs(ids), desc="heatmaps", unit="img"):
-        image_id = ids[start]
-        meta = images.loc[image_id]
-        maps = heat_maps(
-            probabilities[start:end], boxes[start:end], int(meta.width), int(meta.height)
-        )
+    for image_id, maps in tqdm(every_map, total=len(images), desc="heatmaps", unit="img"):
         hit, pair = peak_hits(maps, boxes_of.get(image_id, {}))
         hits, pairs = hits + hit, pairs + pair
         if image_id in chosen:
-            image = load_rgb(params.dataset.root / meta.path)
+            image = load_rgb(params.dataset.root / images.loc[image_id].path)
             picture = render(params, image, maps, boxes_of.get(image_id, {}))
             save_png(picture, layout.heatmaps(net) / f"{image_id}.png")
     fraction = hits / pairs if pairs else float("nan")
     write_json(
-        {"peak_in_box": round(fraction, 6), "pairs": pairs, "rendered": len(chosen)},
+        {"peak_in_box": round(fraction, 6), "pairs": pairs, "rendered": len(chosen),
+         "mode": params.scoring.mode},
         layout.metrics(net) / "heatmaps.json",
-    )
+    )  # fmt: skip
     log.info(
         "%s: the class map peaks inside an object of its class for %d of %d (image, class) pairs "
         "(%.1f%%); %d images rendered to %s",

@@ -127,7 +127,7 @@ def test_head_of_another_class_list_is_refused_with_one_line(trained, edit_param
 def test_evaluate_without_a_head_says_which_stage_to_run(cached):
     done = run_cli("evaluate", "--net", "tiny", check=False)
     assert done.returncode == 1
-    assert "no trained head; run `pipeline fit-head --net tiny`" in done.stderr
+    assert "no trained layers; run `pipeline fit-head --net tiny`" in done.stderr
 
 
 def test_heatmaps_render_chosen_images_and_report_peaks(trained, edit_params):

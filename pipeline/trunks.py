@@ -1,0 +1,125 @@
+"""Backbones as a convolutional trunk plus a window rule, so that one net runs on patches and,
+densely, on whole images (docs/method.md, dense mode).
+
+A trunk turns an image ``[N, 3, H, W]`` into maps ``[N, C, h, w]`` with one cell every `stride`
+input pixels. A window rule turns every ``kh x kw`` window of the maps into a descriptor, as a
+convolution: ``[N, C, h, w] -> [N, d, h - kh + 1, w - kw + 1]``. A patch's descriptor is the
+rule applied to the one window that is its whole map, so patch mode and dense mode share this
+code and agree exactly where a window is a whole patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Window = tuple[int, int]  # (rows, columns) of map cells
+
+
+class WindowAverage(nn.Module):
+    """The rule of nets that end in global average pooling: a window's descriptor is the mean
+    of its cells (the network's own pooling, restricted to the window)."""
+
+    def forward(self, maps: torch.Tensor, window: Window) -> torch.Tensor:
+        """``[N, C, h, w]`` -> ``[N, C, h - kh + 1, w - kw + 1]``: the mean of every window."""
+        return F.avg_pool2d(maps, tuple(window), stride=1)
+
+
+def adaptive_pool_matrix(size: int, out: int) -> torch.Tensor:
+    """The ``[out, size]`` matrix of adaptive average pooling from `size` cells to `out` (row a
+    averages cells ``floor(a size / out) .. ceil((a + 1) size / out) - 1``, as torch does)."""
+    matrix = torch.zeros(out, size)
+    for a in range(out):
+        start, end = (a * size) // out, -((-(a + 1) * size) // out)
+        matrix[a, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+class PooledFullyConnected(nn.Module):
+    """The rule of AlexNet-type nets: adaptive average pooling of the window to a `grid`, then
+    fully connected layers, each followed by ReLU (AlexNet: FC6 and FC7 on a 6x6 grid).
+
+    As a convolution: FC6 composed with the pooling is one ``kh x kw`` kernel (FC6 itself as a
+    6x6 convolution when the window is 6x6), the next layers 1x1 convolutions.
+    """
+
+    def __init__(self, grid: int, layers: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        self.grid = grid
+        self.layers = nn.ModuleList(layers)
+        self._kernels: dict[tuple[Window, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def first_kernel(self, window: Window) -> torch.Tensor:
+        """The first layer's weights composed with the pooling of a `window`:
+        ``[out, C, kh, kw]``."""
+        weight = self.layers[0].weight
+        key = (tuple(window), weight.device, weight.dtype)
+        if key not in self._kernels:
+            out, inputs = weight.shape
+            grid = weight.view(out, inputs // self.grid**2, self.grid, self.grid)
+            rows = adaptive_pool_matrix(window[0], self.grid).to(weight)
+            cols = adaptive_pool_matrix(window[1], self.grid).to(weight)
+            self._kernels[key] = torch.einsum("ocab,ai,bj->ocij", grid, rows, cols).contiguous()
+        return self._kernels[key]
+
+    def forward(self, maps: torch.Tensor, window: Window) -> torch.Tensor:
+        """``[N, C, h, w]`` -> ``[N, d, h - kh + 1, w - kw + 1]``: the post-ReLU output of the
+        last layer at every window position."""
+        first = self.layers[0]
+        x = F.relu(F.conv2d(maps, self.first_kernel(window), first.bias))
+        for layer in self.layers[1:]:
+            x = F.relu(F.conv2d(x, layer.weight[:, :, None, None], layer.bias))
+        return x
+
+
+class WindowedTrunk(nn.Module):
+    """A patch-mode backbone made of a trunk and a window rule: ``[N, 3, S, S]`` ->
+    ``[N, d]``, the rule applied to the whole map of each patch."""
+
+    def __init__(self, trunk: nn.Module, rule: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.rule = rule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Descriptors ``[N, d]`` of input patches ``[N, 3, S, S]``."""
+        maps = self.trunk(x)
+        return torch.flatten(self.rule(maps, tuple(maps.shape[-2:])), 1)
+
+
+class ForwardFeatures(nn.Module):
+    """The trunk of a timm model: its ``forward_features`` (everything before the pooling)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps ``[N, C, h, w]`` of images ``[N, 3, H, W]``."""
+        return self.model.forward_features(x)
+
+
+@dataclass(frozen=True)
+class DenseTrunk:
+    """How a backbone runs over whole images: its trunk (images -> maps), its window rule (a
+    module called as ``rule(maps, window)``), the input pixels between two map cells, the rule
+    in words, and whether descriptors are window averages of the maps (then a class activation
+    map is defined)."""
+
+    trunk: nn.Module
+    rule: nn.Module
+    stride: int
+    description: str
+    averages: bool
+
+    @torch.inference_mode()
+    def window(self, patch_size: int) -> Window:
+        """The map size ``(kh, kw)`` of one `patch_size` patch: the window of a patch."""
+        parameter = next(self.trunk.parameters())
+        probe = torch.zeros(1, 3, patch_size, patch_size, device=parameter.device)
+        maps = self.trunk(probe)
+        return int(maps.shape[-2]), int(maps.shape[-1])

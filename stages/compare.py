@@ -1,0 +1,248 @@
+"""Stage `compare`: the 2014 patches, dense patches, weak max-pool and full image + CAM side by
+side on the evaluation split: mAP, pointing, CorLoc, training and test time per method, and
+pictures of their maps on the same images and classes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.atomic import exclusive, write_json
+from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
+from pipeline.evaluation import evaluate_scores
+from pipeline.features import read_feature_attrs
+from pipeline.head import check_unseen, load_head, read_checkpoint
+from pipeline.heatmaps import overlay, side_by_side
+from pipeline.localization import Localization
+from pipeline.manifests import read_manifest
+from pipeline.metrics import ap_method
+from pipeline.nets import build_backbone
+from pipeline.params import Params
+from pipeline.scoring import load_head_for_cache
+from pipeline.shards import read_shard_index
+from pipeline.voc import load_rgb, read_class_image_sets, read_image_set
+from stages.heatmaps import chosen_images, save_png
+
+log = logging.getLogger("pipeline")
+WRITERS = {"head": "fit-head", "weak": "fit-weak", "cam": "fit-cam"}
+
+
+def run(params: Params, net: str | None) -> None:
+    """Compare the four methods for `net` (default: every net of ``features.nets``)."""
+    for name in params.net_names(net):
+        with exclusive(params.layout.comparison(name)):
+            compare_one(params, name)
+
+
+def load_layers(params: Params, net: str, method: str, weights_digest: str, images: list[str]):
+    """The trained layers of `method` (``head``, ``weak``, ``cam``) of `net`, refused when
+    trained on other weights or on images of the evaluation split."""
+    path = params.layout.head(net, method)
+    checkpoint = read_checkpoint(path, net, WRITERS[method])
+    check_unseen(checkpoint, images, params.dataset.eval_split, str(path))
+    return load_head(
+        checkpoint, net=net, classes=list(params.dataset.classes),
+        weights_digest=weights_digest, source=str(path),
+    )  # fmt: skip
+
+
+def seconds_per_image(path: Path) -> float | None:
+    """The backbone's seconds per image recorded by the stage that computed a cache, or None
+    when it never recorded one (a cache copied in)."""
+    try:
+        return float(json.loads(path.read_text())["seconds_per_image"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def training_seconds(path: Path) -> float | None:
+    """The training time a fit stage recorded in its summary metrics, or None."""
+    try:
+        return float(json.loads(path.read_text())["seconds"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def timed(images: Iterable[Scored]) -> tuple[list[Scored], float]:
+    """Every item of a method's stream and the seconds spent producing them."""
+    out, spent, stream = [], 0.0, iter(images)
+    while True:
+        started = time.perf_counter()
+        item = next(stream, None)
+        spent += time.perf_counter() - started
+        if item is None:
+            return out, spent
+        out.append(item)
+
+
+def compare_one(params: Params, net: str) -> None:
+    """Run the four methods of one net over the evaluation split; write the comparison
+    metrics and the side-by-side pictures."""
+    layout, split, root = params.layout, params.dataset.eval_split, params.dataset.root
+    classes, k, pool, size = params.dataset.classes, params.scoring.k, params.scoring.pool, \
+        params.tiling.patch_size  # fmt: skip
+    image_ids = read_image_set(root, split)
+    manifests = layout.manifests(split)
+    images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
+    objects = read_manifest(manifests, "objects.parquet")
+    class_files = read_class_image_sets(root, classes, split)
+    clear = objects.to_pandas().query("~difficult and label > 0")
+    boxes_of = {
+        image_id: {
+            int(label): g[["x0", "y0", "x1", "y1"]].to_numpy() for label, g in rows.groupby("label")
+        }
+        for image_id, rows in clear.groupby("image_id")
+    }
+    head, _, feature_shards = load_head_for_cache(
+        layout.head(net), layout.features(net, split), net=net, classes=classes
+    )
+    dense_shards = read_shard_index(layout.dense(net, split))
+    digest = read_feature_attrs(dense_shards[0].path).get("weights_digest")
+    known = images.index.tolist()
+    patch_head = load_layers(params, net, "head", digest, known)
+    weak = load_layers(params, net, "weak", digest, known)
+    cam = load_layers(params, net, "cam", digest, known)
+    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
+    patches = read_manifest(manifests, "patches.parquet", ["x0", "y0", "side"])
+    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+    sizes = {i: (int(r.width), int(r.height)) for i, r in images.iterrows()}
+    streams = {
+        "patches": patch_method(head, feature_shards, boxes, sizes, k=k, pool=pool),
+        "dense": dense_method(patch_head, dense, dense_shards, size, k=k, pool=pool),
+        "weak": weak_method(weak, dense, dense_shards, size),
+        "cam": cam_method(cam, dense, dense_shards),
+    }
+    chosen = chosen_images(params, known)
+    backbone = {
+        "patches": seconds_per_image(layout.timing(net, f"features-{split}")),
+        "dense": seconds_per_image(layout.timing(net, f"dense-{split}")),
+    }
+    train_backbone = {
+        "patches": seconds_per_image(layout.timing(net, f"features-{params.dataset.train_split}")),
+        "dense": seconds_per_image(layout.timing(net, f"dense-{params.dataset.train_split}")),
+    }
+    trained = {
+        "patches": training_seconds(layout.metrics(net) / "train.json"),
+        "dense": training_seconds(layout.metrics(net) / "train.json"),
+        "weak": training_seconds(layout.metrics(net) / "train-weak.json"),
+        "cam": training_seconds(layout.metrics(net) / "train-cam.json"),
+    }
+    rows, pictures, shown_class = {}, {i: {} for i in chosen}, {}
+    for method, stream in streams.items():
+        scored, seconds = timed(tqdm(stream, total=len(images), desc=method, unit="img"))
+        by_id = {s.image_id: s for s in scored}
+        scores = np.array(
+            [by_id[i].scores if i in by_id else np.full(len(classes), -np.inf) for i in image_ids]
+        )
+        counts = np.array([int(i in by_id) for i in image_ids])
+        result = evaluate_scores(
+            scores,
+            counts,
+            image_ids,
+            objects,
+            class_files,
+            classes,
+            method=ap_method(params.dataset.year),
+        )
+        localization = Localization()
+        for s in scored:
+            if s.maps is not None:
+                localization.add(s.maps, boxes_of.get(s.image_id, {}))
+            if s.image_id in pictures:
+                if s.image_id not in shown_class:
+                    shown_class[s.image_id] = picture_class(s.scores, boxes_of.get(s.image_id, {}))
+                c = shown_class[s.image_id]
+                pictures[s.image_id][method] = None if s.maps is None else s.maps[c - 1]
+        kind = "patches" if method == "patches" else "dense"
+        trained_on = "patches" if method in ("patches", "dense") else "dense"
+        rows[method] = method_row(
+            result.mean_ap,
+            localization,
+            seconds / len(images),
+            backbone[kind],
+            trained[method],
+            train_backbone[trained_on],
+            s.maps is not None,
+        )
+    write_json(
+        {"split": split, "images": len(image_ids), "pairs": localization.pairs, "methods": rows},
+        layout.metrics(net) / "compare.json",
+    )
+    for image_id, maps in pictures.items():
+        draw(
+            params,
+            net,
+            image_id,
+            images.loc[image_id].path,
+            shown_class[image_id],
+            maps,
+            boxes_of.get(image_id, {}),
+        )
+    for method, row in rows.items():
+        log.info(
+            "%-18s mAP %.4f pointing %s CorLoc %s",
+            METHODS[method],
+            row["mAP"],
+            row["pointing"],
+            row["corloc"],
+        )
+
+
+def picture_class(scores: np.ndarray, present: dict) -> int:
+    """The label a picture shows: of the classes present, the one the first method scores
+    highest (else the highest-scored class)."""
+    order = np.argsort(-scores, kind="stable") + 1
+    inside = [int(c) for c in order if int(c) in present]
+    return inside[0] if inside else int(order[0])
+
+
+def method_row(
+    m_ap, localization, head_seconds, backbone_seconds, train_seconds, train_backbone, has_maps
+) -> dict:
+    """One method's line of the comparison (None where not measured)."""
+
+    def rounded(v):
+        return None if v is None or np.isnan(v) else round(float(v), 6)
+
+    test = None if backbone_seconds is None else backbone_seconds + head_seconds
+    return {
+        "mAP": rounded(m_ap),
+        "pointing": rounded(localization.pointing) if has_maps else None,
+        "corloc": rounded(localization.corloc) if has_maps else None,
+        "train_seconds": rounded(train_seconds),
+        "train_backbone_seconds_per_image": rounded(train_backbone),
+        "test_seconds_per_image": rounded(test),
+        "test_backbone_seconds_per_image": rounded(backbone_seconds),
+    }
+
+
+def draw(
+    params: Params, net: str, image_id: str, path: str, label: int, maps: dict, boxes_of: dict
+) -> None:
+    """The picture of one image: the image, then each method's map of class `label`, on one
+    colour scale ([0, 1]), the class's boxes outlined."""
+    image = load_rgb(params.dataset.root / path)
+    boxes = boxes_of.get(label, np.zeros((0, 4)))
+    name = params.dataset.classes[label - 1]
+    settings = params.heatmaps
+    panels = [overlay(image, np.zeros(image.shape[:2]), f"{image_id}: {name}", boxes, alpha=0)]
+    for method, heat_map in maps.items():
+        if heat_map is None:
+            continue
+        panels.append(
+            overlay(
+                image,
+                heat_map,
+                METHODS[method],
+                boxes,
+                colormap=settings.colormap,
+                alpha=settings.alpha,
+            )
+        )
+    save_png(side_by_side(panels), params.layout.comparison(net) / f"{image_id}.png")

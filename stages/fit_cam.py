@@ -1,0 +1,57 @@
+"""Stage `fit-cam`: one linear layer on the descriptor of each whole training image (the
+full-image baseline, whose class activation maps `compare` draws), from image labels alone."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from pipeline.atomic import exclusive
+from pipeline.dense import iter_dense_cache
+from pipeline.features import read_feature_attrs, resolve_device
+from pipeline.nets import build_backbone
+from pipeline.params import Params
+from pipeline.shards import read_shard_index
+from pipeline.weak import fit_image_labels, full_image_layer, whole_image_descriptor
+from stages.fit_weak import image_labels, log_epoch, save_fitted
+
+log = logging.getLogger("pipeline")
+
+
+def run(params: Params, net: str | None, *, device: str | None) -> None:
+    """Train the full-image layer of `net` (default: every net of ``features.nets``) on the
+    scale-1 dense maps of the training split; `device` overrides ``head.device``."""
+    for name in params.net_names(net):
+        with exclusive(params.layout.head(name).parent):
+            fit_one(params, name, device)
+
+
+def fit_one(params: Params, net: str, device: str | None) -> None:
+    """Train and save the full-image layer of one net."""
+    started = time.perf_counter()
+    torch_device = resolve_device(device or params.head.device)
+    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
+    shards = read_shard_index(params.layout.dense(net, params.dataset.train_split))
+    ids, rows = [], []
+    for image in iter_dense_cache(shards):
+        ids.append(image.image_id)
+        rows.append(whole_image_descriptor(dense, image, torch_device))
+    inputs = list(torch.from_numpy(np.stack(rows))[:, None, :])  # one row per image
+    labels = image_labels(params, ids)
+    config = params.head.model_copy(
+        update={"lr": params.cam.lr, "batch_size": params.cam.images_per_batch, "layers": 1}
+    )
+    module = full_image_layer(rows[0].shape[0], len(params.dataset.classes), config.seed)
+    fitted = fit_image_labels(
+        module, inputs, labels, ids, config, torch_device, log_epoch, lr_key="cam.lr"
+    )
+    seconds = time.perf_counter() - started
+    attrs = read_feature_attrs(shards[0].path)
+    save_fitted(params, net, "cam", config, fitted, attrs, ids, seconds)
+    log.info(
+        "full-image layer of %s: %d images, best hold-out loss %.4f at epoch %d, %.0f s",
+        net, len(ids), fitted.best.val_loss, fitted.best.epoch, seconds,
+    )  # fmt: skip
