@@ -130,3 +130,9 @@ def write_text(text: str, path: str | os.PathLike[str]) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_png(picture: Any, path: str | os.PathLike[str]) -> None:
+    """Write a PIL image as PNG atomically."""
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")

@@ -8,6 +8,8 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.errors import PipelineError
+
 PANEL_GAP = 6  # white pixels between two panels
 CAPTION_FONT_SIZE = 16  # pixels; legible on a 500x375 VOC image
 
@@ -91,3 +93,13 @@ def render_top_classes(
         boxes = boxes_by_label.get(int(c) + 1, np.zeros((0, 4)))
         panels.append(overlay(image, maps[c + 1], caption, boxes, colormap=colormap, alpha=alpha))
     return side_by_side(panels)
+
+
+def chosen_images(wanted: int | Sequence[str], split_images: list[str], split: str) -> set[str]:
+    """The images to draw (``heatmaps.images``): the first `wanted` of the split's images, or
+    those it lists; PipelineError naming the ones the split lacks."""
+    chosen = set(split_images[:wanted] if isinstance(wanted, int) else wanted)
+    unknown = chosen - set(split_images)
+    if unknown:
+        raise PipelineError(f"heatmaps.images: not in split {split!r}: {sorted(unknown)}")
+    return chosen

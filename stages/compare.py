@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.atomic import exclusive, write_json
+from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
 from pipeline.evaluation import evaluate_scores
 from pipeline.features import read_feature_attrs
 from pipeline.head import check_unseen, load_head, read_checkpoint
-from pipeline.heatmaps import overlay, side_by_side
+from pipeline.heatmaps import chosen_images, overlay, side_by_side
 from pipeline.localization import Localization
 from pipeline.manifests import read_manifest
 from pipeline.metrics import ap_method
@@ -27,7 +27,6 @@ from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache
 from pipeline.shards import read_shard_index
 from pipeline.voc import load_rgb, read_class_image_sets, read_image_set
-from stages.heatmaps import chosen_images, save_png
 
 log = logging.getLogger("pipeline")
 WRITERS = {"head": "fit-head", "weak": "fit-weak", "cam": "fit-cam"}
@@ -52,21 +51,15 @@ def load_layers(params: Params, net: str, method: str, weights_digest: str, imag
     )  # fmt: skip
 
 
-def seconds_per_image(path: Path) -> float | None:
-    """The backbone's seconds per image recorded by the stage that computed a cache, or None
-    when it never recorded one (a cache copied in)."""
+def recorded(path: Path, key: str) -> float | None:
+    """A number a stage recorded in a JSON file (a backbone's ``seconds_per_image``, a fit
+    stage's training ``seconds``), or None when it recorded none (a cache copied in, every
+    shard already computed on the first run here)."""
     try:
-        return float(json.loads(path.read_text())["seconds_per_image"])
-    except (FileNotFoundError, KeyError, ValueError):
+        value = json.loads(path.read_text()).get(key)
+    except (FileNotFoundError, ValueError, AttributeError):
         return None
-
-
-def training_seconds(path: Path) -> float | None:
-    """The training time a fit stage recorded in its summary metrics, or None."""
-    try:
-        return float(json.loads(path.read_text())["seconds"])
-    except (FileNotFoundError, KeyError, ValueError):
-        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def timed(images: Iterable[Scored]) -> tuple[list[Scored], float]:
@@ -118,20 +111,24 @@ def compare_one(params: Params, net: str) -> None:
         "weak": weak_method(weak, dense, dense_shards, size),
         "cam": cam_method(cam, dense, dense_shards),
     }
-    chosen = chosen_images(params, known)
+    chosen = chosen_images(params.heatmaps.images, known, split)
     backbone = {
-        "patches": seconds_per_image(layout.timing(net, f"features-{split}")),
-        "dense": seconds_per_image(layout.timing(net, f"dense-{split}")),
+        "patches": recorded(layout.timing(net, f"features-{split}"), "seconds_per_image"),
+        "dense": recorded(layout.timing(net, f"dense-{split}"), "seconds_per_image"),
     }
     train_backbone = {
-        "patches": seconds_per_image(layout.timing(net, f"features-{params.dataset.train_split}")),
-        "dense": seconds_per_image(layout.timing(net, f"dense-{params.dataset.train_split}")),
+        "patches": recorded(
+            layout.timing(net, f"features-{params.dataset.train_split}"), "seconds_per_image"
+        ),
+        "dense": recorded(
+            layout.timing(net, f"dense-{params.dataset.train_split}"), "seconds_per_image"
+        ),
     }
     trained = {
-        "patches": training_seconds(layout.metrics(net) / "train.json"),
-        "dense": training_seconds(layout.metrics(net) / "train.json"),
-        "weak": training_seconds(layout.metrics(net) / "train-weak.json"),
-        "cam": training_seconds(layout.metrics(net) / "train-cam.json"),
+        "patches": recorded(layout.metrics(net) / "train.json", "seconds"),
+        "dense": recorded(layout.metrics(net) / "train.json", "seconds"),
+        "weak": recorded(layout.metrics(net) / "train-weak.json", "seconds"),
+        "cam": recorded(layout.metrics(net) / "train-cam.json", "seconds"),
     }
     rows, pictures, shown_class = {}, {i: {} for i in chosen}, {}
     for method, stream in streams.items():
@@ -245,4 +242,4 @@ def draw(
                 alpha=settings.alpha,
             )
         )
-    save_png(side_by_side(panels), params.layout.comparison(net) / f"{image_id}.png")
+    write_png(side_by_side(panels), params.layout.comparison(net) / f"{image_id}.png")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.atomic import write_json
 from pipeline.dense import ImageMaps, ResizedImages, trunk_maps, write_dense_shard
 from pipeline.feature_shards import backbone_identity, shard_attributes
 from pipeline.features import FeatureExtractor, chunk_loader, resolve_device, resolve_workers
@@ -20,6 +19,7 @@ from pipeline.manifests import image_digests, image_files, read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.shards import shard_name, update_shards
+from pipeline.timing import record_backbone_time
 
 log = logging.getLogger("pipeline")
 
@@ -122,13 +122,9 @@ def dense_split(
                     )
                     bar.update()
                 yield task, write_dense_shard(task.path, block, task.digest, attrs)
-        if members:
-            seconds = time.perf_counter() - started
-            write_json(
-                {"images": len(members), "seconds": round(seconds, 3),
-                 "seconds_per_image": round(seconds / len(members), 4),
-                 "device": str(extractor.device)},
-                layout.timing(net, f"dense-{split}"),
-            )  # fmt: skip
+        seconds = time.perf_counter() - started
+        record_backbone_time(
+            layout.timing(net, f"dense-{split}"), len(members), seconds, str(extractor.device)
+        )
 
     update_shards(out, tasks, write_missing)

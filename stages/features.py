@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.atomic import write_json
 from pipeline.feature_shards import (
     FeatureSource,
     FeatureTask,
@@ -34,6 +33,7 @@ from pipeline.manifests import image_digests, image_files, read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.shards import INDEX_NAME, update_shards
+from pipeline.timing import record_backbone_time
 
 log = logging.getLogger("pipeline")
 
@@ -131,14 +131,10 @@ def extract_split(
             yield from write_feature_shards(todo, counted(), shard_attributes(identity))
             seconds = max(bar.format_dict["elapsed"], 1e-9)
         log.info("%s: %d patches computed (%.1f patches/s)", split, total, total / seconds)
-        if todo:
-            images = len({i for t in todo for i in t.row_keys()["image_id"]})
-            write_json(
-                {"images": images, "patches": total, "seconds": round(seconds, 3),
-                 "seconds_per_image": round(seconds / images, 4),
-                 "patches_per_second": round(total / seconds, 2),
-                 "device": str(extractor.device)},
-                params.layout.timing(net, f"features-{split}"),
-            )  # fmt: skip
+        images = len({i for t in todo for i in t.row_keys()["image_id"]})
+        record_backbone_time(
+            params.layout.timing(net, f"features-{split}"), images, seconds,
+            str(extractor.device), patches=total,
+        )  # fmt: skip
 
     update_shards(out, planned.tasks, write_missing)

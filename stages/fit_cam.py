@@ -16,7 +16,7 @@ from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.shards import read_shard_index
 from pipeline.weak import fit_image_labels, full_image_layer, whole_image_descriptor
-from stages.fit_weak import image_labels, log_epoch, save_fitted
+from stages.image_level import image_labels, log_epoch, save_fitted
 
 log = logging.getLogger("pipeline")
 

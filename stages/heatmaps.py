@@ -13,11 +13,11 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.atomic import atomic_path, exclusive, write_json
+from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor, resolve_device
 from pipeline.head import check_unseen
-from pipeline.heatmaps import peak_hits, render_top_classes
+from pipeline.heatmaps import chosen_images, peak_hits, render_top_classes
 from pipeline.manifests import read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
@@ -46,12 +46,6 @@ def run(params: Params, net: str | None, extra: tuple[Path, ...]) -> None:
                 render_split(params, name)
 
 
-def save_png(picture: Image.Image, path: Path) -> None:
-    """Write a PIL image as PNG atomically."""
-    with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
-
-
 def render(params: Params, image: np.ndarray, maps: np.ndarray, boxes: dict) -> Image.Image:
     """The picture of one image's maps with the ``heatmaps`` params."""
     settings = params.heatmaps
@@ -77,20 +71,8 @@ def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> No
             min_overlap=params.tiling.min_overlap, patch_size=params.tiling.patch_size,
         )  # fmt: skip
         out = layout.heatmaps(net) / "extra" / f"{path.stem}.png"
-        save_png(render(params, image, maps, {}), out)
+        write_png(render(params, image, maps, {}), out)
         log.info("wrote %s", out)
-
-
-def chosen_images(params: Params, split_images: list[str]) -> set[str]:
-    """The evaluation images to render: the first ``heatmaps.images`` or those it lists."""
-    wanted = params.heatmaps.images
-    chosen = set(split_images[:wanted] if isinstance(wanted, int) else wanted)
-    unknown = chosen - set(split_images)
-    if unknown:
-        raise PipelineError(
-            f"heatmaps.images: not in split {params.dataset.eval_split!r}: {sorted(unknown)}"
-        )
-    return chosen
 
 
 def patch_mode_maps(
@@ -137,7 +119,7 @@ def render_split(params: Params, net: str) -> None:
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
     check_unseen(checkpoint, images.index.tolist(), split, str(layout.head(net)))
     objects = read_manifest(manifests, "objects.parquet").to_pandas()
-    chosen = chosen_images(params, images.index.tolist())
+    chosen = chosen_images(params.heatmaps.images, images.index.tolist(), params.dataset.eval_split)
     clear = objects[~objects.difficult & (objects.label > 0)]
     boxes_of = {
         image_id: {
@@ -157,7 +139,7 @@ def render_split(params: Params, net: str) -> None:
         if image_id in chosen:
             image = load_rgb(params.dataset.root / images.loc[image_id].path)
             picture = render(params, image, maps, boxes_of.get(image_id, {}))
-            save_png(picture, layout.heatmaps(net) / f"{image_id}.png")
+            write_png(picture, layout.heatmaps(net) / f"{image_id}.png")
     fraction = hits / pairs if pairs else float("nan")
     write_json(
         {"peak_in_box": round(fraction, 6), "pairs": pairs, "rendered": len(chosen),
