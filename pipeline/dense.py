@@ -107,8 +107,10 @@ def trunk_maps(
         height, width = x.shape[-2:]
         padding = (0, aligned(width, patch_size, dense.stride) - width)
         padding += (0, aligned(height, patch_size, dense.stride) - height)
+        if any(padding):
+            x = F.pad(x, padding).contiguous(memory_format=torch.channels_last)
         with extractor.autocast:
-            maps = dense.trunk(F.pad(x, padding))
+            maps = dense.trunk(x)
         out.append(maps[0].float().cpu())
     return out
 
@@ -221,7 +223,9 @@ def image_windows(
     rule of the net applied as a convolution), scales in order, positions row-major."""
     descriptors, boxes, scale_index = [], [], []
     for n, (factor, maps) in enumerate(zip(image.factors, image.maps, strict=True)):
-        grid = dense.rule(torch.from_numpy(np.asarray(maps)).float()[None].to(device), window)[0]
+        # one memory layout whatever the array's strides: the trunk's own (channels last)
+        batch = torch.from_numpy(np.ascontiguousarray(maps)).float()[None].to(device)
+        grid = dense.rule(batch.contiguous(memory_format=torch.channels_last), window)[0]
         descriptors.append(grid.flatten(1).T.float().cpu())
         boxes.append(window_boxes(maps.shape[1:], window, dense.stride, factor, patch_size))
         scale_index.append(np.full(grid.shape[1] * grid.shape[2], n, np.int64))

@@ -16,7 +16,7 @@ from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.shards import read_shard_index
 from pipeline.weak import fit_image_labels, full_image_layer, whole_image_descriptor
-from stages.image_level import image_labels, log_epoch, save_fitted
+from stages.image_level import image_labels, log_epoch, save_fitted, schedule
 
 log = logging.getLogger("pipeline")
 
@@ -32,7 +32,10 @@ def run(params: Params, net: str | None, *, device: str | None) -> None:
 def fit_one(params: Params, net: str, device: str | None) -> None:
     """Train and save the full-image layer of one net."""
     started = time.perf_counter()
-    torch_device = resolve_device(device or params.head.device)
+    config = schedule(
+        params, params.cam.lr, params.cam.images_per_batch, layers=1, hidden=1, dropout=0.0
+    )
+    torch_device = resolve_device(device or config.device)
     dense = build_backbone(net, params.nets.options(net)).dense_trunk()
     shards = read_shard_index(params.layout.dense(net, params.dataset.train_split))
     ids, rows = [], []
@@ -41,9 +44,6 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
         rows.append(whole_image_descriptor(dense, image, torch_device))
     inputs = list(torch.from_numpy(np.stack(rows))[:, None, :])  # one row per image
     labels = image_labels(params, ids)
-    config = params.head.model_copy(
-        update={"lr": params.cam.lr, "batch_size": params.cam.images_per_batch, "layers": 1}
-    )
     module = full_image_layer(rows[0].shape[0], len(params.dataset.classes), config.seed)
     fitted = fit_image_labels(
         module, inputs, labels, ids, config, torch_device, log_epoch, lr_key="cam.lr"

@@ -13,7 +13,7 @@ from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.shards import read_shard_index
 from pipeline.weak import fit_image_labels, weak_head, window_descriptors
-from stages.image_level import image_labels, log_epoch, save_fitted
+from stages.image_level import image_labels, log_epoch, save_fitted, schedule
 
 log = logging.getLogger("pipeline")
 
@@ -29,7 +29,11 @@ def run(params: Params, net: str | None, *, device: str | None) -> None:
 def fit_one(params: Params, net: str, device: str | None) -> None:
     """Train and save the weak layers of one net."""
     started = time.perf_counter()
-    torch_device = resolve_device(device or params.head.device)
+    head = {"layers": params.head.layers, "hidden": params.head.hidden}
+    config = schedule(
+        params, params.weak.lr, params.weak.images_per_batch, dropout=params.head.dropout, **head
+    )
+    torch_device = resolve_device(device or config.device)
     dense = build_backbone(net, params.nets.options(net)).dense_trunk()
     shards = read_shard_index(params.layout.dense(net, params.dataset.train_split))
     size = params.tiling.patch_size
@@ -37,9 +41,6 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
         dense, iter_dense_cache(shards), dense.window(size), size, torch_device
     )
     labels = image_labels(params, ids)
-    config = params.head.model_copy(
-        update={"lr": params.weak.lr, "batch_size": params.weak.images_per_batch}
-    )
     module = weak_head(int(descriptors[0].shape[1]), len(params.dataset.classes), config)
     fitted = fit_image_labels(module, descriptors, labels, ids, config, torch_device, log_epoch)
     seconds = time.perf_counter() - started

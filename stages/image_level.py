@@ -69,3 +69,26 @@ def save_fitted(
          "seconds": round(seconds, 3)},
         layout.metrics(net) / f"train-{method}.json",
     )  # fmt: skip
+
+
+def schedule(
+    params: Params, lr: float, images_per_batch: int, *, layers: int, hidden: int, dropout: float
+) -> HeadParams:
+    """The training settings of an image-level layer: its own learning rate, images per step
+    and shape, and the rest of ``head``'s schedule (read key by key, so that changing
+    ``head.lr`` or ``head.batch_size`` does not re-run these stages)."""
+    return HeadParams(
+        layers=layers,
+        hidden=hidden,
+        dropout=dropout,
+        lr=lr,
+        momentum=params.head.momentum,
+        weight_decay=params.head.weight_decay,
+        batch_size=images_per_batch,
+        lr_drops=params.head.lr_drops,
+        patience=params.head.patience,
+        max_epochs=params.head.max_epochs,
+        val_fraction=params.head.val_fraction,
+        seed=params.head.seed,
+        device=params.head.device,
+    )

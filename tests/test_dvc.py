@@ -48,6 +48,7 @@ def project(tmp_path_factory) -> Path:
     dvc(root, "init", "--no-scm", "-q")
     first = dvc(root, "repro")
     assert {"demo", "sample", "fit-head@tiny", "evaluate@tiny", "heatmaps@tiny"} <= ran(first)
+    assert {"dense@tiny-trainval", "fit-weak@tiny", "fit-cam@tiny", "compare@tiny"} <= ran(first)
     return root
 
 
@@ -55,14 +56,22 @@ def test_nothing_changed_runs_nothing(project):
     assert ran(dvc(project, "repro")) == set()
 
 
-def test_changing_k_reruns_only_evaluate(project):
+def test_changing_k_reruns_only_what_scores_images(project):
     set_params({"scoring.k": 3}, project / "params.yaml")
-    assert ran(dvc(project, "repro")) == {"evaluate@tiny"}
+    assert ran(dvc(project, "repro")) == {"evaluate@tiny", "compare@tiny"}
 
 
 def test_changing_the_head_reruns_fit_head_and_what_follows(project):
     set_params({"head.lr": 0.02}, project / "params.yaml")
-    assert ran(dvc(project, "repro")) == {"fit-head@tiny", "evaluate@tiny", "heatmaps@tiny"}
+    rerun = {"fit-head@tiny", "evaluate@tiny", "heatmaps@tiny", "compare@tiny"}
+    assert ran(dvc(project, "repro")) == rerun  # not fit-weak, fit-cam: they have their own lr
+
+
+def test_changing_the_shared_schedule_reruns_every_trained_layer(project):
+    set_params({"head.patience": 3}, project / "params.yaml")
+    assert {"fit-head@tiny", "fit-weak@tiny", "fit-cam@tiny", "compare@tiny"} <= ran(
+        dvc(project, "repro")
+    )
 
 
 def test_metrics_and_plots_are_declared(project):

@@ -1,0 +1,124 @@
+"""dense -> fit-weak / fit-cam -> compare, and evaluate / heatmaps in dense mode, as a user runs
+them on the tiny net."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from pipeline.shards import read_shard_index
+from tests.cli import run_cli
+
+METHODS = ("patches", "dense", "weak", "cam")
+
+
+def read_json(path: str):
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture
+def dense_cached(cached):
+    for split in ("trainval", "test"):
+        run_cli("dense", "--net", "tiny", "--split", split)
+    return cached
+
+
+def test_dense_caches_every_scale_of_every_image_and_records_its_time(dense_cached):
+    shards = read_shard_index(Path("data/dense/test-voc/tiny/test"))
+    assert len(shards) == 3  # features.images_per_shard = 1
+    timing = read_json("metrics/test-voc/tiny/time/dense-test.json")
+    assert timing["images"] == 3 and timing["seconds_per_image"] > 0
+    again = run_cli("dense", "--net", "tiny", "--split", "test")
+    assert "0 of 3 shards to write" in again.stderr
+    assert read_json("metrics/test-voc/tiny/time/dense-test.json") == timing
+
+
+def test_evaluate_and_heatmaps_in_dense_mode(dense_cached, edit_params):
+    run_cli("fit-head")
+    run_cli("evaluate", "--net", "tiny")
+    patches = read_json("metrics/test-voc/tiny/test.json")
+    edit_params({"scoring.mode": "dense"})
+    run_cli("evaluate", "--net", "tiny")
+    dense = read_json("metrics/test-voc/tiny/test.json")
+    assert (patches["mode"], dense["mode"]) == ("patches", "dense")
+    assert dense["windows"] > 0 and "patches" not in dense
+    scores = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
+    assert np.isfinite(scores.drop(columns="image_id").to_numpy()).all()
+    edit_params({"scoring.pool": "max"})
+    run_cli("evaluate", "--net", "tiny")
+    highest = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
+    assert (highest.drop(columns="image_id").to_numpy() <= 1).all()
+    run_cli("heatmaps", "--net", "tiny")
+    assert read_json("metrics/test-voc/tiny/heatmaps.json")["mode"] == "dense"
+    assert len(list(Path("data/heatmaps/test-voc/tiny").glob("*.png"))) == 3
+
+
+def test_compare_reports_every_method_and_draws_them_side_by_side(dense_cached):
+    for command in ("fit-head", "fit-weak", "fit-cam", "compare"):
+        run_cli(command, "--net", "tiny")
+    report = read_json("metrics/test-voc/tiny/compare.json")
+    assert set(report["methods"]) == set(METHODS) and report["images"] == 3
+    for method in METHODS:
+        row = report["methods"][method]
+        assert 0 <= row["mAP"] <= 1 and row["train_seconds"] > 0
+        assert row["test_seconds_per_image"] >= row["test_backbone_seconds_per_image"] > 0
+    # tiny's descriptor is FC on a pooled grid, not an average of its maps: no CAM
+    assert report["methods"]["cam"]["pointing"] is None
+    assert 0 <= report["methods"]["weak"]["corloc"] <= 1
+    pictures = sorted(Path("data/compare/test-voc/tiny").glob("*.png"))
+    assert [p.stem for p in pictures] == ["000007", "000008", "000009"]
+
+
+BOX = re.compile(r"<bndbox>.*?</bndbox>", re.S)
+
+
+def random_box(rng: np.random.Generator, width: int, height: int) -> str:
+    """A VOC ``<bndbox>`` of at least one pixel inside a `width` x `height` image."""
+    x0, y0 = rng.integers(1, width), rng.integers(1, height)
+    x1, y1 = rng.integers(x0 + 1, width + 1), rng.integers(y0 + 1, height + 1)
+    return f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox>"
+
+
+def randomise_boxes(root: Path, seed: int) -> None:
+    """Replace every box of the devkit's annotations by a random box inside its image."""
+    rng = np.random.default_rng(seed)
+    for path in sorted((root / "Annotations").glob("*.xml")):
+        text = path.read_text()
+        width = int(re.search(r"<width>(\d+)</width>", text)[1])
+        height = int(re.search(r"<height>(\d+)</height>", text)[1])
+        path.write_text(BOX.sub(lambda _: random_box(rng, width, height), text))  # noqa: B023
+
+
+def trained_layers() -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        m: torch.load(f"data/heads/test-voc/tiny/{m}.pt", weights_only=True)["state_dict"]
+        for m in ("weak", "cam")
+    }
+
+
+def test_weak_and_cam_training_never_read_a_box(workdir):
+    for command in ("index", "dense"):
+        run_cli(command, "--split", "trainval")
+    run_cli("fit-weak")
+    run_cli("fit-cam")
+    before = trained_layers()
+    objects = pq.read_table("manifests/test-voc/trainval/objects.parquet").to_pandas()
+    root = Path(yaml.safe_load(Path("params.yaml").read_text())["dataset"]["root"])
+    randomise_boxes(root, seed=0)
+    run_cli("index", "--split", "trainval", "--strict")
+    moved = pq.read_table("manifests/test-voc/trainval/objects.parquet").to_pandas()
+    assert (moved[["class", "difficult"]] == objects[["class", "difficult"]]).all().all()
+    assert not np.allclose(moved[["x0", "y0", "x1", "y1"]], objects[["x0", "y0", "x1", "y1"]])
+    run_cli("fit-weak")
+    run_cli("fit-cam")
+    after = trained_layers()
+    for method, state in before.items():
+        assert state.keys() == after[method].keys()
+        assert all(torch.equal(state[k], after[method][k]) for k in state), method
