@@ -1,53 +1,59 @@
-"""mAP of the head trained on the true labels against the same run with shuffled labels.
+"""mAP of every method trained on the true labels against the same method trained on shuffled
+labels: the check that each one learns from its labels and not from something else.
 
-Uses the feature caches of a finished `dvc repro` (params.yaml in the current directory), trains
-the head twice as `fit-head` does (true labels, then labels permuted across training patches),
-and scores the evaluation split both ways as `evaluate` does. A working pipeline is far above
-the shuffled run, which sits near chance (the class frequencies). Run on demand after
-`dvc repro`:
+Uses the caches of a finished `dvc repro` (params.yaml in the current directory). For each
+method the layers are trained as their stage trains them, once on the true labels and once on
+labels permuted with a seed: the patch labels across training patches for the 2014 head (which
+the patch and dense methods share), the image labels across training images for the weak and
+full-image layers. The evaluation split is then scored as `compare` scores it. Run on demand
+after `dvc repro`:
 
-    python benchmarks/shuffled_labels.py [--net effnet-lite0]
+    python benchmarks/shuffled_labels.py [--net effnet-lite0] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
-from pipeline.evaluation import evaluate_split
+from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
+from pipeline.dense import iter_dense_cache
+from pipeline.evaluation import evaluate_scores
 from pipeline.features import feature_cache_shards, read_feature_cache, resolve_device
 from pipeline.head import fit_head
 from pipeline.manifests import read_manifest
 from pipeline.metrics import ap_method
+from pipeline.nets import build_backbone
 from pipeline.params import Params, load_params
+from pipeline.shards import read_shard_index
 from pipeline.voc import read_class_image_sets, read_image_set
+from pipeline.weak import (
+    fit_image_labels,
+    full_image_layer,
+    weak_head,
+    whole_image_descriptor,
+    window_descriptors,
+)
+from stages.image_level import image_labels, schedule
 
 
-def trained_eval_map(params: Params, net: str, labels: np.ndarray, train: dict) -> float:
-    """Train a head on `labels` as fit-head does and return its mAP on the evaluation split as
-    evaluate does."""
-    dataset, layout = params.dataset, params.layout
-    fitted = fit_head(
-        train["features"],
-        labels,
-        train["image_id"],
-        len(dataset.classes),
-        params.head,
-        resolve_device(params.head.device),
-    )
-    split = dataset.eval_split
-    return evaluate_split(
-        fitted.module.cpu(),
-        feature_cache_shards(layout.features(net, split)),
-        read_image_set(dataset.root, split),
-        read_manifest(layout.manifests(split), "objects.parquet"),
-        read_class_image_sets(dataset.root, dataset.classes, split),
-        dataset.classes,
-        k=params.scoring.k,
+def mean_ap(params: Params, scored: Iterator[Scored]) -> float:
+    """The mAP of a method's image scores on the evaluation split, as `compare` measures it."""
+    dataset, split = params.dataset, params.dataset.eval_split
+    image_ids = read_image_set(dataset.root, split)
+    by_id = {s.image_id: s.scores for s in scored}
+    scores = np.array([by_id.get(i, np.full(len(dataset.classes), -np.inf)) for i in image_ids])
+    return evaluate_scores(
+        scores, np.array([int(i in by_id) for i in image_ids]), image_ids,
+        read_manifest(params.layout.manifests(split), "objects.parquet"),
+        read_class_image_sets(dataset.root, dataset.classes, split), dataset.classes,
         method=ap_method(dataset.year),
-    ).mean_ap
+    ).mean_ap  # fmt: skip
 
 
 def main() -> None:
@@ -58,11 +64,75 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     net = args.net or params.features.nets[0]
-    train, _ = read_feature_cache(params.layout.features(net, params.dataset.train_split))
-    shuffled = np.random.default_rng(args.seed).permutation(train["label"])
-    true_map = trained_eval_map(params, net, train["label"], train)
-    shuffled_map = trained_eval_map(params, net, shuffled, train)
-    print(f"{net}: mAP {true_map:.4f} with the true labels, {shuffled_map:.4f} shuffled")
+    layout, dataset, size = params.layout, params.dataset, params.tiling.patch_size
+    device = resolve_device(params.head.device)
+    rng = np.random.default_rng(args.seed)
+    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
+    train_dense = read_shard_index(layout.dense(net, dataset.train_split))
+    test_dense = read_shard_index(layout.dense(net, dataset.eval_split))
+    k, pool = params.scoring.k, params.scoring.pool
+
+    # the 2014 head: patch labels
+    train, _ = read_feature_cache(layout.features(net, dataset.train_split))
+    patches = read_manifest(
+        layout.manifests(dataset.eval_split), "patches.parquet", ["image_id", "x0", "y0", "side"]
+    )
+    images = read_manifest(layout.manifests(dataset.eval_split), "images.parquet").to_pylist()
+    sizes = {r["image_id"]: (r["width"], r["height"]) for r in images}
+    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+    test_features = feature_cache_shards(layout.features(net, dataset.eval_split))
+
+    def patch_head(labels: np.ndarray) -> nn.Module:
+        fitted = fit_head(
+            train["features"], labels, train["image_id"], len(dataset.classes), params.head,
+            device,
+        )  # fmt: skip
+        return fitted.module.cpu()
+
+    # the image-level layers: image labels
+    ids, windows = window_descriptors(
+        dense, iter_dense_cache(train_dense), dense.window(size), size, device
+    )
+    whole = [
+        torch.from_numpy(whole_image_descriptor(dense, image, device))[None]
+        for image in iter_dense_cache(train_dense)
+    ]
+    labels = image_labels(params, ids)
+    head = params.head
+    shape = {"layers": head.layers, "hidden": head.hidden, "dropout": head.dropout}
+    weak_config = schedule(params, params.weak.lr, params.weak.images_per_batch, **shape)
+    cam_config = schedule(
+        params, params.cam.lr, params.cam.images_per_batch, layers=1, hidden=1, dropout=0.0
+    )
+
+    def weak_layers(y: np.ndarray) -> nn.Module:
+        module = weak_head(int(windows[0].shape[1]), len(dataset.classes), weak_config)
+        return fit_image_labels(module, windows, y, ids, weak_config, device).module.cpu()
+
+    def cam_layer(y: np.ndarray) -> nn.Module:
+        module = full_image_layer(int(whole[0].shape[1]), len(dataset.classes), cam_config.seed)
+        return fit_image_labels(module, whole, y, ids, cam_config, device).module.cpu()
+
+    runs: dict[str, Callable[[bool], Iterator[Scored]]] = {
+        "patches": lambda shuffle: patch_method(
+            patch_head(rng.permutation(train["label"]) if shuffle else train["label"]),
+            test_features, boxes, sizes, k=k, pool=pool,
+        ),
+        "dense": lambda shuffle: dense_method(
+            patch_head(rng.permutation(train["label"]) if shuffle else train["label"]),
+            dense, test_dense, size, k=k, pool=pool,
+        ),
+        "weak": lambda shuffle: weak_method(
+            weak_layers(rng.permutation(labels) if shuffle else labels), dense, test_dense, size
+        ),
+        "cam": lambda shuffle: cam_method(
+            cam_layer(rng.permutation(labels) if shuffle else labels), dense, test_dense
+        ),
+    }  # fmt: skip
+    print(f"{net} on {dataset.name} {dataset.eval_split}: mAP true labels / shuffled labels")
+    for method, scored in runs.items():
+        true_map, shuffled_map = mean_ap(params, scored(False)), mean_ap(params, scored(True))
+        print(f"{METHODS[method]:18s} {true_map:.4f} / {shuffled_map:.4f}")
 
 
 if __name__ == "__main__":

@@ -82,8 +82,17 @@ def test_registry_has_the_designs_nets_with_their_descriptor_sizes():
 def test_pre1512_loads_a_saved_state_dict_exactly(pre1512_weights):
     backbone = build_backbone("pre1512", {"weights": str(pre1512_weights)})
     saved = torch.load(pre1512_weights, weights_only=True)
+    # the trunk is `features`; the window rule holds FC6 (`classifier.1`) and FC7 (`.4`)
+    names = {
+        "trunk.": "features.",
+        "rule.layers.0.": "classifier.1.",
+        "rule.layers.1.": "classifier.4.",
+    }
     loaded = backbone.module.state_dict()
-    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    assert len(loaded) == len(saved) - 2  # all but FC8, which is never run
+    for key, value in loaded.items():
+        prefix = next(p for p in names if key.startswith(p))
+        assert torch.equal(value, saved[names[prefix] + key.removeprefix(prefix)]), key
 
 
 def test_pre1512_without_weights_says_which_file_and_keys_to_provide(tmp_path):
@@ -161,7 +170,9 @@ def test_alexnet_descriptor_is_post_relu_fc7_of_torchvision_alexnet(monkeypatch)
     with torch.inference_mode():
         reference(x)
         ours = backbone.module(x)
-    assert backbone.dim == 4096 and torch.allclose(ours, fc7["out"])
+    assert backbone.dim == 4096
+    # FC6 runs as a 6x6 convolution (one code path with dense mode): equal up to float32 sums
+    torch.testing.assert_close(ours, fc7["out"])
     assert (ours >= 0).all()
 
 
