@@ -32,11 +32,16 @@ class Layout:
 
     def features(self, net: str, split: str) -> Path:
         """``data/features/<dataset>/<net>/<split>``: the feature cache of a split."""
-        return Path("data") / "features" / self.dataset / net_dir(net) / split
+        return self.cache("features", net, split)
+
+    def cache(self, kind: str, net: str, split: str) -> Path:
+        """``data/<kind>/<dataset>/<net>/<split>``: a net's cache of a split, `kind`
+        ``features`` (patch descriptors) or ``dense`` (trunk maps)."""
+        return Path("data") / kind / self.dataset / net_dir(net) / split
 
     def dense(self, net: str, split: str) -> Path:
         """``data/dense/<dataset>/<net>/<split>``: the trunk maps of a split (dense mode)."""
-        return Path("data") / "dense" / self.dataset / net_dir(net) / split
+        return self.cache("dense", net, split)
 
     def head(self, net: str, method: str = "head") -> Path:
         """``data/heads/<dataset>/<net>/<method>.pt``: trained layers; ``head`` the adaptation

@@ -210,9 +210,9 @@ class Scoring(Block):
     """Image scores from patch probabilities."""
 
     k: Annotated[float, Field(gt=0)] = Field(description="score = mean over patches of y^k")
-    mode: Literal["patches", "dense"] = Field(
-        description="evaluate and heatmaps score the grid's patches or every window of the "
-        "dense maps"
+    cache: Literal["features", "dense"] = Field(
+        description="what evaluate and heatmaps score: features (the grid's patches) or dense "
+        "(every window of the trunk maps); names the cache directory they read"
     )
     pool: Literal["mean", "max"] = Field(
         description="an image's score: mean of y^k over its patches, or their max of y"

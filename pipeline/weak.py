@@ -149,7 +149,7 @@ def fit_image_labels(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            loss_sum += float(loss) * len(rows)
+            loss_sum += loss.item() * len(rows)
             right += float((((scores > 0) == (target > 0)) & (target != 0)).sum())
         running["loss"] = loss_sum / max(len(order), 1)
         running["accuracy"] = right / max(int((y_train != 0).sum()), 1)

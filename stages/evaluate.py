@@ -17,7 +17,6 @@ from pipeline.metrics import ap_method, precision_recall
 from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
-from pipeline.shards import read_shard_index
 from pipeline.voc import read_class_image_sets, read_image_set
 
 log = logging.getLogger("pipeline")
@@ -41,17 +40,16 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
     year, k = params.dataset.year, params.scoring.k
     method = ap_method(year)
     image_ids = read_image_set(root, split)
+    mode, pool = params.scoring.cache, params.scoring.pool
     head, checkpoint, shards = load_head_for_cache(
-        layout.head(net), layout.features(net, split), net=net, classes=classes
+        layout.head(net), layout.cache(mode, net, split), net=net, classes=classes
     )
     check_unseen(checkpoint, image_ids, split, str(layout.head(net)))
-    mode, pool = params.scoring.mode, params.scoring.pool
     if mode == "dense":
         dense = build_backbone(net, params.nets.options(net)).dense_trunk()
         scores, counts = score_images_dense(
-            head, dense, read_shard_index(layout.dense(net, split)), image_ids,
-            patch_size=params.tiling.patch_size, k=k, pool=pool,
-        )  # fmt: skip
+            head, dense, shards, image_ids, patch_size=params.tiling.patch_size, k=k, pool=pool
+        )
     else:
         scores, counts = score_images(head, shards, image_ids, k, pool)
     result = evaluate_scores(
@@ -75,11 +73,11 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
         "ap": {c: None if np.isnan(v) else v for c, v in result.ap.items()},
         "method": f"VOC{year} {method}",
         "k": k,
-        "mode": mode,
+        "cache": mode,
         "pool": pool,
         "images": len(image_ids),
         "unscored": result.unscored,
-        "patches" if mode == "patches" else "windows": int(result.patches_per_image.sum()),
+        "patches" if mode == "features" else "windows": int(result.patches_per_image.sum()),
     }
     write_json(summary, layout.metrics(net) / f"{split}.json")
     write_outputs(layout, net, split, year, classes, result)

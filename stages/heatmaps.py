@@ -29,7 +29,6 @@ from pipeline.scoring import (
     image_heat_maps,
     load_head_for_cache,
 )
-from pipeline.shards import read_shard_index
 from pipeline.voc import load_rgb
 
 log = logging.getLogger("pipeline")
@@ -96,11 +95,12 @@ def patch_mode_maps(
         yield ids[start], maps
 
 
-def dense_mode_maps(params: Params, net: str, head: nn.Module) -> Iterator[tuple[str, np.ndarray]]:
+def dense_mode_maps(
+    params: Params, net: str, head: nn.Module, shards: list
+) -> Iterator[tuple[str, np.ndarray]]:
     """``(image_id, maps [C + 1, H, W])`` of every evaluation image from every window of its
-    dense maps."""
+    dense maps (the shards of its dense cache)."""
     dense = build_backbone(net, params.nets.options(net)).dense_trunk()
-    shards = read_shard_index(params.layout.dense(net, params.dataset.eval_split))
     for scored in dense_probabilities(head, dense, shards, params.tiling.patch_size):
         image = scored.image
         maps = heat_maps(scored.probabilities, scored.windows.boxes, image.width, image.height)
@@ -108,11 +108,12 @@ def dense_mode_maps(params: Params, net: str, head: nn.Module) -> Iterator[tuple
 
 
 def render_split(params: Params, net: str) -> None:
-    """Maps of every evaluation image from the cached features (``scoring.mode`` patches) or
-    dense maps (dense): the peak-in-box metric over all of them, pictures of the chosen
-    ones."""
+    """Maps of every evaluation image from the cache ``scoring.cache`` names (the grid's patch
+    descriptors, or the dense maps' windows): the peak-in-box metric over all of them,
+    pictures of the chosen ones."""
     layout, split = params.layout, params.dataset.eval_split
-    cache, manifests = layout.features(net, split), layout.manifests(split)
+    cache = layout.cache(params.scoring.cache, net, split)
+    manifests = layout.manifests(split)
     head, checkpoint, shards = load_head_for_cache(
         layout.head(net), cache, net=net, classes=params.dataset.classes
     )
@@ -128,8 +129,8 @@ def render_split(params: Params, net: str) -> None:
         }
         for image_id, rows in clear.groupby("image_id")
     }
-    if params.scoring.mode == "dense":
-        every_map = dense_mode_maps(params, net, head)
+    if params.scoring.cache == "dense":
+        every_map = dense_mode_maps(params, net, head, shards)
     else:
         every_map = patch_mode_maps(params, net, head, shards, images)
     hits = pairs = 0
@@ -143,7 +144,7 @@ def render_split(params: Params, net: str) -> None:
     fraction = hits / pairs if pairs else float("nan")
     write_json(
         {"peak_in_box": round(fraction, 6), "pairs": pairs, "rendered": len(chosen),
-         "mode": params.scoring.mode},
+         "cache": params.scoring.cache},
         layout.metrics(net) / "heatmaps.json",
     )  # fmt: skip
     log.info(

@@ -24,7 +24,8 @@ def run(params: Params) -> None:
         files, found = manifest_problems(layout.manifests(split))
         checked, problems = checked + files, problems + found
     directories = [(layout.patches(train), "sample")] + [
-        (layout.features(net, split), "features")
+        (cache(net, split), writer)
+        for cache, writer in ((layout.features, "features"), (layout.dense, "dense"))
         for net in params.features.nets
         for split in params.splits(None)
     ]
@@ -32,11 +33,12 @@ def run(params: Params) -> None:
         files, found = shard_directory_problems(directory, writer)
         checked, problems = checked + files, problems + found
     for net in params.features.nets:
-        checked += 1
-        try:
-            read_checkpoint(layout.head(net), net)
-        except PipelineError as err:
-            problems.append(str(err))
+        for method, writer in (("head", "fit-head"), ("weak", "fit-weak"), ("cam", "fit-cam")):
+            checked += 1
+            try:
+                read_checkpoint(layout.head(net, method), net, writer)
+            except PipelineError as err:
+                problems.append(str(err))
     for line in problems:
         log.warning("%s", line)
     if problems:

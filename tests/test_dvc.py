@@ -74,10 +74,22 @@ def test_changing_the_shared_schedule_reruns_every_trained_layer(project):
     )
 
 
+def test_the_2014_pipeline_alone_never_touches_the_dense_stages(project):
+    plan = dvc(project, "repro", "--dry", "evaluate", "heatmaps")  # as the README shows it
+    assert "evaluate@tiny" in plan and "heatmaps@tiny" in plan and "fit-head@tiny" in plan
+    assert not re.search(r"dense@|fit-weak|fit-cam|compare", plan)
+
+
 def test_metrics_and_plots_are_declared(project):
     metrics = dvc(project, "metrics", "show")
     assert "metrics/dvc-test/tiny/test.json" in metrics and "mAP" in metrics
     assert "peak_in_box" in metrics
+    assert "metrics/dvc-test/tiny/compare.json" in metrics and "methods.weak.corloc" in metrics
+    chosen = dvc(
+        project, "metrics", "show", "metrics/dvc-test/tiny/test.json",
+        "metrics/dvc-test/tiny/heatmaps.json",
+    )  # fmt: skip
+    assert "mAP" in chosen and "peak_in_box" in chosen and "train.json" not in chosen
     dvc(project, "plots", "show", "-o", "plots-html")
     page = (project / "plots-html" / "index.html").read_text()
     assert "plots/dvc-test/tiny/train.json" in page

@@ -44,10 +44,10 @@ def test_evaluate_and_heatmaps_in_dense_mode(dense_cached, edit_params):
     run_cli("fit-head")
     run_cli("evaluate", "--net", "tiny")
     patches = read_json("metrics/test-voc/tiny/test.json")
-    edit_params({"scoring.mode": "dense"})
+    edit_params({"scoring.cache": "dense"})
     run_cli("evaluate", "--net", "tiny")
     dense = read_json("metrics/test-voc/tiny/test.json")
-    assert (patches["mode"], dense["mode"]) == ("patches", "dense")
+    assert (patches["cache"], dense["cache"]) == ("features", "dense")
     assert dense["windows"] > 0 and "patches" not in dense
     scores = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
     assert np.isfinite(scores.drop(columns="image_id").to_numpy()).all()
@@ -56,7 +56,7 @@ def test_evaluate_and_heatmaps_in_dense_mode(dense_cached, edit_params):
     highest = pq.read_table("data/scores/test-voc/tiny/test.parquet").to_pandas()
     assert (highest.drop(columns="image_id").to_numpy() <= 1).all()
     run_cli("heatmaps", "--net", "tiny")
-    assert read_json("metrics/test-voc/tiny/heatmaps.json")["mode"] == "dense"
+    assert read_json("metrics/test-voc/tiny/heatmaps.json")["cache"] == "dense"
     assert len(list(Path("data/heatmaps/test-voc/tiny").glob("*.png"))) == 3
 
 

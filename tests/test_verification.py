@@ -101,6 +101,13 @@ def test_a_second_writer_of_the_same_shards_is_told_who_holds_them(cached):
 
 def test_verify_says_what_is_wrong_and_which_stage_to_rerun(cached):
     run_cli("fit-head")
+    missing = run_cli("verify", check=False).stderr
+    assert "re-run `pipeline dense`" in missing
+    assert "no trained layers; run `pipeline fit-weak --net tiny`" in missing
+    for split in ("trainval", "test"):
+        run_cli("dense", "--split", split)
+    run_cli("fit-weak")
+    run_cli("fit-cam")
     done = run_cli("verify")
     assert "all as their stages wrote them" in done.stderr
     flip_a_byte_in_the_middle(PATCHES / "shard-00001.h5")
