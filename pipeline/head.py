@@ -84,6 +84,14 @@ class EpochLog:
     val_loss: float
     val_accuracy: float
 
+    def line(self, accuracy: str = "acc") -> str:
+        """The epoch as one log line; `accuracy` names what the accuracies count."""
+        return (
+            f"epoch {self.epoch} lr {self.lr:.0e}: train loss {self.train_loss:.4f} {accuracy} "
+            f"{self.train_accuracy:.3f}, hold-out loss {self.val_loss:.4f} {accuracy} "
+            f"{self.val_accuracy:.3f}"
+        )
+
 
 @torch.inference_mode()
 def evaluate_head(

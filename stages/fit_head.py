@@ -20,11 +20,7 @@ log = logging.getLogger("pipeline")
 
 def log_epoch(entry: EpochLog) -> None:
     """One log line per training epoch."""
-    log.info(
-        "epoch %d lr %.0e: train loss %.4f acc %.3f, hold-out loss %.4f acc %.3f",
-        entry.epoch, entry.lr, entry.train_loss, entry.train_accuracy, entry.val_loss,
-        entry.val_accuracy,
-    )  # fmt: skip
+    log.info("%s", entry.line())
 
 
 def run(params: Params, net: str | None, *, device: str | None) -> None:

@@ -21,12 +21,9 @@ log = logging.getLogger("pipeline")
 
 
 def log_epoch(entry: EpochLog) -> None:
-    """One log line per training epoch."""
-    log.info(
-        "epoch %d lr %.0e: train loss %.4f sign acc %.3f, hold-out loss %.4f sign acc %.3f",
-        entry.epoch, entry.lr, entry.train_loss, entry.train_accuracy, entry.val_loss,
-        entry.val_accuracy,
-    )  # fmt: skip
+    """One log line per training epoch (accuracy: labelled (image, class) pairs whose score
+    has the label's sign)."""
+    log.info("%s", entry.line("sign acc"))
 
 
 def image_labels(params: Params, image_ids: list[str]) -> np.ndarray:
