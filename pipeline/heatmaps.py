@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.errors import PipelineError
@@ -93,6 +94,19 @@ def render_top_classes(
         boxes = boxes_by_label.get(int(c) + 1, np.zeros((0, 4)))
         panels.append(overlay(image, maps[c + 1], caption, boxes, colormap=colormap, alpha=alpha))
     return side_by_side(panels)
+
+
+def boxes_by_image(objects: pd.DataFrame) -> dict[str, dict[int, np.ndarray]]:
+    """The boxes ``[M, 4]`` ``(x0, y0, x1, y1)`` of each image's non-difficult objects of the
+    class list, per label: ``{image_id: {label: boxes}}`` from an objects table."""
+    clear = objects[~objects.difficult & (objects.label > 0)]
+    return {
+        image_id: {
+            int(label): group[["x0", "y0", "x1", "y1"]].to_numpy()
+            for label, group in rows.groupby("label")
+        }
+        for image_id, rows in clear.groupby("image_id")
+    }
 
 
 def chosen_images(wanted: int | Sequence[str], split_images: list[str], split: str) -> set[str]:

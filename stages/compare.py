@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch
 from pipeline.evaluation import evaluate_scores
 from pipeline.features import read_feature_attrs
 from pipeline.head import check_unseen, load_head, read_checkpoint
-from pipeline.heatmaps import chosen_images, overlay, side_by_side
+from pipeline.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
 from pipeline.localization import Localization
 from pipeline.manifests import read_manifest
 from pipeline.metrics import ap_method
@@ -62,16 +62,21 @@ def recorded(path: Path, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def timed(images: Iterable[Scored]) -> tuple[list[Scored], float]:
-    """Every item of a method's stream and the seconds spent producing them."""
-    out, spent, stream = [], 0.0, iter(images)
-    while True:
-        started = time.perf_counter()
-        item = next(stream, None)
-        spent += time.perf_counter() - started
-        if item is None:
-            return out, spent
-        out.append(item)
+class TimedStream:
+    """Iterate a method's stream, adding up the seconds spent producing its items (not those
+    spent using them) in `seconds`."""
+
+    def __init__(self, items: Iterable[Scored]) -> None:
+        self.items, self.seconds = iter(items), 0.0
+
+    def __iter__(self) -> Iterator[Scored]:
+        while True:
+            started = time.perf_counter()
+            item = next(self.items, None)
+            self.seconds += time.perf_counter() - started
+            if item is None:
+                return
+            yield item
 
 
 def compare_one(params: Params, net: str) -> None:
@@ -85,13 +90,7 @@ def compare_one(params: Params, net: str) -> None:
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
     objects = read_manifest(manifests, "objects.parquet")
     class_files = read_class_image_sets(root, classes, split)
-    clear = objects.to_pandas().query("~difficult and label > 0")
-    boxes_of = {
-        image_id: {
-            int(label): g[["x0", "y0", "x1", "y1"]].to_numpy() for label, g in rows.groupby("label")
-        }
-        for image_id, rows in clear.groupby("image_id")
-    }
+    boxes_of = boxes_by_image(objects.to_pandas())
     head, _, feature_shards = load_head_for_cache(
         layout.head(net), layout.features(net, split), net=net, classes=classes
     )
@@ -132,40 +131,36 @@ def compare_one(params: Params, net: str) -> None:
     }
     rows, pictures, shown_class = {}, {i: {} for i in chosen}, {}
     for method, stream in streams.items():
-        scored, seconds = timed(tqdm(stream, total=len(images), desc=method, unit="img"))
-        by_id = {s.image_id: s for s in scored}
-        scores = np.array(
-            [by_id[i].scores if i in by_id else np.full(len(classes), -np.inf) for i in image_ids]
-        )
-        counts = np.array([int(i in by_id) for i in image_ids])
-        result = evaluate_scores(
-            scores,
-            counts,
-            image_ids,
-            objects,
-            class_files,
-            classes,
-            method=ap_method(params.dataset.year),
-        )
-        localization = Localization()
+        # image by image: only scores are kept, each image's maps are counted and dropped
+        by_id, localization, has_maps = {}, Localization(), False
+        scored = TimedStream(tqdm(stream, total=len(images), desc=method, unit="img"))
         for s in scored:
-            if s.maps is not None:
+            by_id[s.image_id] = s.scores
+            has_maps = s.maps is not None
+            if has_maps:
                 localization.add(s.maps, boxes_of.get(s.image_id, {}))
             if s.image_id in pictures:
                 if s.image_id not in shown_class:
                     shown_class[s.image_id] = picture_class(s.scores, boxes_of.get(s.image_id, {}))
                 c = shown_class[s.image_id]
-                pictures[s.image_id][method] = None if s.maps is None else s.maps[c - 1]
+                pictures[s.image_id][method] = s.maps[c - 1] if has_maps else None
+        missing = np.full(len(classes), -np.inf)
+        scores = np.array([by_id.get(i, missing) for i in image_ids])
+        counts = np.array([int(i in by_id) for i in image_ids])
+        result = evaluate_scores(
+            scores, counts, image_ids, objects, class_files, classes,
+            method=ap_method(params.dataset.year),
+        )  # fmt: skip
         kind = "patches" if method == "patches" else "dense"
         trained_on = "patches" if method in ("patches", "dense") else "dense"
         rows[method] = method_row(
             result.mean_ap,
             localization,
-            seconds / len(images),
+            scored.seconds / len(images),
             backbone[kind],
             trained[method],
             train_backbone[trained_on],
-            s.maps is not None,
+            has_maps,
         )
     write_json(
         {"split": split, "images": len(image_ids), "pairs": localization.pairs, "methods": rows},

@@ -17,7 +17,7 @@ from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor, resolve_device
 from pipeline.head import check_unseen
-from pipeline.heatmaps import chosen_images, peak_hits, render_top_classes
+from pipeline.heatmaps import boxes_by_image, chosen_images, peak_hits, render_top_classes
 from pipeline.manifests import read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
@@ -121,14 +121,7 @@ def render_split(params: Params, net: str) -> None:
     check_unseen(checkpoint, images.index.tolist(), split, str(layout.head(net)))
     objects = read_manifest(manifests, "objects.parquet").to_pandas()
     chosen = chosen_images(params.heatmaps.images, images.index.tolist(), params.dataset.eval_split)
-    clear = objects[~objects.difficult & (objects.label > 0)]
-    boxes_of = {
-        image_id: {
-            int(label): group[["x0", "y0", "x1", "y1"]].to_numpy()
-            for label, group in rows.groupby("label")
-        }
-        for image_id, rows in clear.groupby("image_id")
-    }
+    boxes_of = boxes_by_image(objects)
     if params.scoring.cache == "dense":
         every_map = dense_mode_maps(params, net, head, shards)
     else:
