@@ -76,6 +76,8 @@ EXTERNAL_ENTITY = (
     "<annotation><folder>&xxe;</folder></annotation>"
 )
 
+BOM = b"\xef\xbb\xbf"
+
 # (case, how to break the devkit, needle of the one line / summary, skipped?)
 Breaker = Callable[[Path, str], None]  # breaks one image (by id) of a devkit
 SKIPPED: list[tuple[str, Breaker, str]] = [
@@ -195,7 +197,9 @@ KEPT: list[tuple[str, Breaker, Callable[[dict], bool]]] = [
     ),
     (
         "utf-8 bom",
-        lambda r, i: (r / SPLIT).write_bytes(b"\xef\xbb\xbf" + (r / SPLIT).read_bytes()),
+        lambda r, i: (r / SPLIT).write_bytes(
+            BOM + (r / SPLIT).read_bytes().removeprefix(BOM)  # once, however often applied
+        ),
         lambda s: True,
     ),
 ]
