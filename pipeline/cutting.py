@@ -57,3 +57,32 @@ def crop_and_resize(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray
     x0, y0, side = (float(v) for v in box)
     pil = Image.fromarray(image)
     return np.asarray(pil.resize((size, size), RESAMPLE, box=(x0, y0, x0 + side, y0 + side)))
+
+
+def mirror_index(index: np.ndarray, length: int) -> np.ndarray:
+    """Pixel indices of an axis of `length` pixels extended by mirroring at its edges (the
+    edge pixel repeated: ``-1 -> 0``, ``length -> length - 1``, and so on periodically),
+    as ``numpy.pad(mode="symmetric")`` fills."""
+    folded = np.mod(index, 2 * length)
+    return np.where(folded < length, folded, 2 * length - 1 - folded)
+
+
+def cut_mirrored(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Cut square patches that may reach outside the image, filling what lies outside by
+    mirroring the image at its borders (`mirror_index`), and bring them to `size` x `size`.
+
+    Takes the image ``[H, W, 3]`` uint8 and boxes ``[N, 3]`` ``(x0, y0, side)`` float pixels
+    (0-based); each patch's pixel grid starts at the rounded corner and spans the rounded side
+    (at least 1 px). The square is resized as a whole (PIL bilinear, antialiased when
+    shrinking). Returns ``[N, size, size, 3]`` uint8 in the order of `boxes`.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 3)
+    height, width = image.shape[:2]
+    out = np.empty((len(boxes), size, size, 3), dtype=np.uint8)
+    for row, (x0, y0, side) in enumerate(boxes):
+        span = np.arange(max(1, round(side)))
+        rows = mirror_index(round(y0) + span, height)
+        cols = mirror_index(round(x0) + span, width)
+        square = Image.fromarray(np.ascontiguousarray(image[rows[:, None], cols[None, :]]))
+        out[row] = np.asarray(square.resize((size, size), RESAMPLE))
+    return out

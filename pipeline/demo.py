@@ -49,6 +49,7 @@ class DemoObject:
     difficult: bool
     truncated: bool
     pose: str
+    actions: tuple[str, ...] | None = None  # a person of the Action task: the actions it does
 
 
 def class_style(index: int) -> tuple[str, str, float]:
@@ -174,11 +175,125 @@ def render_image(
     return img, objects
 
 
+# --- persons of the Action task: a stick figure whose action shows in its pose or prop -------
+
+SHOULDER, HIP = (0.5, 0.27), (0.5, 0.55)  # joints of a figure, as fractions of its box
+FEET = ((0.38, 1.0), (0.62, 1.0))  # standing
+HANDS = ((0.3, 0.58), (0.7, 0.58))  # arms down
+POSE_LEGS = {
+    "walking": ((0.1, 1.0), (0.9, 1.0)),
+    "running": ((0.0, 0.9), (1.0, 0.8)),
+    "jumping": ((0.2, 0.72), (0.8, 0.72)),
+    "ridingbike": ((0.45, 0.82), (0.62, 0.9)),
+}
+POSE_ARMS = {
+    "jumping": ((0.1, 0.0), (0.9, 0.0)),
+    "walking": ((0.22, 0.5), (0.8, 0.42)),
+    "running": ((0.15, 0.3), (0.9, 0.5)),
+    "reading": ((0.38, 0.42), (0.62, 0.42)),
+    "ridingbike": ((0.85, 0.42), (0.8, 0.45)),
+    "phoning": ((0.3, 0.58), (0.62, 0.14)),
+    "takingphoto": ((0.4, 0.16), (0.6, 0.16)),
+}
+PROPS = {  # (fractions of the box x0, y0, x1, y1, colour)
+    "phoning": (0.56, 0.06, 0.68, 0.22, (20, 20, 25)),
+    "reading": (0.22, 0.32, 0.78, 0.5, (245, 245, 235)),
+    "takingphoto": (0.36, 0.08, 0.64, 0.2, (15, 15, 15)),
+}
+
+
+def _person_pose(done: tuple[str, ...]) -> tuple[tuple, tuple, list[tuple]]:
+    """Feet, hands and props of a figure doing `done`; actions with a prop come last, so that
+    their arms win and two actions (walking and phoning) show together."""
+    legs, arms, props = FEET, HANDS, []
+    for action in sorted(done, key=lambda a: a in PROPS):
+        legs = POSE_LEGS.get(action, legs)
+        arms = POSE_ARMS.get(action, arms)
+        if action in PROPS:
+            props.append(PROPS[action])
+    return legs, arms, props
+
+
+def draw_person(
+    img: Image.Image,
+    box: tuple[int, int, int, int],
+    done: tuple[str, ...],
+    rng: np.random.Generator,
+) -> None:
+    """Draw a figure doing `done` into the integer box ``(x0, y0, x1, y1)`` of `img`: head,
+    body, limbs in the pose of its actions, props (phone, book, camera, bicycle wheels)."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+
+    def at(point: tuple[float, float]) -> tuple[float, float]:
+        return x0 + point[0] * w, y0 + point[1] * h
+
+    d = ImageDraw.Draw(img)
+    cloth = tuple(int(c) for c in rng.integers(30, 230, size=3))
+    skin = tuple(int(c) for c in (rng.integers(150, 240), rng.integers(100, 190), 90))
+    width = max(3, int(0.07 * h))
+    legs, arms, props = _person_pose(done)
+    if "ridingbike" in done:
+        r = 0.16 * h
+        for cx in (0.18, 0.82):
+            cxp, cyp = at((cx, 0.84))
+            d.ellipse((cxp - r, cyp - r, cxp + r, cyp + r), outline=(30, 30, 30), width=width // 2)
+        d.line(
+            [at((0.18, 0.84)), at((0.45, 0.62)), at((0.82, 0.84))],
+            fill=(180, 30, 30),
+            width=width // 2,
+        )
+        d.line([at((0.45, 0.62)), at((0.8, 0.45))], fill=(180, 30, 30), width=width // 2)
+    for foot in legs:
+        knee = (
+            (HIP[0] + foot[0]) / 2 + (0.12 if "jumping" in done else 0.0),
+            (HIP[1] + foot[1]) / 2,
+        )
+        d.line([at(HIP), at(knee), at(foot)], fill=cloth, width=width, joint="curve")
+    d.line([at(SHOULDER), at(HIP)], fill=cloth, width=int(width * 2.2))
+    for hand in arms:
+        elbow = ((SHOULDER[0] + hand[0]) / 2, (SHOULDER[1] + hand[1]) / 2 + 0.05)
+        d.line([at(SHOULDER), at(elbow), at(hand)], fill=skin, width=max(2, width * 2 // 3))
+    hx, hy = at((0.5, 0.12))
+    r = 0.1 * h
+    d.ellipse((hx - r * 0.8, hy - r, hx + r * 0.8, hy + r), fill=skin)
+    for px0, py0, px1, py1, colour in props:
+        d.rectangle((*at((px0, py0)), *at((px1, py1))), fill=colour)
+
+
+def render_action_image(
+    actions: Sequence[str], rng: np.random.Generator
+) -> tuple[Image.Image, list[DemoObject]]:
+    """Draw one image of 1-3 persons side by side, each doing one of `actions` (one in six
+    doing two); return the RGB image and its person objects with their actions."""
+    w, h = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
+    img = _background(w, h, rng)
+    count = int(rng.integers(1, 4))
+    slot = w / count
+    objects = []
+    for k in range(count):
+        done = tuple(rng.choice(actions, size=2 if rng.random() < 1 / 6 else 1, replace=False))
+        ph = int(h * rng.uniform(0.5, 0.9))
+        pw = min(int(slot * 0.95), int(ph * (0.9 if "ridingbike" in done else 0.55)))
+        px = int(k * slot + rng.uniform(0, max(1.0, slot - pw)))
+        py = int(rng.uniform(0, h - ph))
+        draw_person(img, (px, py, px + pw, py + ph), done, rng)
+        pose = POSES[int(rng.integers(len(POSES)))]
+        objects.append(DemoObject("person", px, py, px + pw, py + ph, False, False, pose, done))
+    return img, objects
+
+
 def annotation_xml(
-    folder: str, image_id: str, width: int, height: int, objects: Sequence[DemoObject]
+    folder: str,
+    image_id: str,
+    width: int,
+    height: int,
+    objects: Sequence[DemoObject],
+    actions: Sequence[str] = (),
 ) -> str:
     """Return the VOC XML annotation of an image (boxes 1-based inclusive, as the devkit);
-    `folder` is the year directory's name, e.g. ``VOC2007``."""
+    `folder` is the year directory's name, e.g. ``VOC2007``. Persons of the Action task get an
+    ``<actions>`` block with every one of `actions` as 0 or 1, as VOC2012 writes them."""
     parts = [
         "<annotation>",
         f"\t<folder>{escape(folder)}</folder>",
@@ -199,6 +314,7 @@ def annotation_xml(
             f"\t\t<pose>{o.pose}</pose>",
             f"\t\t<truncated>{int(o.truncated)}</truncated>",
             f"\t\t<difficult>{int(o.difficult)}</difficult>",
+            *action_lines(o.actions, actions),
             "\t\t<bndbox>",
             f"\t\t\t<xmin>{o.x0 + 1}</xmin>\n\t\t\t<ymin>{o.y0 + 1}</ymin>",
             f"\t\t\t<xmax>{o.x1}</xmax>\n\t\t\t<ymax>{o.y1}</ymax>",
@@ -209,12 +325,47 @@ def annotation_xml(
     return "\n".join(parts)
 
 
+def action_lines(done: tuple[str, ...] | None, actions: Sequence[str]) -> list[str]:
+    """The ``<actions>`` block of a person doing `done` (none for an object without actions)."""
+    if done is None:
+        return []
+    flags = [f"\t\t\t<{a}>{int(a in done)}</{a}>" for a in actions]
+    return ["\t\t<actions>", *flags, "\t\t</actions>"]
+
+
 def class_presence(objects: Sequence[DemoObject], class_name: str) -> int:
     """Return the VOC image-level ground truth of a class: 1, -1, or 0 (only difficult ones)."""
     of_class = [o for o in objects if o.name == class_name]
     if any(not o.difficult for o in of_class):
         return 1
     return 0 if of_class else -1
+
+
+def write_action_sets(
+    directory: Path,
+    persons: dict[str, list[tuple[str, ...]]],
+    actions: Sequence[str],
+    n_trainval: int,
+) -> None:
+    """Write ``<split>.txt`` (``<image_id> <person>``) and ``<action>_<split>.txt``
+    (``<image_id> <person> 1|-1``) of the Action task into `directory`: the first `n_trainval`
+    images of `persons` (``{image_id: [actions of its objects]}``) halved into train and val,
+    the rest test (when there is a rest)."""
+    ids = list(persons)
+    splits = {
+        "train": ids[: n_trainval // 2],
+        "val": ids[n_trainval // 2 : n_trainval],
+        "trainval": ids[:n_trainval],
+    }
+    if ids[n_trainval:]:
+        splits["test"] = ids[n_trainval:]
+    directory.mkdir(parents=True)
+    for split, members in splits.items():
+        rows = [(i, k + 1, done) for i in members for k, done in enumerate(persons[i])]
+        (directory / f"{split}.txt").write_text("".join(f"{i} {k}\n" for i, k, _ in rows))
+        for a in actions:
+            lines = "".join(f"{i} {k} {1 if a in done else -1:2d}\n" for i, k, done in rows)
+            (directory / f"{a}_{split}.txt").write_text(lines)
 
 
 def check_replaceable(year_dir: Path) -> None:
@@ -238,6 +389,9 @@ def generate_demo(
     n_trainval: int,
     n_test: int,
     seed: int,
+    actions: Sequence[str] = (),
+    n_action_trainval: int = 0,
+    n_action_test: int = 0,
     jpeg_quality: int = 90,
 ) -> dict[str, list[str]]:
     """Write a synthetic VOC year directory (``JPEGImages``, ``Annotations``, ``ImageSets/Main``).
@@ -247,7 +401,10 @@ def generate_demo(
     every demo holds) but never anything else: see `check_replaceable`. Trainval is split in
     half into train and val. Writes ``<split>.txt`` and ``<class>_<split>.txt`` (1 / -1 / 0)
     for train, val, trainval and, unless `n_test` is 0 (the VOC2012 layout, whose test
-    annotations are not public), test. Returns ``{split: [image ids]}``.
+    annotations are not public), test. With `n_action_trainval` > 0, as many more images of
+    persons doing `actions` (`render_action_image`) go to ``ImageSets/Action`` (see
+    `write_action_sets`), and `n_action_test` to its test split. Returns ``{split: [image
+    ids]}`` of ``ImageSets/Main``.
     """
     check_replaceable(year_dir)
     tmp = year_dir.with_name(f".{year_dir.name}.tmp-{os.getpid()}")
@@ -277,6 +434,17 @@ def generate_demo(
         for c in classes:
             lines = "".join(f"{i} {truth[c][i]:2d}\n" for i in members)
             (main / f"{c}_{split}.txt").write_text(lines)
+    if n_action_trainval:
+        first = len(ids) + 1
+        action_ids = [f"{i:06d}" for i in range(first, first + n_action_trainval + n_action_test)]
+        persons = {}
+        for number, image_id in enumerate(action_ids):
+            img, objects = render_action_image(actions, np.random.default_rng([seed, 1, number]))
+            img.save(tmp / "JPEGImages" / f"{image_id}.jpg", quality=jpeg_quality)
+            xml = annotation_xml(year_dir.name, image_id, img.width, img.height, objects, actions)
+            (tmp / "Annotations" / f"{image_id}.xml").write_text(xml)
+            persons[image_id] = [o.actions or () for o in objects]
+        write_action_sets(tmp / "ImageSets" / "Action", persons, actions, n_action_trainval)
     if year_dir.exists():
         check_replaceable(year_dir)  # again: it may have appeared while we drew
         shutil.rmtree(year_dir)

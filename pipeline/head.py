@@ -93,15 +93,29 @@ class EpochLog:
         )
 
 
+Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch on the device -> the module's input
+
+
+def as_float(batch: torch.Tensor) -> torch.Tensor:
+    """Descriptors (float16 or 32) as float32: the input of adaptation layers."""
+    return batch.float()
+
+
 @torch.inference_mode()
 def evaluate_head(
-    head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device
+    head: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    prepare: Prepare = as_float,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `head` (eval mode) on descriptors `x`, labels `y`."""
+    """Mean cross-entropy and accuracy of `head` (eval mode) on inputs `x` (each batch moved
+    to `device` and passed through `prepare`), labels `y`."""
     head.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device).float()
+        xb = prepare(x[start : start + batch_size].to(device))
         yb = y[start : start + batch_size].to(device)
         logits = head(xb)
         total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
@@ -116,9 +130,12 @@ def train_head(
     config: HeadParams,
     device: torch.device,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    prepare: Prepare = as_float,
+    lr_key: str = "head.lr",
 ) -> list[EpochLog]:
-    """Train `head` in place on ``(descriptors [N, d] (float16 or 32), labels [N] int64)``
-    with cross-entropy, on the schedule of `train_on_plateaus`. Returns the per-epoch log."""
+    """Train `head` in place on ``(inputs [N, ...], labels [N] int64)`` with cross-entropy, on
+    the schedule of `train_on_plateaus`; each batch is moved to `device` and passed through
+    `prepare` (default: descriptors as float32). Returns the per-epoch log."""
     if len(val[0]) == 0:
         raise PipelineError("head.val_fraction: the hold-out set is empty; raise the fraction")
     x, y = train
@@ -128,18 +145,18 @@ def train_head(
         order = torch.randperm(len(x), generator=order_rng)
         for start in range(0, len(x), config.batch_size):
             rows = order[start : start + config.batch_size]
-            loss = F.cross_entropy(head(x[rows].to(device).float()), y[rows].to(device))
+            loss = F.cross_entropy(head(prepare(x[rows].to(device))), y[rows].to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
 
     def measure() -> tuple[float, float, float, float]:
         return (
-            *evaluate_head(head, x, y, config.batch_size, device),
-            *evaluate_head(head, *val, config.batch_size, device),
+            *evaluate_head(head, x, y, config.batch_size, device, prepare),
+            *evaluate_head(head, *val, config.batch_size, device, prepare),
         )
 
-    return train_on_plateaus(head, config, device, one_epoch, measure, on_epoch)
+    return train_on_plateaus(head, config, device, one_epoch, measure, on_epoch, lr_key)
 
 
 def train_on_plateaus(
@@ -161,7 +178,8 @@ def train_on_plateaus(
     torch.manual_seed(config.seed)
     module.to(device)
     optimiser = torch.optim.SGD(
-        module.parameters(), lr=config.lr, momentum=config.momentum,
+        [p for p in module.parameters() if p.requires_grad], lr=config.lr,
+        momentum=config.momentum,
         weight_decay=config.weight_decay,
     )  # fmt: skip
     best_loss, best_state, stale, drops = math.inf, None, 0, 0

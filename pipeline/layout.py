@@ -26,6 +26,24 @@ class Layout:
         """``manifests/<dataset>/<split>``: images, objects and patches tables of a split."""
         return Path("manifests") / self.dataset / split
 
+    def action_manifests(self, split: str) -> Path:
+        """``manifests/<dataset>/action/<split>``: the persons table of an Action split."""
+        return Path("manifests") / self.dataset / "action" / split
+
+    def action_patches(self, split: str) -> Path:
+        """``data/action-patches/<dataset>/<split>``: one centred patch per listed person."""
+        return Path("data") / "action-patches" / self.dataset / split
+
+    def action_results(self, net: str, variant: str, year: int) -> Path:
+        """``data/results/<dataset>/<net>/action-<variant>/VOC<year>/Action``: devkit result
+        files of one variant of the action task."""
+        base = Path("data") / "results" / self.dataset / net_dir(net) / f"action-{variant}"
+        return base / f"VOC{year}" / "Action"
+
+    def action_maps(self, net: str) -> Path:
+        """``data/action-maps/<dataset>/<net>``: action map PNGs."""
+        return Path("data") / "action-maps" / self.dataset / net_dir(net)
+
     def patches(self, split: str) -> Path:
         """``data/patches/<dataset>/<split>``: the HDF5 patch shards of a split."""
         return Path("data") / "patches" / self.dataset / split
@@ -36,7 +54,8 @@ class Layout:
 
     def cache(self, kind: str, net: str, split: str) -> Path:
         """``data/<kind>/<dataset>/<net>/<split>``: a net's cache of a split, `kind`
-        ``features`` (patch descriptors) or ``dense`` (trunk maps)."""
+        ``features`` (patch descriptors), ``dense`` (trunk maps), ``action-features`` (person
+        descriptors) or ``action-below-fc6`` (what the person's FC6 reads)."""
         return Path("data") / kind / self.dataset / net_dir(net) / split
 
     def dense(self, net: str, split: str) -> Path:

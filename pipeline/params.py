@@ -82,6 +82,15 @@ class Demo(Block):
         description="test images; 0 gives the VOC2012 layout (no test split)"
     )
     seed: Seed = Field(description="everything drawn is a function of it")
+    actions: list[Name] = Field(
+        description="actions of the demo's persons (VOC names with a drawn pose or prop)"
+    )
+    n_action_trainval: Annotated[int, Field(strict=True, ge=0)] = Field(
+        description="images of persons in ImageSets/Action trainval (halved into train, val)"
+    )
+    n_action_test: Annotated[int, Field(strict=True, ge=0)] = Field(
+        description="images of persons in ImageSets/Action test (0 with n_test 0)"
+    )
 
 
 class Tiling(Block):
@@ -226,6 +235,38 @@ class ImageLevel(Block):
     images_per_batch: PositiveInt = Field(description="images per SGD step")
 
 
+class Scratch(Block):
+    """NO PRETRAIN: the whole net (its architecture, random weights) trained on the action
+    samples; the rest of its schedule is ``head``'s."""
+
+    lr: Annotated[float, Field(gt=0)] = Field(description="initial SGD learning rate")
+    batch_size: PositiveInt = Field(description="samples per SGD step")
+    max_epochs: PositiveInt = Field(description="stop here at the latest")
+
+
+class Action(Block):
+    """The VOC Action task: persons of ``ImageSets/Action`` and their actions."""
+
+    actions: list[Name] = Field(
+        min_length=2, description="label i is actions[i]; VOC2012: its ten (`other` optional)"
+    )
+    update_lr: Annotated[float, Field(gt=0)] = Field(
+        description="initial lr of the update variant (FC6 + FCa + FCb; head's schedule)"
+    )
+    scratch: Scratch
+    map_images: Annotated[int, Field(strict=True, ge=0)] = Field(
+        description="evaluation images given action maps (the first N)"
+    )
+
+    @field_validator("actions")
+    @classmethod
+    def _unique(cls, actions: list[str]) -> list[str]:
+        twice = sorted({a for a in actions if actions.count(a) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return actions
+
+
 class Heatmaps(Block):
     """Which evaluation images get a heat map picture, and how it looks."""
 
@@ -266,6 +307,7 @@ class Params(Block):
     weak: ImageLevel = Field(description="fit-weak: max over windows and scales")
     cam: ImageLevel = Field(description="fit-cam: one linear layer on the whole image")
     heatmaps: Heatmaps
+    action: Action
 
     @property
     def layout(self) -> Layout:

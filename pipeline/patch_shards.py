@@ -3,6 +3,8 @@ and writing one shard (each image decoded once)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -10,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.cutting import cut_patches
+from pipeline.cutting import cut_mirrored, cut_patches
+from pipeline.errors import PipelineError
 from pipeline.hashing import digest_of
+from pipeline.parallel import parallel_map
 from pipeline.runs import runs
-from pipeline.shards import PATCH_FORMAT_VERSION, shard_name, write_patch_shard
+from pipeline.shards import PATCH_FORMAT_VERSION, shard_name, update_shards, write_patch_shard
 from pipeline.voc import load_rgb
 
 
@@ -33,6 +37,7 @@ class PatchShardTask:
     patch_size: int
     compression: str
     compression_level: int | None
+    mirrored: bool = False  # centred samples reaching outside the image (`cut_mirrored`)
 
     @property
     def rows(self) -> int:
@@ -52,6 +57,7 @@ class PatchShardTask:
             self.patch,
             self.boxes,
             self.label,
+            *(("mirrored",) if self.mirrored else ()),  # grid shards keep their digests
         )
 
 
@@ -65,10 +71,12 @@ def plan_patch_shards(
     patch_size: int,
     compression: str,
     compression_level: int | None,
+    mirrored: bool = False,
 ) -> list[PatchShardTask]:
     """Split the selected rows of a patches table, in order, into shards of
     `patches_per_shard` rows written to `directory`; `image_paths` and `image_sha256` give each
-    image's file and the SHA-256 of its bytes."""
+    image's file and the SHA-256 of its bytes. `mirrored`: the boxes may reach outside their
+    image, which is then mirrored (action samples); else they are grid patches."""
     ids = selected["image_id"].to_numpy(zero_copy_only=False).astype(str)
     boxes = np.stack([selected[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     patch, label = selected["patch"].to_numpy(), selected["label"].to_numpy()
@@ -87,6 +95,7 @@ def plan_patch_shards(
                 patch_size=patch_size,
                 compression=compression,
                 compression_level=compression_level,
+                mirrored=mirrored,
             )
         )
     return tasks
@@ -95,9 +104,10 @@ def plan_patch_shards(
 def write_patch_shard_task(task: PatchShardTask) -> str:
     """Cut the task's patches (each image decoded once) and write its shard; return SHA-256."""
     pixels = np.empty((task.rows, task.patch_size, task.patch_size, 3), np.uint8)
+    cut = cut_mirrored if task.mirrored else cut_patches
     for start, end in runs(task.image_id):
         image = load_rgb(task.image_paths[task.image_id[start]])
-        pixels[start:end] = cut_patches(image, task.boxes[start:end], task.patch_size)
+        pixels[start:end] = cut(image, task.boxes[start:end], task.patch_size)
     return write_patch_shard(
         task.path,
         pixels=pixels,
@@ -108,3 +118,21 @@ def write_patch_shard_task(task: PatchShardTask) -> str:
         compression=task.compression,
         compression_level=task.compression_level,
     )
+
+
+def write_patch_shards(
+    directory: Path, tasks: list[PatchShardTask], *, jobs: int, desc: str
+) -> None:
+    """Bring `directory` up to the planned `tasks` (`update_shards`): the missing shards are cut
+    and written over `jobs` processes, with a progress bar labelled `desc`; the first error
+    stops the stage."""
+
+    def write_missing(todo: list[PatchShardTask]) -> Iterator[tuple[PatchShardTask, str]]:
+        written = parallel_map(write_patch_shard_task, todo, jobs=jobs, desc=desc, unit="shard")
+        with closing(written):
+            for task, result in zip(todo, written, strict=True):
+                if isinstance(result, PipelineError):
+                    raise result
+                yield task, result
+
+    update_shards(directory, tasks, write_missing)

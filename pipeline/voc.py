@@ -99,7 +99,9 @@ def image_path(root: Path, image_id: str) -> Path:
     return root / "JPEGImages" / f"{image_id}.jpg"
 
 
-def _text(node: ET.Element, tag: str, path: Path) -> str:
+def text_field(node: ET.Element, tag: str, path: Path) -> str:
+    """The stripped text of `node`'s child `tag`; PipelineError naming the file (`path`) when
+    the child is missing or empty."""
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
         raise PipelineError(f"{path}: malformed annotation: missing <{tag}>")
@@ -107,7 +109,7 @@ def _text(node: ET.Element, tag: str, path: Path) -> str:
 
 
 def _number(node: ET.Element, tag: str, path: Path) -> float:
-    text = _text(node, tag, path)
+    text = text_field(node, tag, path)
     try:
         value = float(text)
     except ValueError:
@@ -122,10 +124,13 @@ def _flag(node: ET.Element, tag: str) -> bool:
     return child is not None and (child.text or "").strip() not in ("", "0")
 
 
-def _box(
+def object_box(
     obj: ET.Element, name: str, width: int, height: int, tolerance: float, path: Path
 ) -> tuple[tuple[float, float, float, float] | None, bool, str]:
-    """The object's box clipped to the image: ``(box or None, clipped, why dropped)``."""
+    """The box of an ``<object>`` element as 0-based half-open float pixels clipped to the
+    image: ``(box or None, clipped, why dropped)``. None (with one line saying why, naming the
+    file) when it has no area inside the image or only a ``<point>``; PipelineError for a
+    malformed box or one reaching further out than `tolerance` pixels."""
     box = obj.find("bndbox")
     if box is None:
         if obj.find("point") is not None:  # VOC2012 action persons given by a point
@@ -157,18 +162,10 @@ def _box(
     return (cx0, cy0, cx1, cy1), beyond > 0, ""
 
 
-def parse_annotation(path: Path, box_tolerance: float) -> Annotation:
-    """Parse one VOC annotation XML file.
-
-    Takes the file path and how many pixels a box may reach outside the image and still be
-    clipped to it. Returns the image size (pixels) and its objects (every ``<object>`` child of
-    the root, whatever its class; ``<part>``, ``<point>``, ``<actions>``, ``<occluded>`` are not
-    objects) with 0-based half-open float boxes clipped to the image; a missing ``<difficult>``
-    or ``<truncated>`` is false. An object whose box has no area inside the image is left out and
-    reported in `Annotation.dropped`. Raises PipelineError naming the file for malformed XML, a
-    missing or non-finite size or coordinate, and a box reaching further out than the tolerance
-    (a sign that the annotation does not describe this image).
-    """
+def read_annotation_root(path: Path) -> tuple[ET.Element, int, int]:
+    """Parse an annotation file; return its root element and the image's ``<size>`` (width,
+    height in pixels). PipelineError naming the file when it is missing, not well-formed XML,
+    or without a positive size."""
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
@@ -181,10 +178,26 @@ def parse_annotation(path: Path, box_tolerance: float) -> Annotation:
     width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
     if width <= 0 or height <= 0:
         raise PipelineError(f"{path}: image size {width}x{height} is empty")
+    return root, width, height
+
+
+def parse_annotation(path: Path, box_tolerance: float) -> Annotation:
+    """Parse one VOC annotation XML file.
+
+    Takes the file path and how many pixels a box may reach outside the image and still be
+    clipped to it. Returns the image size (pixels) and its objects (every ``<object>`` child of
+    the root, whatever its class; ``<part>``, ``<point>``, ``<actions>``, ``<occluded>`` are not
+    objects) with 0-based half-open float boxes clipped to the image; a missing ``<difficult>``
+    or ``<truncated>`` is false. An object whose box has no area inside the image is left out and
+    reported in `Annotation.dropped`. Raises PipelineError naming the file for malformed XML, a
+    missing or non-finite size or coordinate, and a box reaching further out than the tolerance
+    (a sign that the annotation does not describe this image).
+    """
+    root, width, height = read_annotation_root(path)
     objects, dropped, clipped = [], [], 0
     for obj in root.findall("object"):
-        name = _text(obj, "name", path)
-        box, was_clipped, why = _box(obj, name, width, height, box_tolerance, path)
+        name = text_field(obj, "name", path)
+        box, was_clipped, why = object_box(obj, name, width, height, box_tolerance, path)
         if box is None:
             dropped.append(why)
             continue
@@ -193,7 +206,7 @@ def parse_annotation(path: Path, box_tolerance: float) -> Annotation:
     return Annotation(path.stem, width, height, tuple(objects), clipped, tuple(dropped))
 
 
-def _image_set_lines(path: Path) -> list[str]:
+def image_set_lines(path: Path) -> list[str]:
     """The lines of an ImageSets file (UTF-8, a leading BOM dropped, any line ending)."""
     try:
         return path.read_text(encoding="utf-8-sig").splitlines()
@@ -230,7 +243,7 @@ def read_image_set(root: Path, split: str) -> list[str]:
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         raise PipelineError(f"{path}: split file is missing (is dataset.root a VOC year dir?)")
-    ids = list(dict.fromkeys(line.split()[0] for line in _image_set_lines(path) if line.strip()))
+    ids = list(dict.fromkeys(line.split()[0] for line in image_set_lines(path) if line.strip()))
     if not ids:
         raise PipelineError(f"{path}: split file lists no images")
     return ids
@@ -246,7 +259,7 @@ def read_class_image_set(root: Path, class_name: str, split: str) -> dict[str, i
     if not path.is_file():
         return None
     truth = {}
-    for number, line in enumerate(_image_set_lines(path), start=1):
+    for number, line in enumerate(image_set_lines(path), start=1):
         fields = line.split()
         if not fields:
             continue

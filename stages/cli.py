@@ -32,6 +32,10 @@ STAGE_MODULES: dict[str, str] = {
     "evaluate": "stages.evaluate",
     "heatmaps": "stages.heatmaps",
     "verify": "stages.verify",
+    "action-samples": "stages.action_samples",
+    "action-features": "stages.action_features",
+    "fit-action": "stages.fit_action",
+    "action-maps": "stages.action_maps",
 }
 
 params_option = click.option(
@@ -258,6 +262,80 @@ def compare(net: str | None, params_path: Path, verbose: bool) -> None:
     split: mAP, pointing, CorLoc, training and test time; pictures in
     data/compare/<dataset>/<net>/."""
     stage("compare")(start(params_path, verbose), net)
+
+
+@cli.command("action-samples")
+@split_option
+@params_option
+@strict_option
+@jobs_option
+@verbose_option
+def action_samples(
+    split: str | None, params_path: Path, strict: bool, jobs: int | None, verbose: bool
+) -> None:
+    """Read the persons of an Action split (ImageSets/Action) into
+    manifests/<dataset>/action/<split>/persons.parquet and cut one centred, mirror-padded patch
+    per person into data/action-patches/<dataset>/<split>/."""
+    params = start(params_path, verbose)
+    stage("action-samples")(params, split, strict=strict, jobs=jobs or params.jobs)
+
+
+@cli.command("action-features")
+@net_option
+@split_option
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Default: features.batch_size."
+)
+@click.option("--workers", default=None, help="DataLoader workers or auto (default: param).")
+@params_option
+@verbose_option
+def action_features(
+    net: str | None,
+    split: str | None,
+    device: str | None,
+    batch_size: int | None,
+    workers: str | None,
+    params_path: Path,
+    verbose: bool,
+) -> None:
+    """Describe the person patches of a split: FC7 into data/action-features/, the input of
+    FC6 (when the net has one) into data/action-below-fc6/; an interrupted run resumes."""
+    stage("action-features")(
+        start(params_path, verbose), net, split,
+        device=device, batch_size=batch_size, workers=workers,
+    )  # fmt: skip
+
+
+@cli.command("fit-action")
+@net_option
+@click.option(
+    "--variant",
+    type=click.Choice(["frozen", "update", "scratch"]),
+    default="frozen",
+    show_default=True,
+    help="frozen: FCa + FCb on FC7; update: FC6 re-trained too (PRE-1512U); scratch: the whole "
+    "net from random weights (NO PRETRAIN).",
+)
+@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
+@params_option
+@verbose_option
+def fit_action(
+    net: str | None, variant: str, device: str | None, params_path: Path, verbose: bool
+) -> None:
+    """Train one variant of the action task on dataset.train_split's persons and evaluate it
+    on dataset.eval_split's (AP per action, VOC2012 rule)."""
+    stage("fit-action")(start(params_path, verbose), net, variant, device=device)
+
+
+@cli.command("action-maps")
+@net_option
+@params_option
+@verbose_option
+def action_maps(net: str | None, params_path: Path, verbose: bool) -> None:
+    """Maps of every action over the whole patch grid of the first action.map_images
+    evaluation images (frozen head) into data/action-maps/<dataset>/<net>/."""
+    stage("action-maps")(start(params_path, verbose), net)
 
 
 @cli.command("verify")

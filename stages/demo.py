@@ -21,6 +21,7 @@ def run(params: Params) -> None:
     with exclusive(demo.root):
         splits = generate_demo(
             demo.root, demo.classes, n_trainval=demo.n_trainval, n_test=demo.n_test,
-            seed=demo.seed,
+            seed=demo.seed, actions=demo.actions, n_action_trainval=demo.n_action_trainval,
+            n_action_test=demo.n_action_test,
         )  # fmt: skip
     log.info("demo dataset at %s: %s", demo.root, {s: len(ids) for s, ids in splits.items()})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -116,11 +117,26 @@ def extract_split(
         net, extractor.device, backbone.layer, backbone.dim, split, kind, extractor.batch_size,
         workers,
     )  # fmt: skip
+    timing = params.layout.timing(net, f"features-{split}")
+    fill_cache(out, planned, extractor, workers, timing, shard_attributes(identity))
+
+
+def fill_cache(
+    out: Path,
+    planned: FeatureSource,
+    extractor: FeatureExtractor,
+    workers: int,
+    timing: Path,
+    attrs: dict[str, Any],
+) -> None:
+    """Compute the missing feature shards of a planned cache in `out` (with a progress bar),
+    each with the attributes `attrs`, and write its index; how long the backbone took goes to
+    the `timing` record."""
 
     def write_missing(todo: list[FeatureTask]) -> Iterator[tuple[FeatureTask, str]]:
         boundaries = np.cumsum([t.rows for t in todo]).tolist()
         total = boundaries[-1] if todo else 0
-        with tqdm(total=total, unit="patch", desc=f"features {split}", mininterval=1) as bar:
+        with tqdm(total=total, unit="patch", desc=f"features {out}", mininterval=1) as bar:
 
             def counted() -> Iterator[np.ndarray]:
                 chunks = planned.pixel_chunks(todo)
@@ -128,13 +144,12 @@ def extract_split(
                     bar.update(len(batch))
                     yield batch
 
-            yield from write_feature_shards(todo, counted(), shard_attributes(identity))
+            yield from write_feature_shards(todo, counted(), attrs)
             seconds = max(bar.format_dict["elapsed"], 1e-9)
-        log.info("%s: %d patches computed (%.1f patches/s)", split, total, total / seconds)
+        log.info("%s: %d patches computed (%.1f patches/s)", out, total, total / seconds)
         images = len({i for t in todo for i in t.row_keys()["image_id"]})
         record_backbone_time(
-            params.layout.timing(net, f"features-{split}"), images, seconds,
-            str(extractor.device), patches=total,
+            timing, images, seconds, str(extractor.device), patches=total
         )  # fmt: skip
 
     update_shards(out, planned.tasks, write_missing)

@@ -4,16 +4,11 @@ background) cut to pixels and written to HDF5 shards with an `index.parquet`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import closing
 
-from pipeline.errors import PipelineError
 from pipeline.manifests import image_digests, image_files, label_counts, read_manifest
-from pipeline.parallel import parallel_map
 from pipeline.params import Params
-from pipeline.patch_shards import PatchShardTask, plan_patch_shards, write_patch_shard_task
+from pipeline.patch_shards import plan_patch_shards, write_patch_shards
 from pipeline.sampling import select_training_patches
-from pipeline.shards import update_shards
 
 log = logging.getLogger("pipeline")
 
@@ -42,17 +37,7 @@ def run(params: Params, split: str | None, *, jobs: int) -> None:
         compression_level=params.shards.compression_level,
     )
 
-    def write_missing(todo: list[PatchShardTask]) -> Iterator[tuple[PatchShardTask, str]]:
-        written = parallel_map(
-            write_patch_shard_task, todo, jobs=jobs, desc=f"sample {split}", unit="shard"
-        )
-        with closing(written):
-            for task, result in zip(todo, written, strict=True):
-                if isinstance(result, PipelineError):
-                    raise result
-                yield task, result
-
-    update_shards(out, tasks, write_missing)
+    write_patch_shards(out, tasks, jobs=jobs, desc=f"sample {split}")
     counts = label_counts(selected)
     log.info(
         "%s: %d patches in %d shards: %d positive and %d background",

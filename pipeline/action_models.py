@@ -1,0 +1,137 @@
+"""The three models of the action task (docs/method.md 1.10) and how persons are scored.
+
+- ``frozen``: the adaptation layers (FCa + FCb, one output per action, no background) on the
+  cached FC7 descriptors of the pretrained net.
+- ``update`` (PRE-1512U): FC6 (or its counterpart, `pipeline.upper_layers`) re-trained from its
+  pretrained weights with FCa + FCb, on the cached inputs of FC6.
+- ``scratch`` (NO PRETRAIN): the same net with random weights, trunk included, trained with
+  FCa + FCb on the person patches' pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.features import read_feature_cache
+from pipeline.head import Prepare, as_float, build_head
+from pipeline.layout import Layout
+from pipeline.nets import build_backbone, build_untrained, normalise
+from pipeline.params import Head as HeadParams
+from pipeline.params import Params
+from pipeline.shards import (
+    PATCH_FORMAT_VERSION,
+    check_format_version,
+    read_row_keys,
+    read_shard_index,
+    verified_bytes,
+)
+from pipeline.upper_layers import split_below_fc6
+
+VARIANTS = ("frozen", "update", "scratch")
+VARIANT_CACHE = {"frozen": "action-features", "update": "action-below-fc6"}
+
+
+def read_person_pixels(directory: Path) -> dict[str, np.ndarray]:
+    """Every row of the person patch shards in `directory`, checked against their recorded
+    SHA-256: ``pixels`` uint8 ``[N, S, S, 3]``, ``label``, ``image_id``, ``patch`` (the person
+    index). PipelineError naming a damaged or missing shard."""
+    parts = []
+    for shard in read_shard_index(directory):
+        with h5py.File(io.BytesIO(verified_bytes(shard, writer="action-samples")), "r") as f:
+            check_format_version(f, PATCH_FORMAT_VERSION, shard.path)
+            parts.append({"pixels": f["pixels"][:], **read_row_keys(f)})
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def variant_inputs(layout: Layout, variant: str, net: str, split: str) -> dict[str, np.ndarray]:
+    """What a variant reads for a split's persons: its cache (``features``) or the pixels
+    (``pixels``), with ``label``, ``image_id`` and ``patch`` (the person index) per row."""
+    if variant == "scratch":
+        return read_person_pixels(layout.action_patches(split))
+    rows, attrs = read_feature_cache(layout.cache(VARIANT_CACHE[variant], net, split))
+    if attrs.get("net") != net:
+        raise PipelineError(f"{layout.cache(VARIANT_CACHE[variant], net, split)}: not of {net}")
+    return rows
+
+
+@dataclass
+class ActionModel:
+    """A trainable model of one variant: the module (inputs -> action logits), how a batch of
+    its inputs becomes the module's input, its training schedule and its shape."""
+
+    module: nn.Module
+    prepare: Prepare
+    config: HeadParams
+    shape: dict[str, Any]
+
+
+def variant_schedule(params: Params, variant: str) -> HeadParams:
+    """The ``head`` schedule with the variant's own learning rate (and, for scratch, batch
+    size and epochs)."""
+    if variant == "update":
+        return params.head.model_copy(update={"lr": params.action.update_lr})
+    if variant == "scratch":
+        scratch = params.action.scratch
+        return params.head.model_copy(
+            update={
+                "lr": scratch.lr,
+                "batch_size": scratch.batch_size,
+                "max_epochs": scratch.max_epochs,
+            }
+        )
+    return params.head
+
+
+def build_action_model(
+    params: Params, variant: str, net: str, dim: int, options: Mapping[str, Any]
+) -> ActionModel:
+    """The model of `variant` for `net` whose inputs have `dim` values per person (descriptors
+    or the cached inputs of FC6; ignored for scratch, which reads pixels)."""
+    config = variant_schedule(params, variant)
+    n_actions = len(params.action.actions)
+
+    def head(width: int) -> nn.Sequential:
+        return build_head(
+            width, n_actions, layers=config.layers, hidden=config.hidden, dropout=config.dropout,
+            seed=config.seed,
+        )  # fmt: skip
+
+    shape = {"dim": dim, "layers": config.layers, "hidden": config.hidden, "outputs": n_actions}
+    if variant == "frozen":
+        return ActionModel(head(dim), as_float, config, shape)
+    if variant == "update":
+        backbone = build_backbone(net, options)
+        below = split_below_fc6(backbone.module, net)
+        return ActionModel(nn.Sequential(below.upper, head(backbone.dim)), as_float, config, shape)
+    trunk, mean, std = build_untrained(net, options, config.seed)
+    with torch.no_grad():
+        size = params.tiling.patch_size
+        width = int(trunk.eval()(torch.zeros(1, 3, size, size)).shape[1])
+
+    def pixels(batch: torch.Tensor) -> torch.Tensor:
+        return normalise(batch, mean, std)
+
+    return ActionModel(nn.Sequential(trunk, head(width)), pixels, config, shape)
+
+
+@torch.inference_mode()
+def person_probabilities(
+    model: ActionModel, inputs: np.ndarray, device: torch.device, batch_size: int
+) -> np.ndarray:
+    """Softmax over actions ``[N, A]`` float64 of every person's inputs (eval mode)."""
+    model.module.eval().to(device)
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        batch = torch.from_numpy(inputs[start : start + batch_size]).to(device)
+        out.append(torch.softmax(model.module(model.prepare(batch)).float(), 1).cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))

@@ -1,0 +1,74 @@
+"""Stage `action-features`: the cached descriptors of the persons' patches: FC7 (what the
+frozen head reads) and, for nets with an FC6 or its counterpart, what FC6 reads (what the update
+variant re-trains FC6 on)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.feature_shards import ShardSource, backbone_identity, shard_attributes
+from pipeline.features import FeatureExtractor, resolve_device, resolve_workers
+from pipeline.nets import Backbone, build_backbone
+from pipeline.params import Params
+from pipeline.upper_layers import split_below_fc6
+from stages.features import fill_cache
+
+log = logging.getLogger("pipeline")
+
+
+def below_fc6_backbone(backbone: Backbone, patch_size: int) -> Backbone | None:
+    """The backbone cut below FC6 (`split_below_fc6`) as a backbone of its own, whose
+    descriptors are what FC6 reads; None (logged) when the net has no FC6."""
+    try:
+        below = split_below_fc6(backbone.module, backbone.name)
+    except PipelineError as err:
+        log.info("%s; no update variant", err)
+        return None
+    with torch.inference_mode():
+        dim = below.lower(torch.zeros(1, 3, patch_size, patch_size)).shape[1]
+    return dataclasses.replace(
+        backbone, module=below.lower.eval(), dim=int(dim), layer=f"{below.cached} (below FC6)"
+    )
+
+
+def run(
+    params: Params,
+    net: str | None,
+    split: str | None,
+    *,
+    device: str | None,
+    batch_size: int | None,
+    workers: str | int | None,
+) -> None:
+    """Describe the person patches of `split` (default: the training then the evaluation
+    split) with `net` (default: every net of ``features.nets``) into
+    ``data/action-features/...`` and ``data/action-below-fc6/...``, resuming."""
+    torch_device = resolve_device(device or params.features.device)
+    batch = batch_size or params.features.batch_size
+    n_workers = resolve_workers(
+        params.features.workers if workers is None else workers, torch_device
+    )
+    layout, size = params.layout, params.tiling.patch_size
+    for name in params.net_names(net):
+        backbone = build_backbone(name, params.nets.options(name))
+        kinds = {
+            "action-features": backbone,
+            "action-below-fc6": below_fc6_backbone(backbone, size),
+        }
+        for kind, described in kinds.items():
+            if described is None:
+                continue
+            extractor = FeatureExtractor(described, torch_device, batch)
+            identity = backbone_identity(name, described, size)
+            for one_split in params.splits(split):
+                planned = ShardSource.plan(
+                    layout.action_patches(one_split), layout.cache(kind, name, one_split),
+                    identity, batch,
+                )  # fmt: skip
+                timing = layout.timing(name, f"{kind}-{one_split}")
+                out = layout.cache(kind, name, one_split)
+                fill_cache(out, planned, extractor, n_workers, timing, shard_attributes(identity))

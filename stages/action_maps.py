@@ -1,0 +1,79 @@
+"""Stage `action-maps`: the frozen action head applied over the 9-scale patch grid of whole
+evaluation images (boxes are not used): one map per action, drawn as PNG like the object maps
+(the paper's Figure 5)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.atomic import exclusive, write_json, write_png
+from pipeline.errors import PipelineError
+from pipeline.features import FeatureExtractor, resolve_device
+from pipeline.head import build_head, read_checkpoint
+from pipeline.heatmaps import render_top_classes
+from pipeline.nets import build_backbone
+from pipeline.params import Params
+from pipeline.scoring import image_heat_maps
+from pipeline.voc import load_rgb
+
+log = logging.getLogger("pipeline")
+
+
+def run(params: Params, net: str | None) -> None:
+    """Action maps of the first ``action.map_images`` evaluation images for `net` (default:
+    every net of ``features.nets``) into ``data/action-maps/<dataset>/<net>/``."""
+    for name in params.net_names(net):
+        with exclusive(params.layout.action_maps(name)):
+            draw_maps(params, name)
+
+
+def draw_maps(params: Params, net: str) -> None:
+    """Tile, describe and score the chosen images; write one PNG each and a summary."""
+    layout, actions = params.layout, params.action.actions
+    path = layout.head(net, "action-frozen")
+    checkpoint = read_checkpoint(path, net, writer="fit-action --variant frozen")
+    if checkpoint.get("net") != net or checkpoint.get("classes") != list(actions):
+        raise PipelineError(
+            f"{path}: trained for another net or action list; re-run `pipeline fit-action`"
+        )
+    shape = checkpoint["shape"]
+    head = build_head(
+        shape["dim"], shape["outputs"], layers=shape["layers"], hidden=shape["hidden"]
+    )
+    head.load_state_dict(checkpoint["state_dict"])
+    head.eval()
+    persons_path = layout.action_manifests(params.dataset.eval_split) / "persons.parquet"
+    if not persons_path.is_file():
+        raise PipelineError(f"{persons_path}: missing; run `pipeline action-samples`")
+    persons = pq.read_table(persons_path).to_pandas()
+    chosen = list(dict.fromkeys(persons.image_id))[: params.action.map_images]
+    extractor = FeatureExtractor(
+        build_backbone(net, params.nets.options(net)), resolve_device(params.features.device),
+        params.features.batch_size,
+    )  # fmt: skip
+    for image_id in chosen:
+        rows = persons[persons.image_id == image_id]
+        image = load_rgb(params.dataset.root / rows.path.iloc[0])
+        maps = image_heat_maps(
+            image, extractor, head, scales=params.tiling.scales,
+            min_overlap=params.tiling.min_overlap, patch_size=params.tiling.patch_size,
+        )  # fmt: skip
+        with_background = np.concatenate([np.zeros_like(maps[:1]), maps])  # map 0: none here
+        boxes = {
+            actions.index(a) + 1: rows[rows.actions.map(lambda done, a=a: a in done)][
+                ["x0", "y0", "x1", "y1"]
+            ].to_numpy()
+            for a in actions
+        }
+        picture = render_top_classes(
+            image, with_background, actions, boxes, top_classes=params.heatmaps.top_classes,
+            colormap=params.heatmaps.colormap, alpha=params.heatmaps.alpha,
+        )  # fmt: skip
+        write_png(picture, layout.action_maps(net) / f"{image_id}.png")
+    write_json(
+        {"rendered": len(chosen), "images": chosen}, layout.metrics(net) / "action-maps.json"
+    )
+    log.info("%d action maps written to %s", len(chosen), layout.action_maps(net))
