@@ -35,7 +35,7 @@ from pipeline.shards import (
     read_shard_index,
     verified_bytes,
 )
-from pipeline.upper_layers import split_below_fc6
+from pipeline.upper_layers import NO_FC6, split_below_fc6
 
 VARIANTS = ("frozen", "update", "scratch")
 VARIANT_CACHE = {"frozen": "action-features", "update": "action-below-fc6"}
@@ -58,9 +58,12 @@ def variant_inputs(layout: Layout, variant: str, net: str, split: str) -> dict[s
     (``pixels``), with ``label``, ``image_id`` and ``patch`` (the person index) per row."""
     if variant == "scratch":
         return read_person_pixels(layout.action_patches(split))
-    rows, attrs = read_feature_cache(layout.cache(VARIANT_CACHE[variant], net, split))
+    cache = layout.cache(VARIANT_CACHE[variant], net, split)
+    if (cache / NO_FC6).is_file():
+        raise PipelineError((cache / NO_FC6).read_text().strip())
+    rows, attrs = read_feature_cache(cache)
     if attrs.get("net") != net:
-        raise PipelineError(f"{layout.cache(VARIANT_CACHE[variant], net, split)}: not of {net}")
+        raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}, not {net!r}")
     return rows
 
 

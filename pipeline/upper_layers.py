@@ -20,6 +20,8 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.trunks import ForwardFeatures, PooledFullyConnected, WindowedTrunk
 
+NO_FC6 = "no-fc6.txt"  # in place of a below-FC6 cache, for a net without FC6: why there is none
+
 
 class PooledTrunk(nn.Module):
     """Images ``[N, 3, S, S]`` -> pool5 ``[N, C * grid * grid]``: the trunk's maps pooled to

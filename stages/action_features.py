@@ -9,25 +9,25 @@ import logging
 
 import torch
 
+from pipeline.atomic import write_text
 from pipeline.errors import PipelineError
 from pipeline.feature_shards import ShardSource, backbone_identity, shard_attributes
 from pipeline.features import FeatureExtractor, resolve_device, resolve_workers
 from pipeline.nets import Backbone, build_backbone
 from pipeline.params import Params
-from pipeline.upper_layers import split_below_fc6
+from pipeline.upper_layers import NO_FC6, split_below_fc6
 from stages.features import fill_cache
 
 log = logging.getLogger("pipeline")
 
 
-def below_fc6_backbone(backbone: Backbone, patch_size: int) -> Backbone | None:
+def below_fc6_backbone(backbone: Backbone, patch_size: int) -> Backbone | str:
     """The backbone cut below FC6 (`split_below_fc6`) as a backbone of its own, whose
-    descriptors are what FC6 reads; None (logged) when the net has no FC6."""
+    descriptors are what FC6 reads; the one-line reason when the net has no FC6."""
     try:
         below = split_below_fc6(backbone.module, backbone.name)
     except PipelineError as err:
-        log.info("%s; no update variant", err)
-        return None
+        return str(err)
     with torch.inference_mode():
         dim = below.lower(torch.zeros(1, 3, patch_size, patch_size)).shape[1]
     return dataclasses.replace(
@@ -60,7 +60,10 @@ def run(
             "action-below-fc6": below_fc6_backbone(backbone, size),
         }
         for kind, described in kinds.items():
-            if described is None:
+            if isinstance(described, str):
+                for one_split in params.splits(split):
+                    write_text(described + "\n", layout.cache(kind, name, one_split) / NO_FC6)
+                log.info("%s; no update variant", described)
                 continue
             extractor = FeatureExtractor(described, torch_device, batch)
             identity = backbone_identity(name, described, size)
