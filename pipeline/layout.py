@@ -35,9 +35,9 @@ class Layout:
         return Path("data") / "action-patches" / self.dataset / split
 
     def action_results(self, net: str, variant: str, year: int) -> Path:
-        """``data/results/<dataset>/<net>/action-<variant>/VOC<year>/Action``: devkit result
+        """``data/action-results/<dataset>/<net>/<variant>/VOC<year>/Action``: devkit result
         files of one variant of the action task."""
-        base = Path("data") / "results" / self.dataset / net_dir(net) / f"action-{variant}"
+        base = Path("data") / "action-results" / self.dataset / net_dir(net) / variant
         return base / f"VOC{year}" / "Action"
 
     def action_maps(self, net: str) -> Path:

@@ -25,7 +25,10 @@ def demo_params(root: Path) -> dict:
     params = yaml.safe_load(REPO_PARAMS.read_text())
     params["jobs"] = 1
     params["dataset"].update(name="test-voc", root=str(root), classes=list(CLASSES))
-    params["demo"].update(classes=list(CLASSES), n_trainval=6, n_test=3, seed=7)
+    params["demo"].update(
+        classes=list(CLASSES), n_trainval=6, n_test=3, seed=7, n_action_trainval=4,
+        n_action_test=2,
+    )  # fmt: skip
     params["tiling"]["patch_size"] = 32
     params["shards"]["patches_per_shard"] = 64
     params["features"].update(nets=["tiny"], device="cpu", batch_size=32, images_per_shard=1)

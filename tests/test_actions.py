@@ -1,0 +1,180 @@
+"""The action task: reading ImageSets/Action, mirror-padded person patches, the three variants
+and what never reaches a training batch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from pipeline.cutting import RESAMPLE, cut_mirrored
+from pipeline.demo import generate_demo
+from pipeline.errors import PipelineError
+from pipeline.nets import build_backbone, build_untrained
+from pipeline.trunks import WindowAverage, WindowedTrunk
+from pipeline.upper_layers import split_below_fc6
+from tests.cli import run_cli
+from tests.conftest import CLASSES, demo_params
+
+ACTIONS = ["jumping", "phoning", "ridingbike"]
+
+
+def test_a_person_at_an_image_corner_is_cut_from_the_mirrored_image():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+    # a square of side 24 whose corner lies 10 px left of and 6 px above the image
+    patch = cut_mirrored(image, np.array([[-10.0, -6.0, 24.0]]), 16)[0]
+    by_hand = np.pad(image, ((6, 0), (10, 0), (0, 0)), mode="symmetric")[:24, :24]
+    expected = np.asarray(Image.fromarray(by_hand).resize((16, 16), RESAMPLE))
+    assert np.array_equal(patch, expected)
+    # mirroring repeats the edge pixel: the pixel just outside the corner is the corner itself
+    assert np.array_equal(by_hand[5, 9], image[0, 0])
+
+
+def test_a_square_larger_than_the_image_folds_back_periodically():
+    image = np.arange(4 * 3 * 3, dtype=np.uint8).reshape(4, 3, 3)
+    patch = cut_mirrored(image, np.array([[-5.0, -5.0, 13.0]]), 13)[0]
+    by_hand = np.pad(image, ((5, 4), (5, 5), (0, 0)), mode="symmetric")[:13, :13]
+    assert np.array_equal(patch, by_hand)
+
+
+@pytest.fixture(scope="session")
+def action_root(tmp_path_factory) -> Path:
+    """A demo devkit with an Action task: 8 trainval and 4 test images of persons."""
+    root = tmp_path_factory.mktemp("action") / "VOCdevkit" / "VOC2007"
+    generate_demo(
+        root, CLASSES, n_trainval=2, n_test=1, seed=5, actions=ACTIONS, n_action_trainval=8,
+        n_action_test=4,
+    )  # fmt: skip
+    return root
+
+
+@pytest.fixture
+def action_project(tmp_path, action_root, monkeypatch) -> Path:
+    """A project directory (cwd) with its own copy of the action devkit."""
+    root = tmp_path / "VOCdevkit" / "VOC2007"
+    shutil.copytree(action_root, root)
+    params = demo_params(root)
+    params["action"]["actions"] = ACTIONS
+    params["action"]["scratch"]["max_epochs"] = 2
+    params["head"].update(max_epochs=3, hidden=32)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def first_person_xml(root: Path) -> Path:
+    image_id = (root / "ImageSets/Action/trainval.txt").read_text().split()[0]
+    return root / "Annotations" / f"{image_id}.xml"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (
+            ("<jumping>0</jumping>", "<jumping>yes</jumping>"),
+            "malformed <actions>: <jumping> is 'yes'",
+        ),
+        (("<jumping>0</jumping>", "<dancing>0</dancing>"), "unknown action <dancing>"),
+        (("<phoning>", "<phoning_>"), "unknown action <phoning_>"),
+    ],
+)
+def test_a_bad_actions_block_is_one_line_naming_the_file_and_the_image_is_skipped(
+    action_project, change, needle
+):
+    root = action_project / "VOCdevkit/VOC2007"
+    xml = first_person_xml(root)
+    text = xml.read_text()
+    old, new = change
+    if old not in text:  # the first person does the action: break its other flag
+        old, new = old.replace(">0<", ">1<"), new.replace(">0<", ">1<")
+    xml.write_text(
+        text.replace(old, new, 1).replace(old.replace("<", "</", 1), new.replace("<", "</", 1), 1)
+    )
+    done = run_cli("action-samples", "--split", "trainval", check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(Path("manifests/test-voc/action/trainval/problems.json").read_text())
+    (problem,) = report["problems"]
+    assert report["skipped"] == 1 and str(xml) in problem and needle in problem
+    persons = pq.read_table("manifests/test-voc/action/trainval/persons.parquet")
+    assert xml.stem not in persons["image_id"].to_pylist() and persons.num_rows > 0
+    strict = run_cli("action-samples", "--split", "trainval", "--strict", check=False)
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr
+    assert needle in strict.stderr.strip().splitlines()[-1]
+
+
+def test_several_action_persons_never_reach_a_batch_and_are_scored(action_project, monkeypatch):
+    for split in ("trainval", "test"):
+        run_cli("action-samples", "--split", split)
+        run_cli("action-features", "--net", "tiny", "--split", split)
+    persons = pq.read_table("manifests/test-voc/action/trainval/persons.parquet").to_pandas()
+    several = persons[persons.actions.map(len) > 1]
+    assert len(several) > 0, "the demo draws some persons doing two actions"
+
+    import stages.fit_action as fit_action
+    from pipeline.params import load_params
+
+    seen = {}
+    real_train = fit_action.train_head
+
+    def spy(module, train, val, *args, **kwargs):
+        seen["labels"] = torch.cat([train[1], val[1]])
+        seen["rows"] = len(train[0]) + len(val[0])
+        return real_train(module, train, val, *args, **kwargs)
+
+    monkeypatch.setattr(fit_action, "train_head", spy)
+    fit_action.run(load_params(Path("params.yaml")), "tiny", "frozen", device="cpu")
+    assert seen["rows"] == len(persons) - len(several)
+    assert (seen["labels"] >= 0).all()
+    metrics = json.loads(Path("metrics/test-voc/tiny/action-frozen.json").read_text())
+    evaluated = pq.read_table("manifests/test-voc/action/test/persons.parquet")
+    assert metrics["eval_persons"] == evaluated.num_rows
+    assert metrics["excluded_persons"] == len(several)
+    results = Path("data/action-results/test-voc/tiny/frozen/VOC2007/Action")
+    lines = (results / "comp9_action_test_jumping.txt").read_text().splitlines()
+    assert len(lines) == evaluated.num_rows  # persons with two actions are scored too
+
+
+def test_the_three_variants_train_and_a_net_without_fc6_says_so(action_project):
+    for split in ("trainval", "test"):
+        run_cli("action-samples", "--split", split)
+        run_cli("action-features", "--net", "tiny", "--split", split)
+    for variant in ("frozen", "update", "scratch"):
+        run_cli("fit-action", "--net", "tiny", "--variant", variant)
+        metrics = json.loads(Path(f"metrics/test-voc/tiny/action-{variant}.json").read_text())
+        assert 0 <= metrics["mAP"] <= 1 and set(metrics["AP"]) == set(ACTIONS)
+    run_cli("action-maps", "--net", "tiny")
+    assert len(list(Path("data/action-maps/test-voc/tiny").glob("*.png"))) == 2
+    without = WindowedTrunk(torch.nn.Conv2d(3, 8, 3), WindowAverage())
+    with pytest.raises(PipelineError, match="no FC6 to re-train"):
+        split_below_fc6(without, "torchvision:resnet18")
+
+
+@pytest.mark.parametrize("net", ["tiny", "effnet-lite0"])
+def test_the_layers_above_the_cache_rebuild_the_descriptor_and_only_fc6_trains(net):
+    backbone = build_backbone(net, {"seed": 0})
+    below = split_below_fc6(backbone.module, net)
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        whole, rebuilt = backbone.module(pixels), below.upper.eval()(below.lower(pixels))
+    torch.testing.assert_close(rebuilt, whole, atol=1e-4, rtol=1e-4)
+    trained = [name for name, p in below.upper.named_parameters() if p.requires_grad]
+    assert trained and all(n.startswith(("layers.0.", "conv_head.")) for n in trained)
+
+
+def test_no_pretrain_is_the_same_architecture_with_other_random_weights():
+    pretrained = build_backbone("effnet-lite0").module.state_dict()
+    untrained, mean, std = build_untrained("effnet-lite0", {}, seed=0)
+    state = untrained.state_dict()
+    assert state.keys() == pretrained.keys() and mean == (0.5, 0.5, 0.5)
+    assert not torch.equal(
+        state["trunk.model.conv_stem.weight"], pretrained["trunk.model.conv_stem.weight"]
+    )
+    assert all(p.requires_grad for p in untrained.parameters())
