@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.actions import VOC_ACTIONS
 from pipeline.demo import MARKER, generate_demo
 from pipeline.voc import read_image_set
 from tests.devkit import devkit_ap
@@ -33,9 +34,13 @@ def readme_block(year_dir: str) -> str:
     return block
 
 
-def make_real_devkit(root: Path, *, n_trainval: int, n_test: int) -> None:
-    """A devkit as a user has it: made by the generator, without the demo's marker, read-only."""
-    generate_demo(root, CLASSES, n_trainval=n_trainval, n_test=n_test, seed=3)
+def make_real_devkit(root: Path, *, n_trainval: int, n_test: int, n_action: int = 0) -> None:
+    """A devkit as a user has it: made by the generator, without the demo's marker, read-only;
+    with `n_action` images of persons in ImageSets/Action (train, val) doing VOC's actions."""
+    generate_demo(
+        root, CLASSES, n_trainval=n_trainval, n_test=n_test, seed=3, actions=VOC_ACTIONS[:10],
+        n_action_trainval=n_action,
+    )  # fmt: skip
     (root / MARKER).unlink()
     for path in [root, *root.rglob("*")]:
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
@@ -106,7 +111,7 @@ def test_readme_voc2007_and_voc2012_recipes_run_verbatim_on_read_only_devkits(tm
     devkits = tmp_path / "VOCdevkit"
     voc2007, voc2012 = devkits / "VOC2007", devkits / "VOC2012"
     make_real_devkit(voc2007, n_trainval=4, n_test=2)
-    make_real_devkit(voc2012, n_trainval=4, n_test=0)  # train, val, trainval; no test
+    make_real_devkit(voc2012, n_trainval=4, n_test=0, n_action=10)  # no test split
     before = {root: tree_digest(root) for root in (voc2007, voc2012)}
     project = git_project(tmp_path)
 
@@ -116,6 +121,11 @@ def test_readme_voc2007_and_voc2012_recipes_run_verbatim_on_read_only_devkits(tm
     run_block(readme_block("VOC2012"), devkits, project)
     metrics = check_evaluation(project, voc2012, "voc2012", "val", "train")
     assert metrics["method"] == "VOC2012 area"
+    listed = (voc2012 / "ImageSets/Action/val.txt").read_text().splitlines()
+    for variant in ("frozen", "update", "scratch"):
+        path = project / f"metrics/voc2012/effnet-lite0/action-{variant}.json"
+        action = json.loads(path.read_text())
+        assert action["eval_persons"] == len(listed) and len(action["AP"]) == 10
 
     assert {root: tree_digest(root) for root in (voc2007, voc2012)} == before
     # the demo stage ran too, and wrote its own dataset only
