@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -56,17 +57,40 @@ def persons_of(params: Params, split: str, rows: dict[str, np.ndarray]) -> np.nd
     return action_truth(table, params.action.actions)
 
 
-def fit_variant(params: Params, net: str, variant: str, device: str | None) -> None:
-    """Train, save, score and evaluate one variant of one net."""
+@dataclass(frozen=True)
+class FittedVariant:
+    """A variant trained and scored: its model, per-epoch log, training rows kept out (several
+    or no listed action) and held out, the evaluation split's rows, probabilities ``[persons,
+    actions]``, AP per action, training images and seconds."""
+
+    model: ActionModel
+    history: list[EpochLog]
+    excluded: int
+    held_out: np.ndarray
+    evaluation: dict[str, np.ndarray]
+    probabilities: np.ndarray
+    aps: dict[str, float]
+    train_images: list[str]
+    seconds: float
+
+
+def fit_and_score(
+    params: Params, net: str, variant: str, device: str | None, shuffle_seed: int | None = None
+) -> FittedVariant:
+    """Train one variant of one net on the training split's single-action persons and score
+    every person of the evaluation split. `shuffle_seed` permutes the training labels first
+    (the control that a model learns from its labels: benchmarks/action_shuffled_labels.py)."""
     started = time.perf_counter()
     layout, actions = params.layout, params.action.actions
     train_split, eval_split = params.dataset.train_split, params.dataset.eval_split
     train = variant_inputs(layout, variant, net, train_split)
     inputs = "pixels" if variant == "scratch" else "features"
     usable = train["label"] >= 0  # one listed action: persons with several never reach a batch
+    labels = train["label"][usable].astype(np.int64)
+    if shuffle_seed is not None:
+        labels = np.random.default_rng(shuffle_seed).permutation(labels)
     held = holdout_mask(train["image_id"][usable], params.head.val_fraction, params.head.seed)
-    x = torch.from_numpy(train[inputs][usable])
-    y = torch.from_numpy(train["label"][usable].astype(np.int64))
+    x, y = torch.from_numpy(train[inputs][usable]), torch.from_numpy(labels)
     dim = int(np.prod(train[inputs].shape[1:]))
     model = build_action_model(params, variant, net, dim, params.nets.options(net))
     torch_device = resolve_device(device or params.head.device)
@@ -84,29 +108,45 @@ def fit_variant(params: Params, net: str, variant: str, device: str | None) -> N
         model, evaluation[inputs], torch_device, model.config.batch_size
     )
     aps = class_aps(probabilities, truth, actions, "area")
-    save_model(params, net, variant, model, train_images)
-    write_results(params, net, variant, evaluation, probabilities)
-    best = min(history, key=lambda e: e.val_loss)
+    return FittedVariant(
+        model,
+        history,
+        int((~usable).sum()),
+        held,
+        evaluation,
+        probabilities,
+        aps,
+        train_images,
+        seconds,
+    )
+
+
+def fit_variant(params: Params, net: str, variant: str, device: str | None) -> None:
+    """Train, save, score and evaluate one variant of one net."""
+    fitted = fit_and_score(params, net, variant, device)
+    layout = params.layout
+    save_model(params, net, variant, fitted.model, fitted.train_images)
+    write_results(params, net, variant, fitted.evaluation, fitted.probabilities)
+    best = min(fitted.history, key=lambda e: e.val_loss)
     metrics = {
-        "mAP": round(mean_ap(aps), 6),
-        "AP": {a: (None if np.isnan(v) else round(v, 6)) for a, v in aps.items()},
-        "eval_persons": len(truth),
-        "train_persons": int((~held).sum()),
-        "val_persons": int(held.sum()),
-        "excluded_persons": int((~usable).sum()),
-        "epochs": len(history),
+        "mAP": round(mean_ap(fitted.aps), 6),
+        "AP": {a: (None if np.isnan(v) else round(v, 6)) for a, v in fitted.aps.items()},
+        "eval_persons": len(fitted.probabilities),
+        "train_persons": int((~fitted.held_out).sum()),
+        "val_persons": int(fitted.held_out.sum()),
+        "excluded_persons": fitted.excluded,
+        "epochs": len(fitted.history),
         "best_epoch": best.epoch,
-        "train_seconds": round(seconds, 3),
+        "train_seconds": round(fitted.seconds, 3),
     }
     write_json(metrics, layout.metrics(net) / f"action-{variant}.json")
-    write_json(
-        [dataclasses.asdict(e) for e in history], layout.plots(net) / f"action-{variant}.json"
-    )
+    history = [dataclasses.asdict(e) for e in fitted.history]
+    write_json(history, layout.plots(net) / f"action-{variant}.json")
     log.info(
         "action %s of %s: mAP %.4f over %d persons of %s (%d training persons, %d with several "
         "or no listed action left out), %.1f s",
-        variant, net, metrics["mAP"], len(truth), eval_split, metrics["train_persons"],
-        metrics["excluded_persons"], seconds,
+        variant, net, metrics["mAP"], metrics["eval_persons"], params.dataset.eval_split,
+        metrics["train_persons"], metrics["excluded_persons"], fitted.seconds,
     )  # fmt: skip
 
 

@@ -1,0 +1,37 @@
+"""mAP of each action variant trained on the true labels against the same variant trained on
+labels permuted across the training persons: the check that each one learns from its labels.
+
+Uses the caches of a finished `dvc repro` (params.yaml in the current directory); writes
+nothing. Run on demand:
+
+    python benchmarks/action_shuffled_labels.py [--net effnet-lite0] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipeline.action_models import VARIANTS
+from pipeline.metrics import mean_ap
+from pipeline.params import load_params
+from stages.fit_action import fit_and_score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--net", default="effnet-lite0")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    params = load_params(Path("params.yaml"))
+    print("variant   true mAP  shuffled mAP")
+    for variant in VARIANTS:
+        true = mean_ap(fit_and_score(params, args.net, variant, None).aps)
+        shuffled = mean_ap(fit_and_score(params, args.net, variant, None, args.seed).aps)
+        print(f"{variant:8s}  {true:.4f}    {shuffled:.4f}")
+
+
+if __name__ == "__main__":
+    main()
