@@ -58,6 +58,9 @@ net_option = click.option(
 jobs_option = click.option(
     "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: jobs)."
 )
+head_device_option = click.option(
+    "--device", default=None, help="auto, cpu, cuda (default: param head.device)."
+)
 strict_option = click.option(
     "--strict", is_flag=True, help="Stop at the first bad input instead of skipping it."
 )
@@ -194,7 +197,7 @@ def dense(
 
 @cli.command("fit-head")
 @net_option
-@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
+@head_device_option
 @params_option
 @verbose_option
 def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
@@ -205,7 +208,7 @@ def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bo
 
 @cli.command("fit-weak")
 @net_option
-@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
+@head_device_option
 @params_option
 @verbose_option
 def fit_weak(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
@@ -216,7 +219,7 @@ def fit_weak(net: str | None, device: str | None, params_path: Path, verbose: bo
 
 @cli.command("fit-cam")
 @net_option
-@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
+@head_device_option
 @params_option
 @verbose_option
 def fit_cam(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
