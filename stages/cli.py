@@ -61,6 +61,15 @@ jobs_option = click.option(
 head_device_option = click.option(
     "--device", default=None, help="auto, cpu, cuda (default: param head.device)."
 )
+trunk_device_option = click.option(
+    "--device", default=None, help="auto, cpu, cuda, cuda:N (default: param features.device)."
+)
+batch_size_option = click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Default: features.batch_size."
+)
+workers_option = click.option(
+    "--workers", default=None, help="DataLoader workers or auto (default: param features.workers)."
+)
 strict_option = click.option(
     "--strict", is_flag=True, help="Stop at the first bad input instead of skipping it."
 )
@@ -147,11 +156,9 @@ def sample(split: str | None, params_path: Path, jobs: int | None, verbose: bool
     help="Read patch shards or cut from images; auto: shards for the training split (and any "
     "sampled split), images for the others.",
 )
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Default: features.batch_size."
-)
-@click.option("--workers", default=None, help="DataLoader workers or auto (default: param).")
+@trunk_device_option
+@batch_size_option
+@workers_option
 @params_option
 @verbose_option
 def features(
@@ -178,8 +185,8 @@ def features(
 @cli.command("dense")
 @net_option
 @split_option
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
-@click.option("--workers", default=None, help="DataLoader workers or auto (default: param).")
+@trunk_device_option
+@workers_option
 @params_option
 @verbose_option
 def dense(
@@ -286,11 +293,9 @@ def action_samples(
 @cli.command("action-features")
 @net_option
 @split_option
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N (default: param).")
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Default: features.batch_size."
-)
-@click.option("--workers", default=None, help="DataLoader workers or auto (default: param).")
+@trunk_device_option
+@batch_size_option
+@workers_option
 @params_option
 @verbose_option
 def action_features(
@@ -320,7 +325,7 @@ def action_features(
     help="frozen: FCa + FCb on FC7; update: FC6 re-trained too (PRE-1512U); scratch: the whole "
     "net from random weights (NO PRETRAIN).",
 )
-@click.option("--device", default=None, help="auto, cpu, cuda (default: param head.device).")
+@head_device_option
 @params_option
 @verbose_option
 def fit_action(
