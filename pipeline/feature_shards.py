@@ -82,13 +82,19 @@ class ShardSource:
 
     @classmethod
     def plan(
-        cls, patch_dir: Path, out: Path, identity: dict[str, Any], chunk_rows: int
+        cls,
+        patch_dir: Path,
+        out: Path,
+        identity: dict[str, Any],
+        chunk_rows: int,
+        writer: str = "sample",
     ) -> ShardSource:
         """One feature shard in `out` per patch shard of `patch_dir`, keyed by the SHA-256 of
         the patch shard's bytes (checked against its index first, so that no cache can stay
-        keyed to a file that is no longer there)."""
+        keyed to a file that is no longer there; a bad one names `writer`, the stage that
+        rewrites the patch shards)."""
         shards = read_shard_index(patch_dir)
-        verify_shards(shards, writer="sample")  # each digest below is that of the file read
+        verify_shards(shards, writer)  # each digest below is that of the file read
         tasks = [
             FeatureTask(
                 path=out / shard.path.name,

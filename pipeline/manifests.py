@@ -202,15 +202,20 @@ SCHEMAS = {
 }
 
 
-def manifest_problems(directory: Path) -> tuple[int, list[str]]:
-    """Check the manifests of a split: each present, readable to its last row and of its
-    schema. Returns how many files were checked and one line per problem, naming the file and
-    the stage that rewrites it."""
+def manifest_problems(
+    directory: Path,
+    schemas: dict[str, pa.Schema] = SCHEMAS,
+    written_by: dict[str, str] = WRITTEN_BY,
+) -> tuple[int, list[str]]:
+    """Check the manifests of a split (file name -> schema, and -> the stage that writes it;
+    by default the object task's): each present, readable to its last row and of its schema.
+    Returns how many files were checked and one line per problem, naming the file and the
+    stage that rewrites it."""
     problems = []
-    for name, schema in SCHEMAS.items():
+    for name, schema in schemas.items():
         path, rerun = (
             directory / name,
-            f"re-run `pipeline {WRITTEN_BY[name]} --split {directory.name}`",
+            f"re-run `pipeline {written_by[name]} --split {directory.name}`",
         )
         try:
             table = pq.read_table(path)
@@ -222,4 +227,4 @@ def manifest_problems(directory: Path) -> tuple[int, list[str]]:
             continue
         if not table.schema.equals(schema):
             problems.append(f"{path}: columns are not those of this version; {rerun}")
-    return len(SCHEMAS), problems
+    return len(schemas), problems

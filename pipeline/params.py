@@ -14,7 +14,15 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
@@ -29,6 +37,17 @@ PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Seed = Annotated[int, Field(strict=True, ge=0)]
 NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
 Name = Annotated[str, Field(min_length=1, pattern=NAME_PATTERN)]
+
+
+def _listed_once(names: list[str]) -> list[str]:
+    """`names` unchanged; ValueError naming those listed more than once."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"lists {', '.join(twice)} more than once")
+    return names
+
+
+DistinctNames = Annotated[list[Name], AfterValidator(_listed_once)]
 
 
 class Block(BaseModel):
@@ -47,18 +66,10 @@ class Dataset(Block):
     )
     train_split: Name = Field(description="the split the head learns from (VOC2012: train)")
     eval_split: Name = Field(description="the split scored and evaluated (VOC2012: val)")
-    classes: list[Name] = Field(min_length=1, description="label i + 1 is classes[i]")
+    classes: DistinctNames = Field(min_length=1, description="label i + 1 is classes[i]")
     box_tolerance: Annotated[float, Field(ge=0)] = Field(
         description="pixels a box may reach outside its image and be clipped"
     )
-
-    @field_validator("classes")
-    @classmethod
-    def _unique(cls, classes: list[str]) -> list[str]:
-        twice = sorted({c for c in classes if classes.count(c) > 1})
-        if twice:
-            raise ValueError(f"lists {', '.join(twice)} more than once")
-        return classes
 
     @model_validator(mode="after")
     def _distinct_splits(self) -> Dataset:
@@ -74,7 +85,7 @@ class Demo(Block):
     """The synthetic dataset `pipeline demo` writes (only at its own root)."""
 
     root: Path = Field(description="where `pipeline demo` writes; never a real devkit")
-    classes: list[Name] = Field(min_length=1, description="classes drawn in the demo images")
+    classes: DistinctNames = Field(min_length=1, description="classes drawn in the demo images")
     n_trainval: Annotated[int, Field(strict=True, ge=2)] = Field(
         description="trainval images (halved into train and val)"
     )
@@ -82,7 +93,7 @@ class Demo(Block):
         description="test images; 0 gives the VOC2012 layout (no test split)"
     )
     seed: Seed = Field(description="everything drawn is a function of it")
-    actions: list[Name] = Field(
+    actions: DistinctNames = Field(
         description="actions of the demo's persons (VOC names with a drawn pose or prop)"
     )
     n_action_trainval: Annotated[int, Field(strict=True, ge=0)] = Field(
@@ -247,7 +258,7 @@ class Scratch(Block):
 class Action(Block):
     """The VOC Action task: persons of ``ImageSets/Action`` and their actions."""
 
-    actions: list[Name] = Field(
+    actions: DistinctNames = Field(
         min_length=2, description="label i is actions[i]; VOC2012: its ten (`other` optional)"
     )
     update_lr: Annotated[float, Field(gt=0)] = Field(
@@ -257,14 +268,6 @@ class Action(Block):
     map_images: Annotated[int, Field(strict=True, ge=0)] = Field(
         description="evaluation images given action maps (the first N)"
     )
-
-    @field_validator("actions")
-    @classmethod
-    def _unique(cls, actions: list[str]) -> list[str]:
-        twice = sorted({a for a in actions if actions.count(a) > 1})
-        if twice:
-            raise ValueError(f"lists {', '.join(twice)} more than once")
-        return actions
 
 
 class Heatmaps(Block):

@@ -70,7 +70,7 @@ def run(
             for one_split in params.splits(split):
                 planned = ShardSource.plan(
                     layout.action_patches(one_split), layout.cache(kind, name, one_split),
-                    identity, batch,
+                    identity, batch, writer="action-samples",
                 )  # fmt: skip
                 timing = layout.timing(name, f"{kind}-{one_split}")
                 out = layout.cache(kind, name, one_split)

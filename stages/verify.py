@@ -4,41 +4,33 @@ what is wrong and which stage to re-run."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
+from pipeline.action_models import VARIANTS
+from pipeline.actions import PERSONS_SCHEMA
 from pipeline.errors import PipelineError
 from pipeline.head import read_checkpoint
 from pipeline.manifests import manifest_problems
 from pipeline.params import Params
 from pipeline.shards import shard_directory_problems
+from pipeline.upper_layers import NO_FC6
 
 log = logging.getLogger("pipeline")
 
+Checked = tuple[int, list[str]]  # files checked, one line per problem
+
 
 def run(params: Params) -> None:
-    """Check the outputs of every split and net; log one line per problem and raise a
-    PipelineError counting them, or log that all is well."""
-    layout, train = params.layout, params.dataset.train_split
-    problems: list[str] = []
-    checked = 0
-    for split in params.splits(None):
-        files, found = manifest_problems(layout.manifests(split))
-        checked, problems = checked + files, problems + found
-    directories = [(layout.patches(train), "sample")] + [
-        (cache(net, split), writer)
-        for cache, writer in ((layout.features, "features"), (layout.dense, "dense"))
-        for net in params.features.nets
-        for split in params.splits(None)
-    ]
-    for directory, writer in directories:
-        files, found = shard_directory_problems(directory, writer)
-        checked, problems = checked + files, problems + found
-    for net in params.features.nets:
-        for method, writer in (("head", "fit-head"), ("weak", "fit-weak"), ("cam", "fit-cam")):
-            checked += 1
-            try:
-                read_checkpoint(layout.head(net, method), net, writer)
-            except PipelineError as err:
-                problems.append(str(err))
+    """Check the outputs of every split and net of the object task, and of the action task
+    once it has been started (its training persons indexed); log one line per problem and
+    raise a PipelineError counting them, or log that all is well."""
+    layout = params.layout
+    results = list(_object_task(params))
+    if layout.action_manifests(params.dataset.train_split).is_dir():
+        results += _action_task(params)
+    checked = sum(files for files, _ in results)
+    problems = [line for _, found in results for line in found]
     for line in problems:
         log.warning("%s", line)
     if problems:
@@ -46,3 +38,51 @@ def run(params: Params) -> None:
     log.info(
         "verify: %d files of %s checked, all as their stages wrote them", checked, layout.dataset
     )
+
+
+def _object_task(params: Params) -> Iterator[Checked]:
+    layout, splits = params.layout, params.splits(None)
+    for split in splits:
+        yield manifest_problems(layout.manifests(split))
+    yield shard_directory_problems(layout.patches(params.dataset.train_split), "sample")
+    for net in params.features.nets:
+        for split in splits:
+            yield shard_directory_problems(layout.features(net, split), "features")
+            yield shard_directory_problems(layout.dense(net, split), "dense")
+        for method in ("head", "weak", "cam"):
+            yield _checkpoint_problems(layout.head(net, method), net, f"fit-{method}")
+
+
+def _action_task(params: Params) -> Iterator[Checked]:
+    layout, splits = params.layout, params.splits(None)
+    for split in splits:
+        yield manifest_problems(
+            layout.action_manifests(split),
+            {"persons.parquet": PERSONS_SCHEMA},
+            {"persons.parquet": "action-samples"},
+        )
+        yield shard_directory_problems(layout.action_patches(split), "action-samples")
+    for net in params.features.nets:
+        without_fc6 = (layout.cache("action-below-fc6", net, splits[0]) / NO_FC6).is_file()
+        for split in splits:
+            yield shard_directory_problems(
+                layout.cache("action-features", net, split), "action-features"
+            )
+            if not without_fc6:
+                yield shard_directory_problems(
+                    layout.cache("action-below-fc6", net, split), "action-features"
+                )
+        for variant in VARIANTS:
+            if variant == "update" and without_fc6:
+                continue
+            yield _checkpoint_problems(
+                layout.head(net, f"action-{variant}"), net, f"fit-action --variant {variant}"
+            )
+
+
+def _checkpoint_problems(path: Path, net: str, writer: str) -> Checked:
+    try:
+        read_checkpoint(path, net, writer)
+    except PipelineError as err:
+        return 1, [str(err)]
+    return 1, []

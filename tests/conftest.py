@@ -35,6 +35,13 @@ def demo_params(root: Path) -> dict:
     return params
 
 
+def flip_a_byte_in_the_middle(path: Path) -> None:
+    """Damage a file as bit rot would: one byte in its middle inverted."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 class Payload:
     """A pickle that, when loaded without weights_only, writes a file: proof that it ran."""
 

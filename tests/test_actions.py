@@ -21,7 +21,7 @@ from pipeline.nets import build_backbone, build_untrained
 from pipeline.trunks import WindowAverage, WindowedTrunk
 from pipeline.upper_layers import split_below_fc6
 from tests.cli import run_cli
-from tests.conftest import CLASSES, demo_params
+from tests.conftest import CLASSES, demo_params, flip_a_byte_in_the_middle
 
 ACTIONS = ["jumping", "phoning", "ridingbike"]
 
@@ -142,7 +142,9 @@ def test_several_action_persons_never_reach_a_batch_and_are_scored(action_projec
     assert len(lines) == evaluated.num_rows  # persons with two actions are scored too
 
 
-def test_the_three_variants_train_and_a_net_without_fc6_says_so(action_project):
+def test_the_three_variants_train_verify_checks_them_and_a_net_without_fc6_says_so(
+    action_project,
+):
     for split in ("trainval", "test"):
         run_cli("action-samples", "--split", split)
         run_cli("action-features", "--net", "tiny", "--split", split)
@@ -155,6 +157,21 @@ def test_the_three_variants_train_and_a_net_without_fc6_says_so(action_project):
     without = WindowedTrunk(torch.nn.Conv2d(3, 8, 3), WindowAverage())
     with pytest.raises(PipelineError, match="no FC6 to re-train"):
         split_below_fc6(without, "torchvision:resnet18")
+
+    clean = run_cli("verify", check=False).stderr
+    assert "action" not in clean  # only the object task (not run here) has problems
+    shard = next(Path("data/action-patches/test-voc/test").glob("*.h5"))
+    flip_a_byte_in_the_middle(shard)
+    Path("data/heads/test-voc/tiny/action-update.pt").unlink()
+    damaged = run_cli("verify", check=False).stderr
+    assert (
+        f"{shard}: bytes do not match the SHA-256 in index.parquet (damaged or partly copied); "
+        "re-run `pipeline action-samples`, which rewrites it" in damaged
+    )
+    assert "run `pipeline fit-action --variant update --net tiny`" in damaged
+    done = run_cli("action-features", "--net", "tiny", "--split", "test", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {shard}: bytes do not match")
 
 
 @pytest.mark.parametrize("net", ["tiny", "effnet-lite0"])

@@ -19,16 +19,10 @@ from PIL import Image
 from pipeline.atomic import exclusive
 from pipeline.hashing import file_sha256
 from tests.cli import run_cli
-from tests.conftest import Payload
+from tests.conftest import Payload, flip_a_byte_in_the_middle
 
 PATCHES = Path("data/patches/test-voc/trainval")
 FEATURES = Path("data/features/test-voc/tiny")
-
-
-def flip_a_byte_in_the_middle(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def hashes(directory: Path) -> dict[str, str]:
