@@ -28,6 +28,7 @@ from pipeline.layout import Layout
 from pipeline.nets import build_backbone, build_untrained, normalise
 from pipeline.params import Head as HeadParams
 from pipeline.params import Params
+from pipeline.patch_codecs import read_pixels
 from pipeline.shards import (
     PATCH_FORMAT_VERSION,
     check_format_version,
@@ -49,7 +50,7 @@ def read_person_pixels(directory: Path) -> dict[str, np.ndarray]:
     for shard in read_shard_index(directory):
         with h5py.File(io.BytesIO(verified_bytes(shard, writer="action-samples")), "r") as f:
             check_format_version(f, PATCH_FORMAT_VERSION, shard.path)
-            parts.append({"pixels": f["pixels"][:], **read_row_keys(f)})
+            parts.append({"pixels": read_pixels(f, slice(None)), **read_row_keys(f)})
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from pipeline.cutting import cut_patches
 from pipeline.errors import PipelineError
+from pipeline.patch_codecs import read_pixels
 from pipeline.shards import PATCH_FORMAT_VERSION, ShardFile, check_format_version
 from pipeline.voc import load_rgb
 
@@ -65,7 +66,7 @@ class PatchShardDataset(Dataset):
         row = index - int(self.offsets[k])
         f = self.files[k]
         return {
-            "pixels": torch.from_numpy(f["pixels"][row]),
+            "pixels": torch.from_numpy(read_pixels(f, slice(row, row + 1))[0]),
             "label": int(f["label"][row]),
             "image_id": f["image_id"][row].decode(),
             "patch": int(f["patch"][row]),
@@ -92,7 +93,7 @@ class ShardPixelChunks(Dataset):
         """The chunk's pixels, or the PipelineError met reading them (see `raise_errors`)."""
         k, start, stop = self.chunks[index]
         try:
-            return torch.from_numpy(self.files[k]["pixels"][start:stop])
+            return torch.from_numpy(read_pixels(self.files[k], slice(start, stop)))
         except PipelineError as err:
             return err
 

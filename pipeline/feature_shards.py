@@ -27,6 +27,7 @@ from pipeline.shards import (
     read_row_keys,
     read_shard_index,
     shard_name,
+    store_array,
     verify_shards,
     write_shard,
 )
@@ -185,14 +186,12 @@ def write_feature_shards(
         keys = task.row_keys()
         sha = write_shard(
             task.path,
-            data=("features", np.concatenate(held)),
+            store=store_array("features", np.concatenate(held), FEATURE_CHUNK_ROWS),
             label=keys["label"],
             image_id=keys["image_id"].tolist(),
             patch=keys["patch"],
             format_version=FEATURE_FORMAT_VERSION,
             digest=task.digest,
-            chunk_rows=FEATURE_CHUNK_ROWS,
-            compression={},
             attrs=attrs,
         )
         yield task, sha

@@ -157,9 +157,14 @@ class Shards(Block):
     """HDF5 patch shards."""
 
     patches_per_shard: PositiveInt = Field(description="consecutive training patches per file")
-    compression: Literal["gzip", "lzf", "none"] = Field(description="HDF5 filter of the pixels")
+    compression: Literal["none", "gzip", "lzf", "blosc2-lz4", "blosc2-zstd", "jpeg"] = Field(
+        description="how the pixels are stored: an HDF5 filter (lossless), or JPEG (lossy)"
+    )
     compression_level: Annotated[int, Field(strict=True, ge=0, le=9)] | None = Field(
-        description="gzip level; ignored by lzf and none"
+        description="gzip and Blosc2 level (None: 1 for gzip, 5 for Blosc2); ignored by the others"
+    )
+    jpeg_quality: Annotated[int, Field(strict=True, ge=1, le=100)] = Field(
+        description="quality of jpeg; ignored by the others"
     )
 
 

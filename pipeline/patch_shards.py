@@ -16,6 +16,7 @@ from pipeline.cutting import cut_mirrored, cut_patches
 from pipeline.errors import PipelineError
 from pipeline.hashing import digest_of
 from pipeline.parallel import parallel_map
+from pipeline.patch_codecs import PatchCodec
 from pipeline.runs import runs
 from pipeline.shards import PATCH_FORMAT_VERSION, shard_name, update_shards, write_patch_shard
 from pipeline.voc import load_rgb
@@ -35,8 +36,7 @@ class PatchShardTask:
     boxes: np.ndarray
     label: np.ndarray
     patch_size: int
-    compression: str
-    compression_level: int | None
+    codec: PatchCodec
     mirrored: bool = False  # centred samples reaching outside the image (`cut_mirrored`)
 
     @property
@@ -50,8 +50,7 @@ class PatchShardTask:
         return digest_of(
             PATCH_FORMAT_VERSION,
             self.patch_size,
-            self.compression,
-            self.compression_level,
+            *self.codec.identity,
             [self.image_sha256[i] for i in dict.fromkeys(self.image_id.tolist())],
             "\n".join(self.image_id.tolist()),
             self.patch,
@@ -69,14 +68,14 @@ def plan_patch_shards(
     *,
     patches_per_shard: int,
     patch_size: int,
-    compression: str,
-    compression_level: int | None,
+    codec: PatchCodec,
     mirrored: bool = False,
 ) -> list[PatchShardTask]:
     """Split the selected rows of a patches table, in order, into shards of
-    `patches_per_shard` rows written to `directory`; `image_paths` and `image_sha256` give each
-    image's file and the SHA-256 of its bytes. `mirrored`: the boxes may reach outside their
-    image, which is then mirrored (action samples); else they are grid patches."""
+    `patches_per_shard` rows written to `directory` and stored by `codec`; `image_paths` and
+    `image_sha256` give each image's file and the SHA-256 of its bytes. `mirrored`: the boxes
+    may reach outside their image, which is then mirrored (action samples); else they are grid
+    patches."""
     ids = selected["image_id"].to_numpy(zero_copy_only=False).astype(str)
     boxes = np.stack([selected[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     patch, label = selected["patch"].to_numpy(), selected["label"].to_numpy()
@@ -93,8 +92,7 @@ def plan_patch_shards(
                 boxes=boxes[rows],
                 label=label[rows],
                 patch_size=patch_size,
-                compression=compression,
-                compression_level=compression_level,
+                codec=codec,
                 mirrored=mirrored,
             )
         )
@@ -115,8 +113,7 @@ def write_patch_shard_task(task: PatchShardTask) -> str:
         image_id=task.image_id.tolist(),
         patch=task.patch,
         digest=task.digest,
-        compression=task.compression,
-        compression_level=task.compression_level,
+        codec=task.codec,
     )
 
 

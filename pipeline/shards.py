@@ -1,8 +1,9 @@
 """Sharded HDF5 storage of patch pixels (docs/method.md 3).
 
-A patch shard holds ``pixels`` uint8 ``[N, S, S, 3]`` RGB (one patch per chunk), ``label``
-int16, ``image_id`` and ``patch`` (joining each row back to ``patches.parquet``), and the
-attributes ``format_version`` and ``digest`` (a hash of everything the shard's content depends
+A patch shard holds the patches' pixels as its codec stores them (`pipeline.patch_codecs`:
+``pixels`` uint8 ``[N, S, S, 3]`` RGB one patch per chunk, or ``jpeg``), ``label`` int16,
+``image_id`` and ``patch`` (joining each row back to ``patches.parquet``), and the attributes
+``format_version``, ``codec`` and ``digest`` (a hash of everything the shard's content depends
 on, so that a finished shard can be recognised and skipped on re-run).
 """
 
@@ -23,8 +24,9 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path, exclusive, remove_stale_temporaries, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
+from pipeline.patch_codecs import PatchCodec
 
-PATCH_FORMAT_VERSION = 1
+PATCH_FORMAT_VERSION = 2  # 2: the pixels' codec in the attribute ``codec``
 INDEX_NAME = "index.parquet"
 log = logging.getLogger("pipeline")
 
@@ -34,48 +36,27 @@ def shard_name(number: int) -> str:
     return f"shard-{number:05d}.h5"
 
 
-def h5_compression(name: str, level: int | None) -> dict[str, Any]:
-    """Translate a compression param (``gzip``, ``lzf`` or ``none``) into h5py dataset keywords."""
-    if name == "gzip":
-        return {"compression": "gzip", "compression_opts": 1 if level is None else int(level)}
-    if name == "lzf":
-        return {"compression": "lzf"}
-    if name == "none":
-        return {}
-    raise PipelineError(f"shards.compression: unknown compression {name!r} (gzip, lzf or none)")
-
-
 def write_shard(
     path: Path,
     *,
-    data: tuple[str, np.ndarray],
+    store: Callable[[h5py.File], None],
     label: np.ndarray,
     image_id: Sequence[str],
     patch: np.ndarray,
     format_version: int,
     digest: str,
-    chunk_rows: int,
-    compression: dict[str, Any],
     attrs: dict[str, Any] | None = None,
 ) -> str:
     """Write one shard atomically and return the SHA-256 of its bytes.
 
-    `data` is the main dataset, ``(name, array [N, ...])``, stored in chunks of `chunk_rows` rows
-    with the h5py `compression` keywords; beside it ``label`` int16, ``image_id`` (str) and
-    ``patch`` int32, all ``[N]``, and the attributes ``format_version``, ``digest`` and `attrs`.
-    No timestamps are stored, so the same content gives the same bytes.
+    `store` writes the main data into the open file (a patch codec's pixels, or `store_array`);
+    beside it go ``label`` int16, ``image_id`` (str) and ``patch`` int32, all ``[N]``, and the
+    attributes ``format_version``, ``digest`` and `attrs`. No timestamps are stored, so the
+    same content gives the same bytes.
     """
-    name, array = data
-    n = len(array)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
-            f.create_dataset(
-                name,
-                data=array,
-                chunks=(min(chunk_rows, n), *array.shape[1:]) if n else None,
-                track_times=False,
-                **(compression if n else {}),
-            )
+            store(f)
             f.create_dataset("label", data=np.asarray(label, np.int16), track_times=False)
             f.create_dataset(
                 "image_id",
@@ -92,6 +73,17 @@ def write_shard(
     return sha
 
 
+def store_array(name: str, array: np.ndarray, chunk_rows: int) -> Callable[[h5py.File], None]:
+    """A `write_shard` store of `array` ``[N, ...]`` as the uncompressed dataset `name`, in
+    chunks of `chunk_rows` rows."""
+
+    def store(f: h5py.File) -> None:
+        chunks = (min(chunk_rows, len(array)), *array.shape[1:]) if len(array) else None
+        f.create_dataset(name, data=array, chunks=chunks, track_times=False)
+
+    return store
+
+
 def write_patch_shard(
     path: Path,
     *,
@@ -100,24 +92,21 @@ def write_patch_shard(
     image_id: Sequence[str],
     patch: np.ndarray,
     digest: str,
-    compression: str = "gzip",
-    compression_level: int | None = 1,
+    codec: PatchCodec,
 ) -> str:
     """Write one patch shard atomically (see `write_shard`) and return its SHA-256.
 
-    Takes pixels ``[N, S, S, 3]`` uint8 RGB (stored one patch per chunk), label int16 ``[N]``,
-    image ids, patch indices ``[N]`` and the content digest.
+    Takes pixels ``[N, S, S, 3]`` uint8 RGB (stored by `codec`), label int16 ``[N]``, image
+    ids, patch indices ``[N]`` and the content digest.
     """
     return write_shard(
         path,
-        data=("pixels", pixels),
+        store=lambda f: codec.store(f, pixels),
         label=label,
         image_id=image_id,
         patch=patch,
         format_version=PATCH_FORMAT_VERSION,
         digest=digest,
-        chunk_rows=1,
-        compression=h5_compression(compression, compression_level),
     )
 
 

@@ -24,6 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.manifests import image_digests
 from pipeline.parallel import Problems, parallel_map
 from pipeline.params import Params
+from pipeline.patch_codecs import shard_codec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
 
 log = logging.getLogger("pipeline")
@@ -109,7 +110,7 @@ def write_samples(params: Params, split: str, persons: pa.Table, *, jobs: int) -
     tasks = plan_patch_shards(
         samples, files, image_digests(files), out,
         patches_per_shard=params.shards.patches_per_shard, patch_size=params.tiling.patch_size,
-        compression=params.shards.compression, compression_level=params.shards.compression_level,
+        codec=shard_codec(params.shards),
         mirrored=True,
     )  # fmt: skip
 

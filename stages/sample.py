@@ -7,6 +7,7 @@ import logging
 
 from pipeline.manifests import image_digests, image_files, label_counts, read_manifest
 from pipeline.params import Params
+from pipeline.patch_codecs import shard_codec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
 from pipeline.sampling import select_training_patches
 
@@ -33,8 +34,7 @@ def run(params: Params, split: str | None, *, jobs: int) -> None:
         out,
         patches_per_shard=params.shards.patches_per_shard,
         patch_size=params.tiling.patch_size,
-        compression=params.shards.compression,
-        compression_level=params.shards.compression_level,
+        codec=shard_codec(params.shards),
     )
 
     write_patch_shards(out, tasks, jobs=jobs, desc=f"sample {split}")

@@ -24,6 +24,7 @@ from pipeline.features import (
 )
 from pipeline.hashing import file_sha256
 from pipeline.nets import build_backbone
+from pipeline.shards import PATCH_FORMAT_VERSION
 from tests.cli import run_cli
 
 FEATURES = Path("data/features/test-voc/tiny")
@@ -129,7 +130,10 @@ def test_shard_of_another_format_version_is_refused_with_one_line(cached, worker
     done = run_cli("features", *args, check=False)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "shard format version 99 is not 1" in last
+    assert (
+        last.startswith("error: ")
+        and f"shard format version 99 is not {PATCH_FORMAT_VERSION}" in last
+    )
     feature_shard = feature_cache_shards(FEATURES / "test")[0]
     set_attribute_keeping_the_index(feature_shard.path, "format_version", 7)
     with pytest.raises(PipelineError, match="shard format version 7 is not 1"):

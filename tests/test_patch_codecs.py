@@ -1,0 +1,117 @@
+"""Patch shard codecs: lossless ones give the cut pixels back exactly, JPEG within its stated
+error, every reader decodes every codec, and shards of an older format are rewritten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from skimage import data as photos
+
+from pipeline.cutting import cut_patches
+from pipeline.datasets import PatchShardDataset, ShardPixelChunks
+from pipeline.features import read_feature_cache
+from pipeline.hashing import file_sha256
+from pipeline.patch_codecs import LOSSLESS, PatchCodec, read_pixels
+from pipeline.shards import PATCH_FORMAT_VERSION, read_shard_index, write_patch_shard
+from pipeline.tiling import patch_grid
+from tests.cli import run_cli
+
+PATCHES = Path("data/patches/test-voc/trainval")
+FEATURES = Path("data/features/test-voc/tiny/trainval")
+
+
+@pytest.fixture(scope="module")
+def photo_patches() -> np.ndarray:
+    """40 grid patches (64 px) of a real photo (scikit-image's coffee cup)."""
+    image = photos.coffee()
+    boxes = patch_grid(image.shape[1], image.shape[0])[1]
+    return cut_patches(image, boxes[:: len(boxes) // 40][:40], 64)
+
+
+def write(path: Path, pixels: np.ndarray, codec: PatchCodec) -> str:
+    n = len(pixels)
+    return write_patch_shard(
+        path, pixels=pixels, label=np.zeros(n, np.int16), image_id=["x"] * n,
+        patch=np.arange(n), digest="d", codec=codec,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "codec", [PatchCodec(name, 3 if name == "gzip" else None) for name in LOSSLESS]
+)
+def test_lossless_codecs_give_the_cut_pixels_back_and_the_same_bytes_each_time(
+    tmp_path, photo_patches, codec
+):
+    first = write(tmp_path / "a.h5", photo_patches, codec)
+    assert write(tmp_path / "b.h5", photo_patches, codec) == first
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert f.attrs["codec"] == codec.name
+        assert np.array_equal(read_pixels(f, slice(None)), photo_patches)
+        assert np.array_equal(read_pixels(f, slice(5, 9)), photo_patches[5:9])
+
+
+def test_jpeg_stays_within_its_stated_error_and_every_reader_decodes_it(tmp_path, photo_patches):
+    sha = write(tmp_path / "shard-00000.h5", photo_patches, PatchCodec("jpeg", quality=90))
+    assert write(tmp_path / "again.h5", photo_patches, PatchCodec("jpeg", quality=90)) == sha
+    with h5py.File(tmp_path / "shard-00000.h5") as f:
+        decoded = read_pixels(f, slice(None))
+        empty = read_pixels(f, slice(0, 0))
+    assert decoded.shape == photo_patches.shape and decoded.dtype == np.uint8
+    assert empty.shape == (0, 64, 64, 3)
+    error = np.abs(decoded.astype(int) - photo_patches)
+    assert error.mean() < 2.5  # measured: 1.9 at 64 px, 1.05 at 224 px (README)
+    assert error.mean() > 0  # lossy: a codec that stored raw pixels would not be JPEG
+    size = (tmp_path / "shard-00000.h5").stat().st_size
+    assert size < photo_patches.nbytes / 4
+    rows = [(tmp_path / "shard-00000.h5", len(photo_patches))]
+    chunks = ShardPixelChunks(rows, chunk_rows=16)
+    assert np.array_equal(np.concatenate([c.numpy() for c in chunks]), decoded)
+    index = read_shard_index_of(tmp_path, "shard-00000.h5", len(photo_patches), sha)
+    items = PatchShardDataset(index)
+    assert np.array_equal(items[7]["pixels"].numpy(), decoded[7])
+
+
+def read_shard_index_of(directory: Path, name: str, rows: int, sha: str):
+    pq.write_table(
+        pa.table({"shard": [name], "rows": [rows], "sha256": [sha], "digest": ["d"]}),
+        directory / "index.parquet",
+    )
+    return read_shard_index(directory)
+
+
+def test_the_codec_param_rewrites_the_shards_and_features_read_them_alike(cached, edit_params):
+    before = {p.name: file_sha256(p) for p in PATCHES.glob("shard-*.h5")}
+    features_before, _ = read_feature_cache(FEATURES)
+    edit_params({"shards.compression": "blosc2-zstd"})
+    run_cli("sample")
+    after = {p.name: file_sha256(p) for p in PATCHES.glob("shard-*.h5")}
+    assert after.keys() == before.keys() and not set(after.values()) & set(before.values())
+    with h5py.File(next(iter(PATCHES.glob("shard-*.h5")))) as f:
+        assert f.attrs["codec"] == "blosc2-zstd"
+    run_cli("features", "--net", "tiny", "--split", "trainval")  # new shards: recomputed
+    features_after, _ = read_feature_cache(FEATURES)
+    # lossless: the same pixels give the same descriptors
+    for key, column in features_before.items():
+        assert np.array_equal(features_after[key], column)
+
+
+def test_a_shard_of_the_previous_format_is_rewritten_not_read(cached):
+    shard = next(iter(PATCHES.glob("shard-*.h5")))
+    with h5py.File(shard, "a") as f:  # a version-1 shard: no codec attribute
+        f.attrs["format_version"] = 1
+        del f.attrs["codec"]
+    index = pq.read_table(PATCHES / "index.parquet").to_pandas()
+    index.loc[index.shard == shard.name, ["sha256", "digest"]] = [file_sha256(shard), "old"]
+    pq.write_table(pa.Table.from_pandas(index, preserve_index=False), PATCHES / "index.parquet")
+    done = run_cli("features", "--net", "tiny", "--split", "trainval", check=False)
+    assert done.returncode == 1
+    assert f"shard format version 1 is not {PATCH_FORMAT_VERSION}" in done.stderr
+    assert "Traceback" not in done.stderr
+    run_cli("sample")
+    with h5py.File(shard) as f:
+        assert f.attrs["format_version"] == PATCH_FORMAT_VERSION and f.attrs["codec"] == "gzip"
