@@ -109,4 +109,4 @@ def encode_jpeg(patch: np.ndarray, quality: int) -> np.ndarray:
 def decode_jpeg(data: np.ndarray) -> np.ndarray:
     """The RGB pixels ``[S, S, 3]`` uint8 of JPEG bytes written by `encode_jpeg`."""
     with Image.open(io.BytesIO(data.tobytes())) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
