@@ -22,15 +22,15 @@ from PIL import Image
 if TYPE_CHECKING:
     from pipeline.params import Shards
 
-LOSSLESS = ("none", "gzip", "lzf", "blosc2-lz4", "blosc2-zstd")
-CODECS = (*LOSSLESS, "jpeg")
+LOSSLESS = ("none", "gzip", "lzf", "blosc2-lz4", "blosc2-zstd")  # and "jpeg"
 LEVELLED = ("gzip", "blosc2-lz4", "blosc2-zstd")  # the codecs that read compression_level
 
 
 @dataclass(frozen=True)
 class PatchCodec:
-    """A codec of ``CODECS`` with its level (gzip 0-9, Blosc2 1-9; None: the codec's default)
-    and, for ``jpeg``, its quality (1-100)."""
+    """A codec as ``shards.compression`` names it (`LOSSLESS` or ``jpeg``), with its level
+    (gzip and Blosc2 0-9; None: 1 for gzip, 5 for Blosc2) and, for ``jpeg``, its quality
+    (1-100)."""
 
     name: str
     level: int | None = None
