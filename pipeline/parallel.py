@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from tqdm import tqdm
 
 from pipeline.atomic import write_json
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.params import Cluster
 
 log = logging.getLogger("pipeline")
 T = TypeVar("T")
@@ -55,7 +59,8 @@ def _catching(fn: Callable[[T], R]) -> Callable[[T], R | PipelineError]:
 def parallel_map(
     fn: Callable[[T], R], items: Iterable[T], *, jobs: int, desc: str, unit: str = "it"
 ) -> Iterator[R | PipelineError]:
-    """Apply `fn` to every item with joblib over `jobs` processes, in order, with a progress bar.
+    """Apply `fn` to every item with joblib over `jobs` processes (`ALL_WORKERS`: every worker
+    of the active backend, a Dask cluster inside `cluster_jobs`), in order, with a progress bar.
 
     A PipelineError raised by `fn` is returned in place of the result, so that the caller decides
     whether to skip the item or stop.
@@ -70,3 +75,43 @@ def parallel_map(
         for result in results:  # a caller that stops early closes this generator, and the bar
             bar.update()
             yield result
+
+
+ALL_WORKERS = -1  # `parallel_map` jobs: every worker of the active joblib backend
+
+
+@contextmanager
+def cluster_jobs(cluster: Cluster, jobs: int) -> Iterator[int]:
+    """Where `parallel_map` runs inside the context; yields the `jobs` to give it.
+
+    ``local``: `jobs` processes on this machine (joblib's default backend). ``dask``: joblib's
+    dask backend on a client of the scheduler at ``cluster.scheduler``, or of a local cluster of
+    `jobs` single-threaded worker processes when it is None; tasks of a worker that dies are
+    re-run by Dask on another, so the results are those of a local run. PipelineError when the
+    scheduler cannot be reached.
+    """
+    if cluster.backend == "local":
+        yield jobs
+        return
+    from distributed import Client, LocalCluster
+
+    try:
+        if cluster.scheduler is None:
+            local = LocalCluster(
+                n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = Client(local)
+        else:
+            local, client = None, Client(cluster.scheduler, timeout="30s")
+    except OSError as err:
+        raise PipelineError(
+            f"cluster.scheduler: cannot reach {cluster.scheduler!r} ({err})"
+        ) from None
+    try:
+        log.info("Dask scheduler %s", client.scheduler.address)
+        with parallel_config(backend="dask"):
+            yield ALL_WORKERS
+    finally:
+        client.close()
+        if local is not None:
+            local.close()

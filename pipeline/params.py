@@ -298,10 +298,23 @@ class Heatmaps(Block):
         return name
 
 
+class Cluster(Block):
+    """Where the per-image and per-shard work of index, sample and action-samples runs."""
+
+    backend: Literal["local", "dask"] = Field(
+        description="local: `jobs` processes here; dask: a Dask cluster (joblib's dask backend)"
+    )
+    scheduler: str | None = Field(
+        description="dask: the scheduler's address (tcp://host:8786); null: a local cluster of "
+        "`jobs` worker processes"
+    )
+
+
 class Params(Block):
     """Every parameter of the pipeline (``params.yaml``)."""
 
     jobs: PositiveInt = Field(description="worker processes of the per-image/per-shard stages")
+    cluster: Cluster
     dataset: Dataset
     demo: Demo
     tiling: Tiling

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import PipelineError
+from pipeline.parallel import cluster_jobs
 from pipeline.params import Params, load_params
 
 STAGE_MODULES: dict[str, str] = {
@@ -119,7 +120,8 @@ def index(
 ) -> None:
     """Parse a split's annotations into manifests/<dataset>/<split>/{images,objects}.parquet."""
     params = start(params_path, verbose)
-    stage("index")(params, split, strict=strict, jobs=jobs or params.jobs)
+    with cluster_jobs(params.cluster, jobs or params.jobs) as workers:
+        stage("index")(params, split, strict=strict, jobs=workers)
 
 
 @cli.command("tile")
@@ -142,7 +144,8 @@ def sample(split: str | None, params_path: Path, jobs: int | None, verbose: bool
     Finished shards whose content would not change are kept, so an interrupted run resumes.
     """
     params = start(params_path, verbose)
-    stage("sample")(params, split, jobs=jobs or params.jobs)
+    with cluster_jobs(params.cluster, jobs or params.jobs) as workers:
+        stage("sample")(params, split, jobs=workers)
 
 
 @cli.command("features")
@@ -287,7 +290,8 @@ def action_samples(
     manifests/<dataset>/action/<split>/persons.parquet and cut one centred, mirror-padded patch
     per person into data/action-patches/<dataset>/<split>/."""
     params = start(params_path, verbose)
-    stage("action-samples")(params, split, strict=strict, jobs=jobs or params.jobs)
+    with cluster_jobs(params.cluster, jobs or params.jobs) as workers:
+        stage("action-samples")(params, split, strict=strict, jobs=workers)
 
 
 @cli.command("action-features")

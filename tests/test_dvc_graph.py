@@ -25,6 +25,7 @@ PROJECT_PACKAGES = ("pipeline", "stages")
 # would only re-run stages for nothing:
 NEVER_CHANGE_OUTPUTS = {
     "jobs",  # worker processes: outputs are byte-identical for any number (tested)
+    "cluster",  # where they run: a Dask cluster gives the bytes of a local run (tested)
     # how descriptors are computed, not which: shards already in the cache are kept by their
     # digest whatever the device, batch size or loader workers of a later run
     "features.device",

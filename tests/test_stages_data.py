@@ -93,6 +93,24 @@ def test_same_params_give_byte_identical_manifests_and_shards_whatever_jobs(
     assert outputs_digest() == first
 
 
+def test_a_local_dask_cluster_gives_the_bytes_of_a_local_run(
+    workdir, tmp_path_factory, monkeypatch
+):
+    run_data_half("trainval")
+    local = outputs_digest()
+    other = tmp_path_factory.mktemp("dask")
+    params = demo_params(workdir / "VOCdevkit" / "VOC2007")  # the same images
+    params["cluster"] = {"backend": "dask", "scheduler": None}
+    params["jobs"] = 2  # two worker processes
+    (other / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(other)
+    done = run_cli("index", "--split", "trainval")
+    assert "Dask scheduler tcp://127.0.0.1:" in done.stderr
+    run_cli("tile", "--split", "trainval")
+    run_cli("sample", "--split", "trainval")
+    assert outputs_digest() == local
+
+
 def break_inputs(root: Path) -> None:
     jpeg = root / "JPEGImages/000001.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[:2000])
