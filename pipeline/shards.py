@@ -57,6 +57,10 @@ def write_shard(
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
             store(f)
+            # Write the store's cached chunks now, not when its dataset object happens to be
+            # freed (a profiler holding a frame delays that): the layout, and so the bytes, of
+            # the file must not depend on garbage collection.
+            f.flush()
             f.create_dataset("label", data=np.asarray(label, np.int16), track_times=False)
             f.create_dataset(
                 "image_id",

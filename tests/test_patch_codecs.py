@@ -55,6 +55,24 @@ def test_lossless_codecs_give_the_cut_pixels_back_and_the_same_bytes_each_time(
         assert np.array_equal(read_pixels(f, slice(5, 9)), photo_patches[5:9])
 
 
+@pytest.mark.parametrize("codec", [PatchCodec("gzip"), PatchCodec("blosc2-zstd")])
+def test_a_dataset_object_kept_alive_does_not_change_the_bytes(
+    tmp_path, photo_patches, codec, monkeypatch
+):
+    """A Dask worker's profiler holds the frames of running tasks, so the dataset a codec
+    created may be freed (and its cached chunks written) later than in a plain process."""
+    first = write(tmp_path / "a.h5", photo_patches, codec)
+    kept, create = [], h5py.Group.create_dataset
+
+    def create_and_keep(group, *args, **kwargs):
+        kept.append(create(group, *args, **kwargs))
+        return kept[-1]
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", create_and_keep)
+    assert write(tmp_path / "b.h5", photo_patches, codec) == first
+    assert kept
+
+
 def test_jpeg_stays_within_its_stated_error_and_every_reader_decodes_it(tmp_path, photo_patches):
     sha = write(tmp_path / "shard-00000.h5", photo_patches, PatchCodec("jpeg", quality=90))
     assert write(tmp_path / "again.h5", photo_patches, PatchCodec("jpeg", quality=90)) == sha
