@@ -4,7 +4,6 @@ bad inputs it meets: each is logged as one line and counted, or stops the run wh
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -87,34 +86,14 @@ def cluster_jobs(cluster: Cluster, jobs: int) -> Iterator[int]:
 
     ``local``: `jobs` processes on this machine (joblib's default backend). ``dask``: joblib's
     dask backend on a client of the scheduler at ``cluster.scheduler``, or of a local cluster of
-    `jobs` single-threaded worker processes when it is None; tasks of a worker that dies are
-    re-run by Dask on another, so the results are those of a local run. The workers present
-    are moved to this process's directory (paths are relative to the project). PipelineError
-    when the scheduler cannot be reached.
+    `jobs` single-threaded worker processes when it is None (`dask_client`: workers moved to
+    the project directory); tasks of a worker that dies are re-run by Dask on another, so the
+    results are those of a local run. PipelineError when the scheduler cannot be reached.
     """
     if cluster.backend == "local":
         yield jobs
         return
-    from distributed import Client, LocalCluster
+    from pipeline.dask_cluster import dask_client
 
-    try:
-        if cluster.scheduler is None:
-            local = LocalCluster(
-                n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None
-            )
-            client = Client(local)
-        else:
-            local, client = None, Client(cluster.scheduler, timeout="30s")
-    except OSError as err:
-        raise PipelineError(
-            f"cluster.scheduler: cannot reach {cluster.scheduler!r} ({err})"
-        ) from None
-    try:
-        client.run(os.chdir, os.getcwd())  # outputs are written relative to the project
-        log.info("Dask scheduler %s", client.scheduler.address)
-        with parallel_config(backend="dask"):
-            yield ALL_WORKERS
-    finally:
-        client.close()
-        if local is not None:
-            local.close()
+    with dask_client(cluster.scheduler, jobs), parallel_config(backend="dask"):
+        yield ALL_WORKERS

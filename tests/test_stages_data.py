@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import shutil
 import signal
@@ -15,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from distributed import Client, LocalCluster, WorkerPlugin
 
 from pipeline.cutting import cut_patches
 from pipeline.datasets import PatchShardDataset
@@ -72,9 +75,8 @@ def test_index_tile_sample_produce_joined_manifests_and_shards(workdir):
 
 
 def outputs_digest() -> dict[str, str]:
-    files = sorted(MANIFESTS.rglob("*.parquet")) + [
-        Path("data/patches/test-voc/trainval/index.parquet")
-    ]
+    patches = Path("data/patches/test-voc/trainval")
+    files = sorted(MANIFESTS.rglob("*.parquet")) + sorted(patches.glob("*"))
     return {str(p): file_sha256(p) for p in files}
 
 
@@ -108,6 +110,53 @@ def test_a_local_dask_cluster_gives_the_bytes_of_a_local_run(
     assert "Dask scheduler tcp://127.0.0.1:" in done.stderr
     run_cli("tile", "--split", "trainval")
     run_cli("sample", "--split", "trainval")
+    assert outputs_digest() == local
+
+
+class KillOnce(WorkerPlugin):
+    """Kills the process of the worker that starts the cluster's `nth` task (counted with
+    files in `counter`), once."""
+
+    def __init__(self, counter: Path, nth: int) -> None:
+        self.counter, self.nth = counter, nth
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish != "executing":
+            return
+        started = next(k for k in itertools.count(1) if claim(self.counter / str(k)))
+        if started == self.nth:
+            os._exit(1)
+
+
+def claim(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+def test_a_worker_killed_mid_run_leaves_the_bytes_of_a_local_run(
+    workdir, tmp_path_factory, monkeypatch
+):
+    run_data_half("trainval")
+    local = outputs_digest()
+    other, counter = tmp_path_factory.mktemp("killed"), tmp_path_factory.mktemp("started")
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):  # workers started in `workdir`
+        params = demo_params(workdir / "VOCdevkit" / "VOC2007")
+        params["cluster"] = {"backend": "dask", "scheduler": cluster.scheduler_address}
+        (other / "params.yaml").write_text(yaml.safe_dump(params))
+        monkeypatch.chdir(other)
+        run_cli("index", "--split", "trainval")
+        run_cli("tile", "--split", "trainval")
+        client.register_plugin(KillOnce(counter, nth=2))
+        run_cli("sample", "--split", "trainval")
+    assert (counter / "2").exists()  # the second shard task killed its worker
     assert outputs_digest() == local
 
 

@@ -1,0 +1,56 @@
+"""Connecting to a Dask cluster for joblib's dask backend (`pipeline.parallel.cluster_jobs`).
+
+Imported only when ``cluster.backend`` is ``dask``: `distributed` takes a while to import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from distributed import Client, LocalCluster, Worker, WorkerPlugin
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("pipeline")
+
+
+class ProjectDirectory(WorkerPlugin):
+    """Moves each worker of a cluster to the project directory, the workers present and those
+    that join later (one restarted after its process died), since every output path of the
+    pipeline is relative to it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def setup(self, worker: Worker) -> None:
+        """Called by Dask on every worker: change its working directory."""
+        os.chdir(self.path)
+
+
+@contextmanager
+def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
+    """A client of the scheduler at address `scheduler` (``tcp://host:8786``), or of a local
+    cluster of `workers` single-threaded worker processes when it is None, with every worker
+    moved to this process's directory (`ProjectDirectory`); closed (and the local cluster shut
+    down) on leaving. PipelineError when the scheduler cannot be reached."""
+    try:
+        if scheduler is None:
+            local = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = Client(local)
+        else:
+            local, client = None, Client(scheduler, timeout="30s")
+    except OSError as err:
+        raise PipelineError(f"cluster.scheduler: cannot reach {scheduler!r} ({err})") from None
+    try:
+        client.register_plugin(ProjectDirectory(os.getcwd()), name="project-directory")
+        log.info("Dask scheduler %s", client.scheduler.address)
+        yield client
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
