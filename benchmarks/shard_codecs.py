@@ -1,9 +1,13 @@
-"""Throughput of the sample stage's work and of the features stage reading its shards, per codec.
+"""Throughput of cutting (PIL, torch), of the sample stage writing shards per codec, and of
+the features stage reading them or cutting the images itself, against the bare forward pass.
 
 In one run, on colour photos (scikit-image's sample photos, brought to VOC's size: longest side
 500 px, stored as JPEG like VOC's) or on a devkit's images:
-  1. cutting alone: decode each image, cut its 9-scale grid (patches/s), naive per-patch
-     crop-and-resize beside it;
+  1. cutting alone: decode each image, cut its 9-scale grid (patches/s): naive per-patch
+     crop-and-resize, PIL (one resize per scale, the sample stage's way), torch on the CPU, and
+     torch on the features device when it is a GPU; then the features stage computing the
+     descriptors of every grid patch straight from the images (the evaluation split's path),
+     cut by PIL and by torch, against the bare forward pass;
   2. the sample stage's shard writing per codec (cut + encode + write + SHA-256, one process):
      patches/s and bytes per patch;
   3. the features stage reading the shards of each codec (`ShardSource`, DataLoader workers as
@@ -21,15 +25,24 @@ import logging
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import pyarrow as pa
+import torch
 from features_throughput import bare_forward
 from PIL import Image
 from skimage import data as photos
 
-from pipeline.cutting import crop_and_resize, cut_patches
-from pipeline.feature_shards import ShardSource, backbone_identity, shard_attributes
+from pipeline.cutting import crop_and_resize, cut_patches, cut_patches_torch
+from pipeline.feature_shards import (
+    ImageSource,
+    ShardSource,
+    backbone_identity,
+    shard_attributes,
+)
 from pipeline.features import FeatureExtractor, resolve_device, resolve_workers
 from pipeline.nets import build_backbone
 from pipeline.patch_codecs import PatchCodec
@@ -87,9 +100,13 @@ def grid_table(files: list[Path]) -> pa.Table:
     return pa.Table.from_pydict(columns)
 
 
-def cutting_rates(files: list[Path], size: int, repeat: int) -> tuple[int, float, float]:
-    """(patches, naive crop-and-resize patches/s, the project's cutting patches/s), each
-    including the decode of every image, best of `repeat` runs."""
+def cutting_rates(
+    files: list[Path], size: int, repeat: int, device: torch.device
+) -> tuple[int, dict[str, float]]:
+    """(patches, patches/s of each way of cutting), each including the decode of every image,
+    best of `repeat` runs (naive: one): naive per-patch crop-and-resize, PIL (one resize per
+    scale), torch on the CPU, and torch on `device` when it is not the CPU (image uploaded,
+    patches left on the device, synchronised)."""
     grids = [patch_grid(*Image.open(f).size)[1] for f in files]
     n = sum(len(g) for g in grids)
 
@@ -98,13 +115,59 @@ def cutting_rates(files: list[Path], size: int, repeat: int) -> tuple[int, float
             image = load_rgb(f)
             [crop_and_resize(image, box, size) for box in grid]
 
-    def ours() -> None:
+    def pil() -> None:
         for f, grid in zip(files, grids, strict=True):
             cut_patches(load_rgb(f), grid, size)
 
-    naive_s = min(timeit.repeat(naive, number=1, repeat=1))
-    ours_s = min(timeit.repeat(ours, number=1, repeat=repeat))
-    return n, n / naive_s, n / ours_s
+    def torch_on(where: torch.device) -> Callable[[], None]:
+        def cut() -> None:
+            for f, grid in zip(files, grids, strict=True):
+                image = torch.from_numpy(load_rgb(f).copy()).to(where)
+                cut_patches_torch(image, grid, size)
+            if where.type == "cuda":
+                torch.cuda.synchronize(where)
+
+        return cut
+
+    ways = {"naive crop-and-resize": naive, "PIL, one resize per scale": pil}
+    ways["torch on cpu"] = torch_on(torch.device("cpu"))
+    if device.type != "cpu":
+        torch_on(device)()  # warm-up: kernels, allocator
+        ways[f"torch on {device}"] = torch_on(device)
+    rates = {}
+    for name, cut in ways.items():
+        runs = 1 if cut is naive else repeat
+        rates[name] = n / min(timeit.repeat(cut, number=1, repeat=runs))
+    return n, rates
+
+
+def images_rate(
+    files: list[Path],
+    extractor: FeatureExtractor,
+    workers: int,
+    cutting: Literal["pil", "torch"],
+    size: int,
+    patches: int,
+) -> tuple[int, float]:
+    """(patches, patches/s) of the features stage computing the descriptors of every grid
+    patch of the first images holding about `patches` patches, cut straight from the images
+    by `cutting` (``pil`` or ``torch``), timed around the whole cache fill."""
+    table = grid_table(files)
+    ids = table["image_id"].to_numpy(zero_copy_only=False)
+    last = ids[min(patches, len(ids)) - 1]
+    table = table.slice(0, int(np.flatnonzero(ids == last)[-1]) + 1)
+    paths = {f.stem: f for f in files}
+    identity = backbone_identity("bench", extractor.backbone, size)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "features"
+        planned = ImageSource.plan(
+            table, paths, {i: i for i in paths}, out, identity, images_per_shard=2,
+            patch_size=size, cutting=cutting,
+        )  # fmt: skip
+        start = time.perf_counter()
+        attrs = shard_attributes(identity)
+        fill_cache(out, planned, extractor, workers, Path(tmp) / "time.json", attrs)
+        return table.num_rows, table.num_rows / (time.perf_counter() - start)
 
 
 def write_shards(table: pa.Table, files: list[Path], out: Path, size: int, codec: PatchCodec):
@@ -156,15 +219,23 @@ def main() -> None:
             files = [image_path(args.root, i) for i in ids]
             source = f"{len(files)} images of {args.root}"
         table = grid_table(files)
-        n, naive, ours = cutting_rates(files, args.size, args.repeat)
-        print(f"{source}: {n} patches of {args.size} px")
-        print(f"cutting, naive crop-and-resize : {naive:8.1f} patches/s")
-        print(f"cutting, one resize per scale  : {ours:8.1f} patches/s ({ours / naive:.1f}x)")
         device = resolve_device(args.device)
+        n, rates = cutting_rates(files, args.size, args.repeat, device)
+        print(f"{source}: {n} patches of {args.size} px")
+        for name, rate in rates.items():
+            print(f"cutting, {name:24s}: {rate:8.1f} patches/s")
         extractor = FeatureExtractor(build_backbone(args.net), device, args.batch)
         workers = resolve_workers(args.workers, device)
         bare = bare_forward(args.net, device, args.size, args.batch, args.repeat)
         print(f"{args.net} bare forward on {device}: {bare:8.1f} patches/s")
+        for cutting in ("pil", "torch"):
+            rows, rate = images_rate(
+                files, extractor, workers, cutting, args.size, args.feature_patches
+            )
+            print(
+                f"features from the images, cut by {cutting:5s}: {rate:8.1f} p/s "
+                f"({100 * rate / bare:.0f}% of bare; {rows} patches, {workers} workers)"
+            )
         print("codec          sample write   bytes/patch   features reading it")
         for codec in CODECS:
             label = codec_label(codec)

@@ -8,10 +8,13 @@ Patches are ``(x0, y0, side)`` float pixels of the original image, 0-based.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
+from torchvision.transforms.v2.functional import InterpolationMode, resize
 
 RESAMPLE = Image.Resampling.BILINEAR
+TORCH_CUTTING_TOLERANCE = 1  # grey levels between `cut_patches_torch` and `cut_patches` (tested)
 
 
 def cut_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
@@ -42,10 +45,15 @@ def resize_for_patches(image: Image.Image, side: float, size: int) -> tuple[np.n
     """The whole image resized (PIL bilinear, antialiased when shrinking) so that a patch of
     `side` original pixels becomes `size` pixels, never smaller than `size` on either axis.
     Returns the resized RGB ``[h', w', 3]`` uint8 and the factor (resized / original pixels)."""
+    new_h, new_w = resized_size(image.width, image.height, side, size)
+    return np.array(image.resize((new_w, new_h), RESAMPLE)), size / side  # a writable copy
+
+
+def resized_size(width: int, height: int, side: float, size: int) -> tuple[int, int]:
+    """``(height, width)`` in pixels of a `width` x `height` image resized so that a patch of
+    `side` pixels becomes `size` pixels, never smaller than `size` on either axis."""
     factor = size / side
-    new_w = max(size, round(image.width * factor))
-    new_h = max(size, round(image.height * factor))
-    return np.array(image.resize((new_w, new_h), RESAMPLE)), factor  # a writable copy
+    return max(size, round(height * factor)), max(size, round(width * factor))
 
 
 def crop_and_resize(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
@@ -86,3 +94,41 @@ def cut_mirrored(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         square = Image.fromarray(np.ascontiguousarray(image[rows[:, None], cols[None, :]]))
         out[row] = np.asarray(square.resize((size, size), RESAMPLE))
     return out
+
+
+def cut_patches_torch(image: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
+    """`cut_patches` as torch operations on the image's device (a GPU cuts its own patches).
+
+    Takes the image ``[H, W, 3]`` uint8 tensor and patch boxes ``[N, 3]`` ``(x0, y0, side)`` in
+    its pixels. The same geometry as `cut_patches` (one resize of the whole image per side, the
+    same sizes and rounded corners); the resize is torchvision's bilinear with antialiasing,
+    which follows PIL's filter but rounds differently (`TORCH_CUTTING_TOLERANCE`). Returns
+    ``[N, size, size, 3]`` uint8 on the image's device, in the order of `boxes`.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 3)
+    height, width = image.shape[:2]
+    channels_first = image.permute(2, 0, 1)[None]  # [1, 3, H, W], channels_last in memory
+    sides, first, which = np.unique(boxes[:, 2], return_index=True, return_inverse=True)
+    appearance = np.argsort(first)  # the sides in the order the boxes list them
+    pieces, grouped = [], []
+    for k in appearance:
+        side = sides[k]
+        rows = np.flatnonzero(which == k)
+        grouped.append(rows)
+        factor = size / float(side)
+        new_h, new_w = resized_size(width, height, float(side), size)
+        resized = resize(channels_first, [new_h, new_w], InterpolationMode.BILINEAR, antialias=True)
+        resized = resized[0].permute(1, 2, 0)  # [h', w', 3]
+        xs = np.clip(np.rint(boxes[rows, 0] * factor).astype(np.int64), 0, new_w - size)
+        ys = np.clip(np.rint(boxes[rows, 1] * factor).astype(np.int64), 0, new_h - size)
+        pieces += [
+            resized[y : y + size, x : x + size]
+            for y, x in zip(ys.tolist(), xs.tolist(), strict=True)
+        ]
+    if not pieces:
+        return torch.empty((0, size, size, 3), dtype=torch.uint8, device=image.device)
+    patches = torch.stack(pieces)  # rows grouped by side
+    by_side = np.concatenate(grouped)
+    if np.array_equal(by_side, np.arange(len(boxes))):  # a grid lists its patches scale by scale
+        return patches
+    return patches.index_select(0, torch.from_numpy(np.argsort(by_side)).to(image.device))

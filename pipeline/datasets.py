@@ -120,3 +120,28 @@ class ImagePatchChunks(Dataset):
             return torch.from_numpy(cut_patches(load_rgb(path), boxes, self.size))
         except PipelineError as err:
             return err
+
+
+class DecodedImages(Dataset):
+    """One decoded image per item with the boxes of its patches, for cutting them on the device
+    of the network (`pipeline.cutting.cut_patches_torch`).
+
+    Takes ``[(image path, boxes [n, 3] (x0, y0, side) in image pixels), ...]``. Item i is
+    ``(image uint8 tensor [H, W, 3], boxes float64 tensor [n, 3])``, or the PipelineError of an
+    unreadable image, so that it crosses DataLoader workers intact.
+    """
+
+    def __init__(self, images: Sequence[tuple[Path, np.ndarray]]) -> None:
+        self.images = list(images)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | PipelineError:
+        """The decoded image and its boxes, or the PipelineError met reading it."""
+        path, boxes = self.images[index]
+        try:
+            pixels = torch.from_numpy(load_rgb(path).copy())  # decoded arrays are read-only
+            return pixels, torch.from_numpy(np.asarray(boxes, dtype=np.float64))
+        except PipelineError as err:
+            return err

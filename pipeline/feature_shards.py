@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -18,7 +18,8 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.datasets import ImagePatchChunks, ShardPixelChunks
+from pipeline.cutting import cut_patches_torch
+from pipeline.datasets import DecodedImages, ImagePatchChunks, ShardPixelChunks
 from pipeline.features import FEATURE_FORMAT_VERSION
 from pipeline.hashing import digest_of
 from pipeline.nets import Backbone
@@ -113,15 +114,21 @@ class ShardSource:
             [(self.patch_dir / t.path.name, t.rows) for t in todo], self.chunk_rows
         )
 
+    def patches(self, chunk: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The patches ``[n, S, S, 3]`` uint8 of a loaded chunk: the chunk itself."""
+        return chunk
+
 
 @dataclass(frozen=True)
 class ImageSource:
     """Pixels cut straight from the images, every patch of one image per chunk (each image
-    decoded once)."""
+    decoded once), by PIL in the loader workers (`cutting` ``pil``) or by torch on the device
+    of the network (``torch``)."""
 
     tasks: list[FeatureTask]
     per_image: dict[str, tuple[Path, np.ndarray]]
     patch_size: int
+    cutting: Literal["pil", "torch"] = "pil"
 
     @classmethod
     def plan(
@@ -134,10 +141,14 @@ class ImageSource:
         *,
         images_per_shard: int,
         patch_size: int,
+        cutting: Literal["pil", "torch"] = "pil",
     ) -> ImageSource:
         """One feature shard in `out` per block of `images_per_shard` images, covering every
         row of a patches table (sorted by image) in order; `image_paths` and `image_sha256`
-        map image ids to their files and the SHA-256 of their bytes."""
+        map image ids to their files and the SHA-256 of their bytes. Which `cutting` cuts the
+        patches is not part of the shards' digests: the two agree within
+        `TORCH_CUTTING_TOLERANCE` (as the device's precision, it changes how descriptors are
+        computed, not which)."""
         ids = patches["image_id"].to_numpy(zero_copy_only=False).astype(str)
         boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
         labels, patch = patches["label"].to_numpy(), patches["patch"].to_numpy()
@@ -161,12 +172,28 @@ class ImageSource:
                 boxes[lo:hi],
             )
             tasks.append(FeatureTask(out / shard_name(number), int(hi - lo), content, row_keys))
-        return cls(tasks, per_image, patch_size)
+        return cls(tasks, per_image, patch_size, cutting)
 
     def pixel_chunks(self, todo: list[FeatureTask]) -> Dataset:
-        """The uint8 pixels of the tasks' rows, in order, one image per chunk."""
+        """The tasks' rows, in order, one image per chunk: its cut uint8 patches (``pil``),
+        or the decoded image and its boxes (``torch``: cut by `patches`)."""
         images = list(dict.fromkeys(i for t in todo for i in t.row_keys()["image_id"]))
-        return ImagePatchChunks([self.per_image[i] for i in images], self.patch_size)
+        listed = [self.per_image[i] for i in images]
+        if self.cutting == "torch":
+            return DecodedImages(listed)
+        return ImagePatchChunks(listed, self.patch_size)
+
+    def patches(
+        self, chunk: torch.Tensor | tuple[torch.Tensor, torch.Tensor], device: torch.device
+    ) -> torch.Tensor:
+        """The patches ``[n, S, S, 3]`` uint8 of a loaded chunk: the chunk itself (``pil``),
+        or, for ``torch``, the image's patches cut on `device`."""
+        if self.cutting == "pil":
+            return chunk
+        image, boxes = chunk
+        return cut_patches_torch(
+            image.to(device, non_blocking=True), boxes.numpy(), self.patch_size
+        )
 
 
 FeatureSource = ShardSource | ImageSource

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -89,7 +89,17 @@ class FeatureExtractor:
         return np.concatenate(out)
 
 
-def raise_errors(chunks: Iterable[torch.Tensor | PipelineError]) -> Iterator[torch.Tensor]:
+def resolve_cutting(setting: str, device: torch.device) -> Literal["pil", "torch"]:
+    """Where evaluation patches are cut (``features.cutting``): ``auto`` -> ``torch`` on CUDA
+    (a GPU cuts faster than the CPU decodes), ``pil`` elsewhere; otherwise as given."""
+    if setting == "auto":
+        return "torch" if device.type == "cuda" else "pil"
+    if setting in ("pil", "torch"):
+        return setting  # type: ignore[return-value]
+    raise PipelineError(f"features.cutting: {setting!r} is not auto, pil or torch")
+
+
+def raise_errors(chunks: Iterable[Any]) -> Iterator[Any]:
     """Pass chunks through, raising a PipelineError a dataset returned in place of a chunk (so
     that a bad file met in a DataLoader worker still ends as its one-line message)."""
     for chunk in chunks:
@@ -151,13 +161,19 @@ def rebatch(
 
 
 def descriptor_batches(
-    extractor: FeatureExtractor, chunks: Dataset, workers: int, boundaries: Iterable[int]
+    extractor: FeatureExtractor,
+    chunks: Dataset,
+    workers: int,
+    boundaries: Iterable[int],
+    patches: Callable[[Any, torch.device], torch.Tensor] = lambda chunk, device: chunk,
 ) -> Iterator[np.ndarray]:
-    """Descriptors ``[n, d]`` float16 of a dataset of uint8 pixel chunks, in row order, in
-    batches of the extractor's batch size that never cross a boundary (see `rebatch`); the
-    chunks are loaded by `workers` DataLoader processes."""
-    loaded = chunk_loader(chunks, extractor.device, workers)
-    for pixels in rebatch(raise_errors(loaded), extractor.batch_size, boundaries):
+    """Descriptors ``[n, d]`` float16 of a dataset of chunks, in row order, in batches of the
+    extractor's batch size that never cross a boundary (see `rebatch`); the chunks are loaded
+    by `workers` DataLoader processes and turned into uint8 patches ``[n, S, S, 3]`` on the
+    extractor's device by `patches` (default: they are the patches)."""
+    loaded = raise_errors(chunk_loader(chunks, extractor.device, workers))
+    on_device = (patches(chunk, extractor.device) for chunk in loaded)
+    for pixels in rebatch(on_device, extractor.batch_size, boundaries):
         yield extractor(pixels)
 
 

@@ -207,6 +207,10 @@ class Features(Block):
         description="DataLoader workers; auto: 0 on CPU, up to 8 on CUDA"
     )
     images_per_shard: PositiveInt = Field(description="evaluation images per feature file")
+    cutting: Literal["auto", "pil", "torch"] = Field(
+        description="where the evaluation split's patches are cut: pil (loader workers, CPU), "
+        "torch (on the features device); auto: torch on CUDA, pil on CPU"
+    )
 
 
 class Head(Block):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -27,6 +27,7 @@ from pipeline.feature_shards import (
 from pipeline.features import (
     FeatureExtractor,
     descriptor_batches,
+    resolve_cutting,
     resolve_device,
     resolve_workers,
 )
@@ -54,6 +55,7 @@ def run(
     ``data/features/<dataset>/<net>/<split>/``, resuming from the shards already finished.
     Options left None take their ``features`` params."""
     torch_device = resolve_device(device or params.features.device)
+    cutting = resolve_cutting(params.features.cutting, torch_device)
     batch = batch_size or params.features.batch_size
     n_workers = resolve_workers(
         params.features.workers if workers is None else workers, torch_device
@@ -62,7 +64,7 @@ def run(
         backbone = build_backbone(name, params.nets.options(name))
         extractor = FeatureExtractor(backbone, torch_device, batch)
         for one_split in params.splits(split):
-            extract_split(params, name, extractor, one_split, source, n_workers)
+            extract_split(params, name, extractor, one_split, source, n_workers, cutting)
 
 
 def source_kind(params: Params, split: str, source: str) -> str:
@@ -77,9 +79,16 @@ def source_kind(params: Params, split: str, source: str) -> str:
 
 
 def plan_source(
-    params: Params, split: str, kind: str, identity: dict, batch_size: int, out: Path
+    params: Params,
+    split: str,
+    kind: str,
+    identity: dict,
+    batch_size: int,
+    out: Path,
+    cutting: Literal["pil", "torch"] = "pil",
 ) -> FeatureSource:
-    """The planned feature shards (in `out`) of a split and where their pixels come from."""
+    """The planned feature shards (in `out`) of a split and where their pixels come from
+    (patches cut from the images by `cutting`)."""
     layout = params.layout
     if kind == "shards":
         return ShardSource.plan(layout.patches(split), out, identity, batch_size)
@@ -95,6 +104,7 @@ def plan_source(
         identity,
         images_per_shard=params.features.images_per_shard,
         patch_size=params.tiling.patch_size,
+        cutting=cutting,
     )
 
 
@@ -105,17 +115,19 @@ def extract_split(
     split: str,
     source: str,
     workers: int,
+    cutting: Literal["pil", "torch"] = "pil",
 ) -> None:
-    """Compute the missing feature shards of one split and write its index."""
+    """Compute the missing feature shards of one split and write its index; patches that come
+    from the images are cut by `cutting`."""
     backbone = extractor.backbone
     kind = source_kind(params, split, source)
     identity = backbone_identity(net, backbone, params.tiling.patch_size)
     out = params.layout.features(net, split)
-    planned = plan_source(params, split, kind, identity, extractor.batch_size, out)
+    planned = plan_source(params, split, kind, identity, extractor.batch_size, out, cutting)
     log.info(
-        "%s on %s (%s, %d-d), %s from %s: batch %d, %d workers",
-        net, extractor.device, backbone.layer, backbone.dim, split, kind, extractor.batch_size,
-        workers,
+        "%s on %s (%s, %d-d), %s from %s%s: batch %d, %d workers",
+        net, extractor.device, backbone.layer, backbone.dim, split, kind,
+        f" (cut by {cutting})" if kind == "images" else "", extractor.batch_size, workers,
     )  # fmt: skip
     timing = params.layout.timing(net, f"features-{split}")
     fill_cache(out, planned, extractor, workers, timing, shard_attributes(identity))
@@ -140,7 +152,10 @@ def fill_cache(
 
             def counted() -> Iterator[np.ndarray]:
                 chunks = planned.pixel_chunks(todo)
-                for batch in descriptor_batches(extractor, chunks, workers, boundaries):
+                batches = descriptor_batches(
+                    extractor, chunks, workers, boundaries, planned.patches
+                )
+                for batch in batches:
                     bar.update(len(batch))
                     yield batch
 

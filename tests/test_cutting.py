@@ -1,8 +1,16 @@
+"""Cutting patches out of images: the PIL way and the torch way (on the features device)."""
+
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as photo_data
+from torchvision.transforms.v2.functional import resize
 
-from pipeline.cutting import crop_and_resize, cut_patches
+from pipeline import cutting
+from pipeline.cutting import TORCH_CUTTING_TOLERANCE, crop_and_resize, cut_patches
 from pipeline.tiling import patch_grid
 from pipeline.voc import image_path, load_rgb
 
@@ -35,3 +43,45 @@ def test_patches_are_returned_in_the_order_of_the_boxes():
     cut = cut_patches(image, boxes, 20)
     shuffled = cut_patches(image, boxes[[3, 2, 1, 0]], 20)
     assert np.array_equal(cut, shuffled[[3, 2, 1, 0]])
+
+
+@pytest.fixture(scope="module")
+def photos_and_grids() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two real photos (scikit-image) at VOC's size, with their 9-scale grids."""
+    out = []
+    for photo in (photo_data.coffee(), photo_data.astronaut()):
+        image = Image.fromarray(photo)
+        image.thumbnail((500, 500), Image.Resampling.LANCZOS)
+        pixels = np.asarray(image)
+        out.append((pixels, patch_grid(pixels.shape[1], pixels.shape[0])[1]))
+    return out
+
+
+def float_resize(image, size, interpolation, antialias):
+    """torchvision's resize as it runs on a GPU: in float32, rounded back to uint8."""
+    resized = resize(image.float(), size, interpolation, antialias=antialias)
+    return resized.round_().to(torch.uint8)
+
+
+@pytest.mark.parametrize("path", ["uint8 (CPU)", "float (as on CUDA)"])
+def test_torch_cutting_matches_pil_cutting_within_its_tolerance(
+    photos_and_grids, path, monkeypatch
+):
+    if path.startswith("float"):
+        monkeypatch.setattr(cutting, "resize", float_resize)
+    for image, boxes in photos_and_grids:
+        reference = cut_patches(image, boxes, 96)
+        cut = cutting.cut_patches_torch(torch.from_numpy(image.copy()), boxes, 96)
+        assert cut.dtype == torch.uint8 and cut.shape == reference.shape
+        diff = np.abs(cut.numpy().astype(int) - reference.astype(int))
+        assert diff.max() <= TORCH_CUTTING_TOLERANCE
+        assert diff.mean() < 0.3  # most pixels are equal: the filters are the same
+
+
+def test_torch_cutting_keeps_the_order_of_the_boxes_and_takes_none(photos_and_grids):
+    image, boxes = photos_and_grids[0]
+    pixels = torch.from_numpy(image.copy())
+    mixed = np.random.default_rng(0).permutation(len(boxes))[:50]
+    in_order = cutting.cut_patches_torch(pixels, boxes, 32)
+    assert torch.equal(cutting.cut_patches_torch(pixels, boxes[mixed], 32), in_order[mixed])
+    assert cutting.cut_patches_torch(pixels, boxes[:0], 32).shape == (0, 32, 32, 3)

@@ -122,6 +122,23 @@ def test_batch_size_and_resume_do_not_change_the_cache(cached):
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
+def test_torch_cutting_gives_the_descriptors_of_pil_cutting(cached, workers):
+    before = feature_rows(FEATURES / "test")  # cut by PIL (auto on a CPU)
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["features"]["cutting"] = "torch"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    shutil.rmtree(FEATURES / "test")
+    args = ("--net", "tiny", "--split", "test", "--workers", workers)
+    done = run_cli("features", *args)
+    assert "test from images (cut by torch)" in done.stderr
+    after = feature_rows(FEATURES / "test")
+    for key in ("image_id", "patch", "label"):
+        assert np.array_equal(after[key], before[key])
+    np.testing.assert_allclose(after["features"], before["features"], rtol=0.05, atol=0.02)
+
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
 def test_shard_of_another_format_version_is_refused_with_one_line(cached, workers):
     shard = next(Path("data/patches/test-voc/trainval").glob("shard-*.h5"))
     set_attribute_keeping_the_index(shard, "format_version", 99)
