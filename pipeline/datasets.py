@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.cutting import cut_patches
+from pipeline.cutting import cut_patches, cut_patches_torch
 from pipeline.errors import PipelineError
 from pipeline.patch_codecs import read_pixels
 from pipeline.shards import PATCH_FORMAT_VERSION, ShardFile, check_format_version
@@ -73,7 +73,16 @@ class PatchShardDataset(Dataset):
         }
 
 
-class ShardPixelChunks(Dataset):
+class CutPatchChunks(Dataset):
+    """Chunks of patches in row order whose items are the patches themselves (the
+    `pipeline.features.PatchChunks` of chunks already cut)."""
+
+    def patches(self, chunk: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The patches of a loaded chunk: the chunk itself."""
+        return chunk
+
+
+class ShardPixelChunks(CutPatchChunks):
     """The pixels of patch shards in consecutive chunks of rows: item i is a uint8 tensor
     ``[n, S, S, 3]``; items in order cover every row of every shard in order. A bad shard gives
     its PipelineError as the item, so that it crosses DataLoader workers intact."""
@@ -98,7 +107,7 @@ class ShardPixelChunks(Dataset):
             return err
 
 
-class ImagePatchChunks(Dataset):
+class ImagePatchChunks(CutPatchChunks):
     """All listed patches of one image per item, cut from the decoded image (decoded once).
 
     Takes ``[(image path, boxes [n, 3] (x0, y0, side) in image pixels), ...]`` and the patch size.
@@ -123,16 +132,24 @@ class ImagePatchChunks(Dataset):
 
 
 class DecodedImages(Dataset):
-    """One decoded image per item with the boxes of its patches, for cutting them on the device
-    of the network (`pipeline.cutting.cut_patches_torch`).
+    """One decoded image per item with the boxes of its patches, cut on the device of the
+    network by `patches` (`pipeline.cutting.cut_patches_torch`).
 
-    Takes ``[(image path, boxes [n, 3] (x0, y0, side) in image pixels), ...]``. Item i is
-    ``(image uint8 tensor [H, W, 3], boxes float64 tensor [n, 3])``, or the PipelineError of an
-    unreadable image, so that it crosses DataLoader workers intact.
+    Takes ``[(image path, boxes [n, 3] (x0, y0, side) in image pixels), ...]`` and the patch
+    size. Item i is ``(image uint8 tensor [H, W, 3], boxes float64 tensor [n, 3])``, or the
+    PipelineError of an unreadable image, so that it crosses DataLoader workers intact.
     """
 
-    def __init__(self, images: Sequence[tuple[Path, np.ndarray]]) -> None:
+    def __init__(self, images: Sequence[tuple[Path, np.ndarray]], size: int) -> None:
         self.images = list(images)
+        self.size = size
+
+    def patches(
+        self, chunk: tuple[torch.Tensor, torch.Tensor], device: torch.device
+    ) -> torch.Tensor:
+        """The image's patches ``[n, size, size, 3]`` uint8, cut on `device`."""
+        image, boxes = chunk
+        return cut_patches_torch(image.to(device, non_blocking=True), boxes.numpy(), self.size)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -16,11 +16,9 @@ import h5py
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import Dataset
 
-from pipeline.cutting import cut_patches_torch
 from pipeline.datasets import DecodedImages, ImagePatchChunks, ShardPixelChunks
-from pipeline.features import FEATURE_FORMAT_VERSION
+from pipeline.features import FEATURE_FORMAT_VERSION, PatchChunks
 from pipeline.hashing import digest_of
 from pipeline.nets import Backbone
 from pipeline.runs import runs
@@ -108,15 +106,11 @@ class ShardSource:
         ]
         return cls(patch_dir, tasks, chunk_rows)
 
-    def pixel_chunks(self, todo: list[FeatureTask]) -> Dataset:
+    def pixel_chunks(self, todo: list[FeatureTask]) -> PatchChunks:
         """The uint8 pixels of the tasks' rows, in order, as a dataset of chunks."""
         return ShardPixelChunks(
             [(self.patch_dir / t.path.name, t.rows) for t in todo], self.chunk_rows
         )
-
-    def patches(self, chunk: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """The patches ``[n, S, S, 3]`` uint8 of a loaded chunk: the chunk itself."""
-        return chunk
 
 
 @dataclass(frozen=True)
@@ -174,26 +168,14 @@ class ImageSource:
             tasks.append(FeatureTask(out / shard_name(number), int(hi - lo), content, row_keys))
         return cls(tasks, per_image, patch_size, cutting)
 
-    def pixel_chunks(self, todo: list[FeatureTask]) -> Dataset:
-        """The tasks' rows, in order, one image per chunk: its cut uint8 patches (``pil``),
-        or the decoded image and its boxes (``torch``: cut by `patches`)."""
+    def pixel_chunks(self, todo: list[FeatureTask]) -> PatchChunks:
+        """The tasks' rows, in order, one image per chunk: its patches cut by PIL (``pil``), or
+        the decoded image, cut on the network's device (``torch``)."""
         images = list(dict.fromkeys(i for t in todo for i in t.row_keys()["image_id"]))
         listed = [self.per_image[i] for i in images]
         if self.cutting == "torch":
-            return DecodedImages(listed)
+            return DecodedImages(listed, self.patch_size)
         return ImagePatchChunks(listed, self.patch_size)
-
-    def patches(
-        self, chunk: torch.Tensor | tuple[torch.Tensor, torch.Tensor], device: torch.device
-    ) -> torch.Tensor:
-        """The patches ``[n, S, S, 3]`` uint8 of a loaded chunk: the chunk itself (``pil``),
-        or, for ``torch``, the image's patches cut on `device`."""
-        if self.cutting == "pil":
-            return chunk
-        image, boxes = chunk
-        return cut_patches_torch(
-            image.to(device, non_blocking=True), boxes.numpy(), self.patch_size
-        )
 
 
 FeatureSource = ShardSource | ImageSource

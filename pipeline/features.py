@@ -7,12 +7,16 @@ origin), ``weights_digest`` and ``transform``.
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+import socket
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import h5py
 import numpy as np
@@ -20,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.errors import PipelineError
-from pipeline.nets import Backbone, normalise
+from pipeline.nets import Backbone, build_backbone, normalise
 from pipeline.shards import (
     ShardFile,
     check_format_version,
@@ -55,6 +59,18 @@ def resolve_workers(setting: int | str, device: torch.device) -> int:
     if isinstance(setting, int) or (isinstance(setting, str) and setting.isdigit()):
         return int(setting)
     raise PipelineError(f"features.workers: {setting!r} is not a count of workers or auto")
+
+
+class PatchChunks(Protocol):
+    """A dataset of chunks of patches in row order (those of `pipeline.datasets`): item i is a
+    loaded chunk, which `patches` turns into uint8 patches ``[n, S, S, 3]`` on a device (the
+    chunk itself when already cut; cut there when it is a decoded image)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def patches(self, chunk: Any, device: torch.device) -> torch.Tensor: ...
 
 
 class FeatureExtractor:
@@ -161,20 +177,49 @@ def rebatch(
 
 
 def descriptor_batches(
-    extractor: FeatureExtractor,
-    chunks: Dataset,
-    workers: int,
-    boundaries: Iterable[int],
-    patches: Callable[[Any, torch.device], torch.Tensor] = lambda chunk, device: chunk,
+    extractor: FeatureExtractor, chunks: PatchChunks, workers: int, boundaries: Iterable[int]
 ) -> Iterator[np.ndarray]:
-    """Descriptors ``[n, d]`` float16 of a dataset of chunks, in row order, in batches of the
-    extractor's batch size that never cross a boundary (see `rebatch`); the chunks are loaded
-    by `workers` DataLoader processes and turned into uint8 patches ``[n, S, S, 3]`` on the
-    extractor's device by `patches` (default: they are the patches)."""
+    """Descriptors ``[n, d]`` float16 of a dataset of patch chunks, in row order, in batches of
+    the extractor's batch size that never cross a boundary (see `rebatch`); the chunks are
+    loaded by `workers` DataLoader processes and made patches on the extractor's device."""
     loaded = raise_errors(chunk_loader(chunks, extractor.device, workers))
-    on_device = (patches(chunk, extractor.device) for chunk in loaded)
+    on_device = (chunks.patches(chunk, extractor.device) for chunk in loaded)
     for pixels in rebatch(on_device, extractor.batch_size, boundaries):
         yield extractor(pixels)
+
+
+@dataclass(frozen=True)
+class WorkerExtractor:
+    """The extractor of a stage as a cluster worker rebuilds it on its CPU, once per process:
+    the net's name and options (the ``nets.<net>`` block as JSON), the digest of the stage's
+    weights, and the batch size."""
+
+    net: str
+    options: str
+    weights_digest: str
+    batch_size: int
+
+    def descriptors(self, work: tuple[PatchChunks, int]) -> np.ndarray:
+        """All descriptors ``[rows, d]`` float16 of one feature shard, given its patch chunks
+        and row count, computed in this process on the CPU in the stage's batches (so the
+        same bytes as the stage's). PipelineError when this process's weights of the net are
+        not the stage's."""
+        chunks, rows = work
+        extractor = _cpu_extractor(self.net, self.options, self.batch_size)
+        if extractor.backbone.weights_digest != self.weights_digest:
+            raise PipelineError(
+                f"{self.net}: the weights on worker {socket.gethostname()} "
+                f"({extractor.backbone.weights_digest}) are not the stage's "
+                f"({self.weights_digest}); install the same weights on every worker"
+            )
+        return np.concatenate(list(descriptor_batches(extractor, chunks, 0, [rows])))
+
+
+@functools.cache
+def _cpu_extractor(net: str, options: str, batch_size: int) -> FeatureExtractor:
+    return FeatureExtractor(
+        build_backbone(net, json.loads(options)), torch.device("cpu"), batch_size
+    )
 
 
 def read_features(shard: ShardFile) -> dict[str, np.ndarray]:

@@ -7,14 +7,17 @@ feature shard per block of images.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.errors import PipelineError
 from pipeline.feature_shards import (
     FeatureSource,
     FeatureTask,
@@ -26,6 +29,7 @@ from pipeline.feature_shards import (
 )
 from pipeline.features import (
     FeatureExtractor,
+    WorkerExtractor,
     descriptor_batches,
     resolve_cutting,
     resolve_device,
@@ -33,6 +37,7 @@ from pipeline.features import (
 )
 from pipeline.manifests import image_digests, image_files, read_manifest
 from pipeline.nets import build_backbone
+from pipeline.parallel import ALL_WORKERS, cluster_jobs, parallel_map
 from pipeline.params import Params
 from pipeline.shards import INDEX_NAME, update_shards
 from pipeline.timing import record_backbone_time
@@ -60,11 +65,22 @@ def run(
     n_workers = resolve_workers(
         params.features.workers if workers is None else workers, torch_device
     )
-    for name in params.net_names(net):
-        backbone = build_backbone(name, params.nets.options(name))
-        extractor = FeatureExtractor(backbone, torch_device, batch)
-        for one_split in params.splits(split):
-            extract_split(params, name, extractor, one_split, source, n_workers, cutting)
+    on_cluster = params.cluster.backend == "dask" and torch_device.type == "cpu"
+    if params.cluster.backend == "dask" and not on_cluster:
+        log.info("features run here on %s, not on the Dask cluster (CPU work)", torch_device)
+    with cluster_jobs(params.cluster, params.jobs) if on_cluster else nullcontext():
+        for name in params.net_names(net):
+            options = params.nets.options(name)
+            backbone = build_backbone(name, options)
+            extractor = FeatureExtractor(backbone, torch_device, batch)
+            remote = WorkerExtractor(
+                name, json.dumps(options, sort_keys=True), backbone.weights_digest, batch
+            )
+            for one_split in params.splits(split):
+                extract_split(
+                    params, name, extractor, one_split, source, n_workers, cutting,
+                    remote if on_cluster else None,
+                )  # fmt: skip
 
 
 def source_kind(params: Params, split: str, source: str) -> str:
@@ -116,21 +132,24 @@ def extract_split(
     source: str,
     workers: int,
     cutting: Literal["pil", "torch"] = "pil",
+    remote: WorkerExtractor | None = None,
 ) -> None:
     """Compute the missing feature shards of one split and write its index; patches that come
-    from the images are cut by `cutting`."""
+    from the images are cut by `cutting`; with `remote`, each shard is computed by a worker of
+    the active Dask cluster (`fill_cache`)."""
     backbone = extractor.backbone
     kind = source_kind(params, split, source)
     identity = backbone_identity(net, backbone, params.tiling.patch_size)
     out = params.layout.features(net, split)
     planned = plan_source(params, split, kind, identity, extractor.batch_size, out, cutting)
     log.info(
-        "%s on %s (%s, %d-d), %s from %s%s: batch %d, %d workers",
+        "%s on %s (%s, %d-d), %s from %s%s: batch %d, %s",
         net, extractor.device, backbone.layer, backbone.dim, split, kind,
-        f" (cut by {cutting})" if kind == "images" else "", extractor.batch_size, workers,
+        f" (cut by {cutting})" if kind == "images" else "", extractor.batch_size,
+        "on the Dask cluster's workers" if remote else f"{workers} loader workers",
     )  # fmt: skip
     timing = params.layout.timing(net, f"features-{split}")
-    fill_cache(out, planned, extractor, workers, timing, shard_attributes(identity))
+    fill_cache(out, planned, extractor, workers, timing, shard_attributes(identity), remote)
 
 
 def fill_cache(
@@ -140,10 +159,13 @@ def fill_cache(
     workers: int,
     timing: Path,
     attrs: dict[str, Any],
+    remote: WorkerExtractor | None = None,
 ) -> None:
     """Compute the missing feature shards of a planned cache in `out` (with a progress bar),
     each with the attributes `attrs`, and write its index; how long the backbone took goes to
-    the `timing` record."""
+    the `timing` record. The descriptors are computed here by `extractor` with `workers`
+    loader workers or, with `remote`, one shard per task on every worker of the active
+    cluster (inside `cluster_jobs`); this process writes the shards either way."""
 
     def write_missing(todo: list[FeatureTask]) -> Iterator[tuple[FeatureTask, str]]:
         boundaries = np.cumsum([t.rows for t in todo]).tolist()
@@ -151,10 +173,11 @@ def fill_cache(
         with tqdm(total=total, unit="patch", desc=f"features {out}", mininterval=1) as bar:
 
             def counted() -> Iterator[np.ndarray]:
-                chunks = planned.pixel_chunks(todo)
-                batches = descriptor_batches(
-                    extractor, chunks, workers, boundaries, planned.patches
-                )
+                if remote is None:
+                    chunks = planned.pixel_chunks(todo)
+                    batches = descriptor_batches(extractor, chunks, workers, boundaries)
+                else:
+                    batches = cluster_descriptors(remote, planned, todo)
                 for batch in batches:
                     bar.update(len(batch))
                     yield batch
@@ -168,3 +191,16 @@ def fill_cache(
         )  # fmt: skip
 
     update_shards(out, planned.tasks, write_missing)
+
+
+def cluster_descriptors(
+    remote: WorkerExtractor, planned: FeatureSource, todo: list[FeatureTask]
+) -> Iterator[np.ndarray]:
+    """The descriptors ``[rows, d]`` float16 of each task in order, each computed as one task
+    by a worker of the active cluster (`WorkerExtractor.descriptors`)."""
+    work = [(planned.pixel_chunks([task]), task.rows) for task in todo]
+    done = parallel_map(remote.descriptors, work, jobs=ALL_WORKERS, desc="shards", unit="shard")
+    for descriptors in done:
+        if isinstance(descriptors, PipelineError):
+            raise descriptors
+        yield descriptors

@@ -13,10 +13,11 @@ import pytest
 import torch
 import yaml
 
-from pipeline.datasets import ImagePatchChunks
+from pipeline.datasets import ImagePatchChunks, ShardPixelChunks
 from pipeline.errors import PipelineError
 from pipeline.features import (
     FeatureExtractor,
+    WorkerExtractor,
     feature_cache_shards,
     read_feature_attrs,
     read_features,
@@ -67,6 +68,10 @@ def shard_hashes(directory: Path) -> dict[str, str]:
     return {p.name: file_sha256(p) for p in sorted(directory.glob("shard-*.h5"))}
 
 
+def index_hash(directory: Path) -> dict[str, str]:
+    return {"index.parquet": file_sha256(directory / "index.parquet")}
+
+
 def test_test_split_rows_join_one_to_one_with_the_patch_manifest(cached):
     rows = feature_rows(FEATURES / "test")
     patches = pq.read_table("manifests/test-voc/test/patches.parquet").to_pandas()
@@ -98,6 +103,28 @@ def test_features_from_shards_equal_features_cut_from_the_image(cached):
         np.testing.assert_allclose(
             extractor(cut)[0], rows["features"][picked[k]], rtol=1e-2, atol=1e-3
         )
+
+
+def test_features_on_a_local_dask_cluster_are_the_bytes_of_a_local_run(cached):
+    splits = ("trainval", "test")  # from the patch shards, and cut from the images
+    local = {s: shard_hashes(FEATURES / s) | index_hash(FEATURES / s) for s in splits}
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["cluster"] = {"backend": "dask", "scheduler": None}
+    params["jobs"] = 2
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    for split in splits:
+        shutil.rmtree(FEATURES / split)
+    done = run_cli("features", "--net", "tiny", "--device", "cpu")
+    assert "on the Dask cluster's workers" in done.stderr
+    assert {s: shard_hashes(FEATURES / s) | index_hash(FEATURES / s) for s in splits} == local
+
+
+def test_a_worker_with_other_weights_is_refused_in_one_line(cached):
+    worker = WorkerExtractor("tiny", "{}", weights_digest="another", batch_size=8)
+    shard = feature_cache_shards(FEATURES / "trainval")[0]
+    chunks = ShardPixelChunks([(Path("data/patches/test-voc/trainval") / shard.path.name, 4)], 4)
+    with pytest.raises(PipelineError, match="are not the stage's .*install the same weights"):
+        worker.descriptors((chunks, 4))
 
 
 def test_batch_size_and_resume_do_not_change_the_cache(cached):
@@ -135,7 +162,6 @@ def test_torch_cutting_gives_the_descriptors_of_pil_cutting(cached, workers):
     for key in ("image_id", "patch", "label"):
         assert np.array_equal(after[key], before[key])
     np.testing.assert_allclose(after["features"], before["features"], rtol=0.05, atol=0.02)
-
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
