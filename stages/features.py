@@ -73,14 +73,17 @@ def run(
             options = params.nets.options(name)
             backbone = build_backbone(name, options)
             extractor = FeatureExtractor(backbone, torch_device, batch)
-            remote = WorkerExtractor(
-                name, json.dumps(options, sort_keys=True), backbone.weights_digest, batch
+            remote = (
+                WorkerExtractor(
+                    name, json.dumps(options, sort_keys=True), backbone.weights_digest, batch
+                )
+                if on_cluster
+                else None
             )
             for one_split in params.splits(split):
                 extract_split(
-                    params, name, extractor, one_split, source, n_workers, cutting,
-                    remote if on_cluster else None,
-                )  # fmt: skip
+                    params, name, extractor, one_split, source, n_workers, cutting, remote
+                )
 
 
 def source_kind(params: Params, split: str, source: str) -> str:
