@@ -102,21 +102,31 @@ def read_shard_index_of(directory: Path, name: str, rows: int, sha: str):
     return read_shard_index(directory)
 
 
+def shard_hashes() -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in PATCHES.glob("shard-*.h5")}
+
+
 def test_the_codec_param_rewrites_the_shards_and_lossless_ones_give_the_same_features(
     cached, edit_params
 ):
-    gzip = {p.name: file_sha256(p) for p in PATCHES.glob("shard-*.h5")}
-    features, _ = read_feature_cache(FEATURES)
-    edit_params({"shards.compression": "blosc2-zstd"})
-    run_cli("sample")
-    shards = {p.name: file_sha256(p) for p in PATCHES.glob("shard-*.h5")}
-    assert shards.keys() == gzip.keys() and not set(shards.values()) & set(gzip.values())
-    with h5py.File(next(iter(PATCHES.glob("shard-*.h5")))) as f:
-        assert f.attrs["codec"] == "blosc2-zstd"
-    run_cli("features", "--net", "tiny", "--split", "trainval")  # new shards: recomputed
-    recomputed, _ = read_feature_cache(FEATURES)
-    for key, column in features.items():  # lossless: the same pixels, the same descriptors
-        assert np.array_equal(recomputed[key], column)
+    jpeg = shard_hashes()  # the default codec
+    jpeg_features, _ = read_feature_cache(FEATURES)
+    stored = {}
+    for codec in ("gzip", "blosc2-zstd"):
+        edit_params({"shards.compression": codec})
+        run_cli("sample")
+        stored[codec] = shard_hashes()
+        with h5py.File(next(iter(PATCHES.glob("shard-*.h5")))) as f:
+            assert f.attrs["codec"] == codec
+        run_cli("features", "--net", "tiny", "--split", "trainval")  # new shards: recomputed
+        stored[codec, "features"] = read_feature_cache(FEATURES)[0]
+    gzip, zstd = stored["gzip"], stored["blosc2-zstd"]
+    assert jpeg.keys() == gzip.keys() == zstd.keys()
+    assert len(set(jpeg.values()) | set(gzip.values()) | set(zstd.values())) == 3 * len(jpeg)
+    lossless = stored["gzip", "features"], stored["blosc2-zstd", "features"]
+    for key, column in lossless[0].items():  # the same pixels, the same descriptors
+        assert np.array_equal(lossless[1][key], column)
+    assert not np.array_equal(jpeg_features["features"], lossless[0]["features"])  # lossy
 
 
 def test_a_shard_of_the_previous_format_is_rewritten_not_read(cached):
@@ -133,4 +143,4 @@ def test_a_shard_of_the_previous_format_is_rewritten_not_read(cached):
     assert "Traceback" not in done.stderr
     run_cli("sample")
     with h5py.File(shard) as f:
-        assert f.attrs["format_version"] == PATCH_FORMAT_VERSION and f.attrs["codec"] == "gzip"
+        assert f.attrs["format_version"] == PATCH_FORMAT_VERSION and f.attrs["codec"] == "jpeg"
