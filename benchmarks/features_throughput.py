@@ -31,25 +31,33 @@ from pipeline.nets import build_backbone, normalise
 REPO = Path(__file__).resolve().parents[1]
 
 
-def bare_forward(net: str, device: torch.device, size: int, batch: int, repeat: int) -> float:
-    """Patches/s of the module alone on a ready batch (best of `repeat` passes)."""
+def forward_seconds(
+    net: str, device: torch.device, size: int, batch: int, passes: int
+) -> list[float]:
+    """Seconds of each of `passes` forward passes of the module alone on a ready batch of
+    `batch` normalised random patches of `size` px in device memory (after one warm-up)."""
     backbone = build_backbone(net)
     module = backbone.module.to(device, memory_format=torch.channels_last)
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
     x = normalise(pixels, backbone.mean, backbone.std)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    best = float("inf")
+    seconds = []
     with torch.inference_mode(), autocast:
         module(x)  # warm-up
-        for _ in range(repeat):
+        for _ in range(passes):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
             module(x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-    return batch / best
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def bare_forward(net: str, device: torch.device, size: int, batch: int, repeat: int) -> float:
+    """Patches/s of the module alone on a ready batch (best of `repeat` passes)."""
+    return batch / min(forward_seconds(net, device, size, batch, repeat))
 
 
 def pipeline(project: Path, *args: str) -> str:

@@ -11,7 +11,12 @@ In one run, on colour photos (scikit-image's sample photos, brought to VOC's siz
   2. the sample stage's shard writing per codec (cut + encode + write + SHA-256, one process):
      patches/s and bytes per patch;
   3. the features stage reading the shards of each codec (`ShardSource`, DataLoader workers as
-     the stage picks them) against the bare forward pass of the net on a ready batch.
+     the stage picks them) against the bare forward pass of the net on a ready batch, and the
+     loading alone (read, decompress or decode, onto the device; no forward pass): how many
+     patches/s the stage's loader can feed a net, the bound on a fast GPU.
+Each features figure is compared with the bare forward pass run just before it over as many
+patches (mean patches/s), so that a machine whose speed drifts (a shared CPU) does not bias the
+ratio; the peak of the bare forward (best single pass) is printed once.
 Run on demand:
 
     python benchmarks/shard_codecs.py [--size 224] [--root VOC_YEAR_DIR --images 8]
@@ -32,7 +37,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import torch
-from features_throughput import bare_forward
+from features_throughput import bare_forward, forward_seconds
 from PIL import Image
 from skimage import data as photos
 
@@ -43,7 +48,13 @@ from pipeline.feature_shards import (
     backbone_identity,
     shard_attributes,
 )
-from pipeline.features import FeatureExtractor, resolve_device, resolve_workers
+from pipeline.features import (
+    FeatureExtractor,
+    chunk_loader,
+    raise_errors,
+    resolve_device,
+    resolve_workers,
+)
 from pipeline.nets import build_backbone
 from pipeline.patch_codecs import PatchCodec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
@@ -170,6 +181,13 @@ def images_rate(
         return table.num_rows, table.num_rows / (time.perf_counter() - start)
 
 
+def sustained_forward(net: str, device: torch.device, size: int, batch: int, patches: int) -> float:
+    """Patches/s of the bare forward pass over `patches` patches (the mean of as many passes of
+    `batch` as the stage makes): the yardstick of one stage figure, taken just before it."""
+    passes = -(-patches // batch)
+    return batch * passes / sum(forward_seconds(net, device, size, batch, passes))
+
+
 def write_shards(table: pa.Table, files: list[Path], out: Path, size: int, codec: PatchCodec):
     """Write the patch shards of every row of `table` into `out` as the sample stage does (one
     process); return (patches/s, bytes per patch)."""
@@ -195,6 +213,23 @@ def read_rate(shards: Path, extractor: FeatureExtractor, workers: int) -> float:
         attrs = shard_attributes(identity)
         fill_cache(out, planned, extractor, workers, Path(tmp) / "time.json", attrs)
         return sum(t.rows for t in planned.tasks) / (time.perf_counter() - start)
+
+
+def load_rate(shards: Path, extractor: FeatureExtractor, workers: int) -> float:
+    """Patches/s of loading a patch shard directory alone as the features stage loads it (its
+    chunks read and decoded by `workers` DataLoader processes, made patches on the extractor's
+    device), without the forward pass."""
+    identity = backbone_identity("bench", extractor.backbone, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        planned = ShardSource.plan(shards, Path(tmp) / "features", identity, extractor.batch_size)
+        chunks = planned.pixel_chunks(planned.tasks)
+        device = extractor.device
+        start = time.perf_counter()
+        loaded = raise_errors(chunk_loader(chunks, device, workers))
+        patches = sum(len(chunks.patches(chunk, device)) for chunk in loaded)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return patches / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -227,26 +262,35 @@ def main() -> None:
         extractor = FeatureExtractor(build_backbone(args.net), device, args.batch)
         workers = resolve_workers(args.workers, device)
         bare = bare_forward(args.net, device, args.size, args.batch, args.repeat)
-        print(f"{args.net} bare forward on {device}: {bare:8.1f} patches/s")
+        print(f"{args.net} bare forward on {device}: {bare:8.1f} patches/s at best")
+
+        def forward_before(patches: int) -> float:
+            return sustained_forward(args.net, device, args.size, args.batch, patches)
+
         for cutting in ("pil", "torch"):
+            forward = forward_before(args.feature_patches)
             rows, rate = images_rate(
                 files, extractor, workers, cutting, args.size, args.feature_patches
             )
             print(
                 f"features from the images, cut by {cutting:5s}: {rate:8.1f} p/s "
-                f"({100 * rate / bare:.0f}% of bare; {rows} patches, {workers} workers)"
+                f"({100 * rate / forward:.0f}% of the bare forward's {forward:.1f}; "
+                f"{rows} patches, {workers} workers)"
             )
-        print("codec          sample write   bytes/patch   features reading it")
+        print("codec          sample write   bytes/patch   loading alone   features reading it")
         for codec in CODECS:
             label = codec_label(codec)
             shards = Path(tmp) / "shards" / label
             rate, per_patch = write_shards(table, files, shards, args.size, codec)
             subset = Path(tmp) / "read" / label
             write_shards(table.slice(0, args.feature_patches), files, subset, args.size, codec)
+            loading = load_rate(shards, extractor, workers)
+            forward = forward_before(args.feature_patches)
             read = read_rate(subset, extractor, workers)
             print(
                 f"{label:14s} {rate:8.1f} p/s  {per_patch / 1024:7.1f} KiB   "
-                f"{read:8.1f} p/s ({100 * read / bare:.0f}% of bare)"
+                f"{loading:8.1f} p/s   {read:8.1f} p/s "
+                f"({100 * read / forward:.0f}% of the bare forward's {forward:.1f})"
             )
 
 
