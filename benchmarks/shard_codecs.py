@@ -20,7 +20,7 @@ ratio; the peak of the bare forward (best single pass) is printed once.
 Run on demand:
 
     python benchmarks/shard_codecs.py [--size 224] [--root VOC_YEAR_DIR --images 8]
-        [--net effnet-lite0] [--feature-patches 512] [--device auto]
+        [--net effnet-lite0] [--feature-patches 512] [--device auto] [--codecs jpeg-q95 gzip-1]
 """
 
 from __future__ import annotations
@@ -243,6 +243,8 @@ def main() -> None:
     parser.add_argument("--feature-patches", type=int, default=512)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", default="auto")
+    labels = [codec_label(c) for c in CODECS]
+    parser.add_argument("--codecs", nargs="+", choices=labels, default=labels)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,7 +280,7 @@ def main() -> None:
                 f"{rows} patches, {workers} workers)"
             )
         print("codec          sample write   bytes/patch   loading alone   features reading it")
-        for codec in CODECS:
+        for codec in (c for c in CODECS if codec_label(c) in args.codecs):
             label = codec_label(codec)
             shards = Path(tmp) / "shards" / label
             rate, per_patch = write_shards(table, files, shards, args.size, codec)
