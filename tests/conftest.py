@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 
 from pipeline.demo import generate_demo
+from pipeline.params import load_params
+from pipeline.patch_codecs import read_pixels, shard_codec
 from tests.cli import run_cli
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat")
@@ -33,6 +38,14 @@ def demo_params(root: Path) -> dict:
     params["shards"]["patches_per_shard"] = 64
     params["features"].update(nets=["tiny"], device="cpu", batch_size=32, images_per_shard=1)
     return params
+
+
+def as_stored(pixels: np.ndarray, params: Path = Path("params.yaml")) -> np.ndarray:
+    """Patches uint8 ``[N, S, S, 3]`` as a shard written with the codec of `params` gives them
+    back (the same pixels for a lossless codec, JPEG's decoded ones for ``jpeg``)."""
+    with h5py.File(io.BytesIO(), "w") as f:
+        shard_codec(load_params(params).shards).store(f, pixels)
+        return read_pixels(f, slice(None))
 
 
 def flip_a_byte_in_the_middle(path: Path) -> None:
