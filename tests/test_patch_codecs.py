@@ -109,24 +109,22 @@ def shard_hashes() -> dict[str, str]:
 def test_the_codec_param_rewrites_the_shards_and_lossless_ones_give_the_same_features(
     cached, edit_params
 ):
-    jpeg = shard_hashes()  # the default codec
-    jpeg_features, _ = read_feature_cache(FEATURES)
-    stored = {}
+    hashes = {"jpeg": shard_hashes()}  # the default codec
+    features = {"jpeg": read_feature_cache(FEATURES)[0]}
     for codec in ("gzip", "blosc2-zstd"):
         edit_params({"shards.compression": codec})
         run_cli("sample")
-        stored[codec] = shard_hashes()
+        hashes[codec] = shard_hashes()
         with h5py.File(next(iter(PATCHES.glob("shard-*.h5")))) as f:
             assert f.attrs["codec"] == codec
         run_cli("features", "--net", "tiny", "--split", "trainval")  # new shards: recomputed
-        stored[codec, "features"] = read_feature_cache(FEATURES)[0]
-    gzip, zstd = stored["gzip"], stored["blosc2-zstd"]
-    assert jpeg.keys() == gzip.keys() == zstd.keys()
-    assert len(set(jpeg.values()) | set(gzip.values()) | set(zstd.values())) == 3 * len(jpeg)
-    lossless = stored["gzip", "features"], stored["blosc2-zstd", "features"]
-    for key, column in lossless[0].items():  # the same pixels, the same descriptors
-        assert np.array_equal(lossless[1][key], column)
-    assert not np.array_equal(jpeg_features["features"], lossless[0]["features"])  # lossy
+        features[codec] = read_feature_cache(FEATURES)[0]
+    assert hashes["jpeg"].keys() == hashes["gzip"].keys() == hashes["blosc2-zstd"].keys()
+    all_shards = {sha for by_name in hashes.values() for sha in by_name.values()}
+    assert len(all_shards) == 3 * len(hashes["jpeg"])  # every codec wrote other bytes
+    for key, column in features["gzip"].items():  # lossless: same pixels, same descriptors
+        assert np.array_equal(features["blosc2-zstd"][key], column)
+    assert not np.array_equal(features["jpeg"]["features"], features["gzip"]["features"])
 
 
 def test_a_shard_of_the_previous_format_is_rewritten_not_read(cached):
