@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import tempfile
 import time
 import timeit
@@ -184,7 +185,7 @@ def images_rate(
 def sustained_forward(net: str, device: torch.device, size: int, batch: int, patches: int) -> float:
     """Patches/s of the bare forward pass over `patches` patches (the mean of as many passes of
     `batch` as the stage makes): the yardstick of one stage figure, taken just before it."""
-    passes = -(-patches // batch)
+    passes = math.ceil(patches / batch)
     return batch * passes / sum(forward_seconds(net, device, size, batch, passes))
 
 
