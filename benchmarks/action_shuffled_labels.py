@@ -13,10 +13,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.action_models import VARIANTS
-from pipeline.metrics import mean_ap
+from pipeline.action_models import VARIANTS, fit_and_score
+from pipeline.evaluation import mean_ap
 from pipeline.params import load_params
-from stages.fit_action import fit_and_score
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.features import feature_cache_shards
+from pipeline.feature_cache import feature_cache_shards
 from pipeline.head import build_head
 from pipeline.nets import build_backbone
 from pipeline.params import load_params
@@ -83,7 +83,9 @@ def main() -> None:
         patch_head = time.perf_counter() - start
         start, windows = time.perf_counter(), 0
         dense_shards = read_shard_index(project / layout.dense(args.net, "test"))
-        for scored in dense_probabilities(head, backbone.dense_trunk(), dense_shards, args.size):
+        for scored in dense_probabilities(
+            head, backbone.dense_trunk().window_rule(args.size), dense_shards
+        ):
             windows += len(scored.probabilities)
         dense_head = time.perf_counter() - start
         patch_total = backbone_seconds(project, args.net, "features-test") + patch_head

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from pipeline.features import resolve_device
+from pipeline.devices import resolve_device
 from pipeline.nets import build_backbone, normalise
 
 REPO = Path(__file__).resolve().parents[1]

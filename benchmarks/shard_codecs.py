@@ -43,25 +43,20 @@ from PIL import Image
 from skimage import data as photos
 
 from pipeline.cutting import crop_and_resize, cut_patches, cut_patches_torch
+from pipeline.devices import resolve_device, resolve_workers
 from pipeline.feature_shards import (
     ImageSource,
     ShardSource,
     backbone_identity,
+    fill_cache,
     shard_attributes,
 )
-from pipeline.features import (
-    FeatureExtractor,
-    chunk_loader,
-    raise_errors,
-    resolve_device,
-    resolve_workers,
-)
+from pipeline.features import FeatureExtractor, chunk_loader, raise_errors
 from pipeline.nets import build_backbone
 from pipeline.patch_codecs import PatchCodec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
 from pipeline.tiling import patch_grid
 from pipeline.voc import image_path, load_rgb, read_image_set
-from stages.features import fill_cache
 
 PHOTOS = (
     "astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",

@@ -22,15 +22,14 @@ import torch
 from torch import nn
 
 from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
-from pipeline.dense import iter_dense_cache
-from pipeline.evaluation import evaluate_scores
-from pipeline.features import feature_cache_shards, read_feature_cache, resolve_device
+from pipeline.dense_cache import iter_dense_cache, open_dense_cache
+from pipeline.devices import resolve_device
+from pipeline.evaluation import ap_method, evaluate_scores
+from pipeline.feature_cache import feature_cache_shards, read_feature_cache
 from pipeline.head import fit_head
+from pipeline.image_level import image_labels, schedule
 from pipeline.manifests import read_manifest
-from pipeline.metrics import ap_method
-from pipeline.nets import build_backbone
 from pipeline.params import Params, load_params
-from pipeline.shards import read_shard_index
 from pipeline.voc import read_class_image_sets, read_image_set
 from pipeline.weak import (
     fit_image_labels,
@@ -39,7 +38,6 @@ from pipeline.weak import (
     whole_image_descriptor,
     window_descriptors,
 )
-from stages.image_level import image_labels, schedule
 
 
 def mean_ap(params: Params, scored: Iterator[Scored]) -> float:
@@ -64,12 +62,17 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     net = args.net or params.features.nets[0]
-    layout, dataset, size = params.layout, params.dataset, params.tiling.patch_size
+    layout, dataset = params.layout, params.dataset
     device = resolve_device(params.head.device)
     rng = np.random.default_rng(args.seed)
-    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
-    train_dense = read_shard_index(layout.dense(net, dataset.train_split))
-    test_dense = read_shard_index(layout.dense(net, dataset.eval_split))
+    train_split, eval_split = dataset.train_split, dataset.eval_split
+    train_dense = open_dense_cache(
+        layout.dense(net, train_split), layout.window_rule(net, train_split), net
+    )
+    test_dense = open_dense_cache(
+        layout.dense(net, eval_split), layout.window_rule(net, eval_split), net
+    )
+    rule, test_shards = test_dense.rule, test_dense.shards
     k, pool = params.scoring.k, params.scoring.pool
 
     # the 2014 head: patch labels
@@ -91,11 +94,11 @@ def main() -> None:
 
     # the image-level layers: image labels
     ids, windows = window_descriptors(
-        dense, iter_dense_cache(train_dense), dense.window(size), size, device
+        train_dense.rule, iter_dense_cache(train_dense.shards), device
     )
     whole = [
-        torch.from_numpy(whole_image_descriptor(dense, image, device))[None]
-        for image in iter_dense_cache(train_dense)
+        torch.from_numpy(whole_image_descriptor(train_dense.rule, image, device))[None]
+        for image in iter_dense_cache(train_dense.shards)
     ]
     labels = image_labels(params, ids)
     head = params.head
@@ -120,13 +123,13 @@ def main() -> None:
         ),
         "dense": lambda shuffle: dense_method(
             patch_head(rng.permutation(train["label"]) if shuffle else train["label"]),
-            dense, test_dense, size, k=k, pool=pool,
+            rule, test_shards, k=k, pool=pool,
         ),
         "weak": lambda shuffle: weak_method(
-            weak_layers(rng.permutation(labels) if shuffle else labels), dense, test_dense, size
+            weak_layers(rng.permutation(labels) if shuffle else labels), rule, test_shards
         ),
         "cam": lambda shuffle: cam_method(
-            cam_layer(rng.permutation(labels) if shuffle else labels), dense, test_dense
+            cam_layer(rng.permutation(labels) if shuffle else labels), rule, test_shards
         ),
     }  # fmt: skip
     print(f"{net} on {dataset.name} {dataset.eval_split}: mAP true labels / shuffled labels")

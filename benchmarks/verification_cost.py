@@ -18,7 +18,7 @@ from pathlib import Path
 
 import h5py
 
-from pipeline.features import read_features
+from pipeline.feature_cache import read_features
 from pipeline.params import load_params
 from pipeline.shards import ShardFile, read_shard_index, verify_shards
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,25 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from pipeline.actions import action_truth
+from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.features import read_feature_cache
-from pipeline.head import Prepare, as_float, build_head
+from pipeline.evaluation import class_aps
+from pipeline.feature_cache import read_feature_cache
+from pipeline.head import (
+    EpochLog,
+    Prepare,
+    as_float,
+    build_head,
+    check_unseen,
+    epoch_logger,
+    holdout_mask,
+    train_head,
+)
 from pipeline.layout import Layout
 from pipeline.nets import build_backbone, build_untrained, normalise
 from pipeline.params import Head as HeadParams
@@ -139,3 +153,89 @@ def person_probabilities(
         batch = torch.from_numpy(inputs[start : start + batch_size]).to(device)
         out.append(torch.softmax(model.module(model.prepare(batch)).float(), 1).cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+
+def persons_of(params: Params, split: str, rows: dict[str, np.ndarray]) -> np.ndarray:
+    """The split's truth ``[persons, actions]`` in the order of `rows`, after checking that the
+    rows are the persons of ``persons.parquet``."""
+    path = params.layout.action_manifests(split) / "persons.parquet"
+    if not path.is_file():
+        raise PipelineError(f"{path}: missing; run `pipeline action-samples --split {split}`")
+    table = pq.read_table(path)
+    same = table["image_id"].to_pylist() == rows["image_id"].tolist() and np.array_equal(
+        table["person"].to_numpy(), rows["patch"]
+    )
+    if not same:
+        raise PipelineError(f"{path}: the cached persons differ; re-run `pipeline action-features`")
+    return action_truth(table, params.action.actions)
+
+
+@dataclass(frozen=True)
+class FittedVariant:
+    """A variant trained and scored: its model, per-epoch log, training rows kept out (several
+    or no listed action) and held out, the evaluation split's rows, probabilities ``[persons,
+    actions]``, AP per action, training images and seconds."""
+
+    model: ActionModel
+    history: list[EpochLog]
+    excluded: int
+    held_out: np.ndarray
+    evaluation: dict[str, np.ndarray]
+    probabilities: np.ndarray
+    aps: dict[str, float]
+    train_images: list[str]
+    seconds: float
+
+
+def fit_and_score(
+    params: Params, net: str, variant: str, device: str | None, shuffle_seed: int | None = None
+) -> FittedVariant:
+    """Train one variant of one net on the training split's single-action persons and score
+    every person of the evaluation split. `shuffle_seed` permutes the training labels first
+    (the control that a model learns from its labels: benchmarks/action_shuffled_labels.py)."""
+    started = time.perf_counter()
+    layout, actions = params.layout, params.action.actions
+    train_split, eval_split = params.dataset.train_split, params.dataset.eval_split
+    train = variant_inputs(layout, variant, net, train_split)
+    inputs = "pixels" if variant == "scratch" else "features"
+    usable = train["label"] >= 0  # one listed action: persons with several never reach a batch
+    labels = train["label"][usable].astype(np.int64)
+    if shuffle_seed is not None:
+        labels = np.random.default_rng(shuffle_seed).permutation(labels)
+    held = holdout_mask(train["image_id"][usable], params.head.val_fraction, params.head.seed)
+    x, y = torch.from_numpy(train[inputs][usable]), torch.from_numpy(labels)
+    dim = int(np.prod(train[inputs].shape[1:]))
+    model = build_action_model(params, variant, net, dim, params.nets.options(net))
+    torch_device = resolve_device(device or params.head.device)
+    history = train_head(
+        model.module, (x[~held], y[~held]), (x[held], y[held]), model.config, torch_device,
+        epoch_logger(), model.prepare, lr_key=lr_key(variant),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    train_images = sorted(set(train["image_id"].tolist()))
+    evaluation = variant_inputs(layout, variant, net, eval_split)
+    check_unseen({"train_images": train_images, "train_split": train_split},
+                 evaluation["image_id"].tolist(), eval_split, f"action {variant}")  # fmt: skip
+    truth = persons_of(params, eval_split, evaluation)
+    probabilities = person_probabilities(
+        model, evaluation[inputs], torch_device, model.config.batch_size
+    )
+    aps = class_aps(probabilities, truth, actions, "area")
+    return FittedVariant(
+        model,
+        history,
+        int((~usable).sum()),
+        held,
+        evaluation,
+        probabilities,
+        aps,
+        train_images,
+        seconds,
+    )
+
+
+def lr_key(variant: str) -> str:
+    """The param whose learning rate a variant trains with (named when training diverges)."""
+    return {"frozen": "head.lr", "update": "action.update_lr", "scratch": "action.scratch.lr"}[
+        variant
+    ]

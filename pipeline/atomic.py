@@ -126,6 +126,12 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_bytes(data: bytes, path: str | os.PathLike[str]) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_text(text: str, path: str | os.PathLike[str]) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:

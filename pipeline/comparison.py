@@ -20,17 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.dense import iter_dense_cache
+from pipeline.dense_cache import iter_dense_cache
+from pipeline.heatmaps import heat_maps
 from pipeline.runs import runs
-from pipeline.scoring import (
-    cache_probabilities,
-    dense_probabilities,
-    head_logits,
-    heat_maps,
-    image_scores,
-)
+from pipeline.scoring import cache_probabilities, dense_probabilities, head_logits, image_scores
 from pipeline.shards import ShardFile
-from pipeline.trunks import DenseTrunk
+from pipeline.trunks import WindowRule
 from pipeline.weak import class_activation_maps, whole_image_descriptor
 
 METHODS = {
@@ -77,36 +72,33 @@ def patch_method(
 
 def dense_method(
     head: nn.Module,
-    dense: DenseTrunk,
+    rule: WindowRule,
     shards: Sequence[ShardFile],
-    patch_size: int,
     *,
     k: float,
     pool: str,
 ) -> Iterator[Scored]:
     """The 2014 head on every window of every scale of the dense maps."""
-    for s in dense_probabilities(head, dense, shards, patch_size):
+    for s in dense_probabilities(head, rule, shards):
         maps = heat_maps(s.probabilities[:, 1:], s.windows.boxes, s.image.width, s.image.height)
         yield Scored(s.image.image_id, pooled(s.probabilities, k, pool), maps)
 
 
 def weak_method(
-    layers: nn.Module, dense: DenseTrunk, shards: Sequence[ShardFile], patch_size: int
+    layers: nn.Module, rule: WindowRule, shards: Sequence[ShardFile]
 ) -> Iterator[Scored]:
     """The weakly supervised layers: per class the max logit over windows and scales."""
-    for s in dense_probabilities(layers, dense, shards, patch_size, softmax=False):
+    for s in dense_probabilities(layers, rule, shards, softmax=False):
         values = 1 / (1 + np.exp(-s.probabilities))
         maps = heat_maps(values, s.windows.boxes, s.image.width, s.image.height)
         yield Scored(s.image.image_id, s.probabilities.max(0).astype(np.float64), maps)
 
 
-def cam_method(
-    layer: nn.Module, dense: DenseTrunk, shards: Sequence[ShardFile]
-) -> Iterator[Scored]:
+def cam_method(layer: nn.Module, rule: WindowRule, shards: Sequence[ShardFile]) -> Iterator[Scored]:
     """The full-image layer: its logits on the whole image, and its class activation maps
     when the net's descriptor is the average of its maps."""
     for image in iter_dense_cache(shards):
-        descriptor = torch.from_numpy(whole_image_descriptor(dense, image, torch.device("cpu")))
+        descriptor = torch.from_numpy(whole_image_descriptor(rule, image, torch.device("cpu")))
         scores = head_logits(layer, descriptor[None])[0].astype(np.float64)
-        maps = class_activation_maps(layer, image, dense.stride) if dense.averages else None
+        maps = class_activation_maps(layer, image, rule.stride) if rule.averages else None
         yield Scored(image.image_id, scores, maps)

@@ -7,6 +7,7 @@ and the images themselves (every patch of the grid, one feature shard per block 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,22 +17,29 @@ import h5py
 import numpy as np
 import pyarrow as pa
 import torch
+from tqdm import tqdm
 
 from pipeline.datasets import DecodedImages, ImagePatchChunks, ShardPixelChunks
-from pipeline.features import FEATURE_FORMAT_VERSION, PatchChunks
+from pipeline.errors import PipelineError
+from pipeline.feature_cache import FEATURE_FORMAT_VERSION
+from pipeline.features import FeatureExtractor, PatchChunks, WorkerExtractor, descriptor_batches
 from pipeline.hashing import digest_of
 from pipeline.nets import Backbone
+from pipeline.parallel import ALL_WORKERS, parallel_map
 from pipeline.runs import runs
 from pipeline.shards import (
     read_row_keys,
     read_shard_index,
     shard_name,
     store_array,
+    update_shards,
     verify_shards,
     write_shard,
 )
+from pipeline.timing import record_backbone_time
 
 RowKeys = dict[str, np.ndarray]  # label, image_id, patch of a shard's rows
+log = logging.getLogger("pipeline")
 FEATURE_CHUNK_ROWS = 1024  # rows per HDF5 chunk of a feature shard (about 2.6 MB at 1280-d)
 
 
@@ -204,3 +212,57 @@ def write_feature_shards(
             attrs=attrs,
         )
         yield task, sha
+
+
+def fill_cache(
+    out: Path,
+    planned: FeatureSource,
+    extractor: FeatureExtractor,
+    workers: int,
+    timing: Path,
+    attrs: dict[str, Any],
+    remote: WorkerExtractor | None = None,
+) -> None:
+    """Compute the missing feature shards of a planned cache in `out` (with a progress bar),
+    each with the attributes `attrs`, and write its index; how long the backbone took goes to
+    the `timing` record. The descriptors are computed here by `extractor` with `workers`
+    loader workers or, with `remote`, one shard per task on every worker of the active
+    cluster (inside `cluster_jobs`); this process writes the shards either way."""
+
+    def write_missing(todo: list[FeatureTask]) -> Iterator[tuple[FeatureTask, str]]:
+        boundaries = np.cumsum([t.rows for t in todo]).tolist()
+        total = boundaries[-1] if todo else 0
+        with tqdm(total=total, unit="patch", desc=f"features {out}", mininterval=1) as bar:
+
+            def counted() -> Iterator[np.ndarray]:
+                if remote is None:
+                    chunks = planned.pixel_chunks(todo)
+                    batches = descriptor_batches(extractor, chunks, workers, boundaries)
+                else:
+                    batches = cluster_descriptors(remote, planned, todo)
+                for batch in batches:
+                    bar.update(len(batch))
+                    yield batch
+
+            yield from write_feature_shards(todo, counted(), attrs)
+            seconds = max(bar.format_dict["elapsed"], 1e-9)
+        log.info("%s: %d patches computed (%.1f patches/s)", out, total, total / seconds)
+        images = len({i for t in todo for i in t.row_keys()["image_id"]})
+        record_backbone_time(
+            timing, images, seconds, str(extractor.device), patches=total
+        )  # fmt: skip
+
+    update_shards(out, planned.tasks, write_missing)
+
+
+def cluster_descriptors(
+    remote: WorkerExtractor, planned: FeatureSource, todo: list[FeatureTask]
+) -> Iterator[np.ndarray]:
+    """The descriptors ``[rows, d]`` float16 of each task in order, each computed as one task
+    by a worker of the active cluster (`WorkerExtractor.descriptors`)."""
+    work = [(planned.pixel_chunks([task]), task.rows) for task in todo]
+    done = parallel_map(remote.descriptors, work, jobs=ALL_WORKERS, desc="shards", unit="shard")
+    for descriptors in done:
+        if isinstance(descriptors, PipelineError):
+            raise descriptors
+        yield descriptors

@@ -1,64 +1,24 @@
-"""Running a frozen backbone over patch pixels, and the feature cache format (docs/method.md 3).
-
-A feature shard holds ``features`` float16 ``[N, d]``, ``label`` int16, ``image_id``, ``patch``,
-and the attributes ``format_version``, ``digest``, ``net``, ``layer``, ``weights`` (their
-origin), ``weights_digest`` and ``transform``.
-"""
+"""Running a frozen backbone over patch pixels: the extractor, the loading of patch chunks and
+their batching (the cache these descriptors go to is read by `pipeline.feature_cache`)."""
 
 from __future__ import annotations
 
 import functools
-import io
 import json
-import os
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.errors import PipelineError
 from pipeline.nets import Backbone, build_backbone, normalise
-from pipeline.shards import (
-    ShardFile,
-    check_format_version,
-    read_row_keys,
-    read_shard_index,
-    verified_bytes,
-)
 
-FEATURE_FORMAT_VERSION = 1
-MAX_CUDA_WORKERS = 8  # DataLoader workers of `auto` on CUDA: enough to keep one GPU fed
 PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise PipelineError(f"features.device: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"features.device: {name} asked for but no CUDA GPU is visible")
-    return device
-
-
-def resolve_workers(setting: int | str, device: torch.device) -> int:
-    """DataLoader workers: an int as given; ``auto`` -> 0 on CPU (loading is cheap next to the
-    forward pass and would steal its cores), up to `MAX_CUDA_WORKERS` on CUDA."""
-    if setting == "auto":
-        return 0 if device.type == "cpu" else min(MAX_CUDA_WORKERS, os.cpu_count() or 1)
-    if isinstance(setting, int) or (isinstance(setting, str) and setting.isdigit()):
-        return int(setting)
-    raise PipelineError(f"features.workers: {setting!r} is not a count of workers or auto")
 
 
 class PatchChunks(Protocol):
@@ -220,49 +180,3 @@ def _cpu_extractor(net: str, options: str, batch_size: int) -> FeatureExtractor:
     return FeatureExtractor(
         build_backbone(net, json.loads(options)), torch.device("cpu"), batch_size
     )
-
-
-def read_features(shard: ShardFile) -> dict[str, np.ndarray]:
-    """Read a feature shard listed in its cache's index, checked before use: ``features``
-    float16 ``[N, d]``, ``label``, ``image_id`` (str), ``patch``.
-
-    The file is read once and its bytes checked against the recorded SHA-256. Raises
-    PipelineError naming the shard when it is missing, damaged, of another format version, or
-    holds non-finite descriptors."""
-    data = verified_bytes(shard, writer="features")
-    with h5py.File(io.BytesIO(data), "r") as f:
-        check_format_version(f, FEATURE_FORMAT_VERSION, shard.path)
-        rows = {"features": f["features"][:], **read_row_keys(f)}
-    if not np.isfinite(rows["features"]).all():
-        raise PipelineError(
-            f"{shard.path}: holds non-finite descriptors (NaN or inf); re-run `pipeline "
-            "features` (and check the backbone's weights)"
-        )
-    return rows
-
-
-def read_feature_attrs(path: Path) -> dict[str, Any]:
-    """The attributes of a feature shard (net, layer, weights_digest, transform, ...)."""
-    with h5py.File(path, "r") as f:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-
-
-def feature_cache_shards(directory: Path) -> list[ShardFile]:
-    """The shards of a feature cache directory in index order (read them with
-    `read_features`, which checks them); PipelineError when the cache is missing or empty."""
-    shards = read_shard_index(directory)
-    if not shards:
-        raise PipelineError(f"{directory}: feature cache holds no shard")
-    return shards
-
-
-def read_feature_cache(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """All rows of a feature cache directory (its shards in index order, each checked) and
-    the attributes of its first shard (net, layer, weights_digest, transform). Raises
-    PipelineError when the cache or one of its shards is missing, damaged or of another
-    format version. Holds every descriptor in memory: for training sets; stream test sets
-    shard by shard instead."""
-    shards = feature_cache_shards(directory)
-    parts = [read_features(shard) for shard in shards]
-    rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return rows, read_feature_attrs(shards[0].path)

@@ -9,6 +9,7 @@ number of times, then stop; the weights of the best hold-out epoch are kept.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,17 @@ class EpochLog:
             f"{self.train_accuracy:.3f}, hold-out loss {self.val_loss:.4f} {accuracy} "
             f"{self.val_accuracy:.3f}"
         )
+
+
+def epoch_logger(accuracy: str = "acc") -> Callable[[EpochLog], None]:
+    """A per-epoch callback that logs each epoch as one line (`EpochLog.line`) on the
+    ``pipeline`` logger; `accuracy` names what the accuracies count."""
+    log = logging.getLogger("pipeline")
+
+    def log_epoch(entry: EpochLog) -> None:
+        log.info("%s", entry.line(accuracy))
+
+    return log_epoch
 
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch on the device -> the module's input

@@ -1,4 +1,5 @@
-"""Rendering per-class heat maps as overlays, and checking where they peak."""
+"""Per-class heat maps: computed from the probabilities of the patches covering each pixel,
+rendered as overlays, and checked where they peak."""
 
 from __future__ import annotations
 
@@ -117,3 +118,28 @@ def chosen_images(wanted: int | Sequence[str], split_images: list[str], split: s
     if unknown:
         raise PipelineError(f"heatmaps.images: not in split {split!r}: {sorted(unknown)}")
     return chosen
+
+
+def heat_maps(probabilities: np.ndarray, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Per-class heat maps of one image: for each pixel, the mean of ``y(c | P)`` over the
+    patches covering it.
+
+    Takes the image's patch probabilities ``[N, C + 1]`` and boxes ``[N, 3]`` ``(x0, y0, side)``
+    in pixels; a patch covers the pixels whose centres fall inside it. Returns float32
+    ``[C + 1, height, width]`` (map 0 = background). Pixels no patch covers are 0.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    xa = np.clip(np.ceil(boxes[:, 0] - 0.5), 0, width).astype(int)
+    ya = np.clip(np.ceil(boxes[:, 1] - 0.5), 0, height).astype(int)
+    xb = np.clip(np.ceil(boxes[:, 0] + boxes[:, 2] - 0.5), 0, width).astype(int)
+    yb = np.clip(np.ceil(boxes[:, 1] + boxes[:, 2] - 0.5), 0, height).astype(int)
+    values = np.concatenate([probabilities, np.ones((len(boxes), 1))], axis=1)  # last = count
+    corners = np.zeros((height + 1, width + 1, values.shape[1]))
+    np.add.at(corners, (ya, xa), values)
+    np.add.at(corners, (ya, xb), -values)
+    np.add.at(corners, (yb, xa), -values)
+    np.add.at(corners, (yb, xb), values)
+    sums = corners.cumsum(0).cumsum(1)[:height, :width]
+    count = sums[..., -1:]
+    maps = np.where(count > 0.5, sums[..., :-1] / np.maximum(count, 1), 0.0)
+    return maps.transpose(2, 0, 1).astype(np.float32)

@@ -62,6 +62,11 @@ class Layout:
         """``data/dense/<dataset>/<net>/<split>``: the trunk maps of a split (dense mode)."""
         return self.cache("dense", net, split)
 
+    def window_rule(self, net: str, split: str) -> Path:
+        """``data/dense/<dataset>/<net>/<split>.rule.pt``: how the split's cached maps become
+        patch descriptors (the net's window rule, window and stride)."""
+        return self.dense(net, split).with_name(f"{split}.rule.pt")
+
     def head(self, net: str, method: str = "head") -> Path:
         """``data/heads/<dataset>/<net>/<method>.pt``: trained layers; ``head`` the adaptation
         layers on patches, ``weak`` those trained with image labels, ``cam`` the full-image

@@ -12,19 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.cutting import cut_patches
-from pipeline.dense import ImageMaps, Windows, image_windows, iter_dense_cache
+from pipeline.dense_cache import ImageMaps, Windows, image_windows, iter_dense_cache
 from pipeline.errors import PipelineError
-from pipeline.features import (
-    FeatureExtractor,
-    feature_cache_shards,
-    read_feature_attrs,
-    read_features,
-)
+from pipeline.feature_cache import feature_cache_shards, read_feature_attrs, read_features
 from pipeline.head import load_head, read_checkpoint
 from pipeline.shards import ShardFile
-from pipeline.tiling import patch_grid
-from pipeline.trunks import DenseTrunk
+from pipeline.trunks import WindowRule
 
 PROBABILITY_BATCH = 4096  # descriptors per forward pass of the head when scoring
 
@@ -151,17 +144,15 @@ def head_logits(head: nn.Module, features: torch.Tensor) -> np.ndarray:
 
 def dense_probabilities(
     head: nn.Module,
-    dense: DenseTrunk,
+    rule: WindowRule,
     shards: Sequence[ShardFile],
-    patch_size: int,
     softmax: bool = True,
 ) -> Iterator[DenseImage]:
     """The head's probabilities (its logits when not `softmax`) at every window of every scale
     of each image of a dense cache (the adaptation layers as 1x1 convolutions over the window
     descriptors), image by image."""
-    window = dense.window(patch_size)
     for image in iter_dense_cache(shards):
-        windows = image_windows(dense, image, window, patch_size, torch.device("cpu"))
+        windows = image_windows(rule, image, torch.device("cpu"))
         if softmax:
             values = patch_probabilities(head, windows.descriptors.numpy())
         else:
@@ -171,63 +162,20 @@ def dense_probabilities(
 
 def score_images_dense(
     head: nn.Module,
-    dense: DenseTrunk,
+    rule: WindowRule,
     shards: Sequence[ShardFile],
     image_ids: Sequence[str],
     *,
-    patch_size: int,
     k: float,
     pool: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every image of `image_ids` from every window of its dense maps: the scores and
     window counts of `rank_images`."""
     probabilities, window_images = [], []
-    for scored in dense_probabilities(head, dense, shards, patch_size):
+    for scored in dense_probabilities(head, rule, shards):
         probabilities.append(scored.probabilities)
         window_images.append(np.full(len(scored.probabilities), scored.image.image_id, object))
     return rank_images(
         np.concatenate(probabilities), np.concatenate(window_images), image_ids, k, pool,
         shards[0].path.parent,
     )  # fmt: skip
-
-
-def heat_maps(probabilities: np.ndarray, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Per-class heat maps of one image: for each pixel, the mean of ``y(c | P)`` over the
-    patches covering it.
-
-    Takes the image's patch probabilities ``[N, C + 1]`` and boxes ``[N, 3]`` ``(x0, y0, side)``
-    in pixels; a patch covers the pixels whose centres fall inside it. Returns float32
-    ``[C + 1, height, width]`` (map 0 = background). Pixels no patch covers are 0.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    xa = np.clip(np.ceil(boxes[:, 0] - 0.5), 0, width).astype(int)
-    ya = np.clip(np.ceil(boxes[:, 1] - 0.5), 0, height).astype(int)
-    xb = np.clip(np.ceil(boxes[:, 0] + boxes[:, 2] - 0.5), 0, width).astype(int)
-    yb = np.clip(np.ceil(boxes[:, 1] + boxes[:, 2] - 0.5), 0, height).astype(int)
-    values = np.concatenate([probabilities, np.ones((len(boxes), 1))], axis=1)  # last = count
-    corners = np.zeros((height + 1, width + 1, values.shape[1]))
-    np.add.at(corners, (ya, xa), values)
-    np.add.at(corners, (ya, xb), -values)
-    np.add.at(corners, (yb, xa), -values)
-    np.add.at(corners, (yb, xb), values)
-    sums = corners.cumsum(0).cumsum(1)[:height, :width]
-    count = sums[..., -1:]
-    maps = np.where(count > 0.5, sums[..., :-1] / np.maximum(count, 1), 0.0)
-    return maps.transpose(2, 0, 1).astype(np.float32)
-
-
-def image_heat_maps(
-    image: np.ndarray,
-    extractor: FeatureExtractor,
-    head: nn.Module,
-    *,
-    scales: Sequence[float],
-    min_overlap: float,
-    patch_size: int,
-) -> np.ndarray:
-    """Per-class heat maps ``[C + 1, H, W]`` of any RGB image ``[H, W, 3]``, tiled and
-    described on the fly (nothing cached): the grid of `patch_grid`, cut at `patch_size`."""
-    height, width = image.shape[:2]
-    _, boxes = patch_grid(width, height, tuple(scales), min_overlap)
-    pixels = torch.from_numpy(cut_patches(image, boxes, patch_size))
-    return heat_maps(patch_probabilities(head, extractor(pixels)), boxes, width, height)

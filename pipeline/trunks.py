@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,46 @@ class ForwardFeatures(nn.Module):
 
 
 @dataclass(frozen=True)
+class WindowRule:
+    """How cached trunk maps become patch descriptors, without the trunk: the rule (a module
+    called as ``rule(maps, window)``), the window ``(rows, columns)`` of map cells of one
+    `patch_size` patch, the input pixels between two cells, and whether descriptors are window
+    averages of the maps (then a class activation map is defined)."""
+
+    rule: nn.Module
+    window: Window
+    stride: int
+    patch_size: int
+    averages: bool
+
+
+def rule_state(rule: nn.Module) -> dict[str, Any]:
+    """A window rule as plain tensors and numbers (for a weights-only file): ``{"kind":
+    "average"}``, or ``{"kind": "pooled-fc", "grid": g, "layers": [(weight, bias), ...]}``."""
+    if isinstance(rule, WindowAverage):
+        return {"kind": "average"}
+    if isinstance(rule, PooledFullyConnected):
+        layers = [(layer.weight.detach().cpu(), layer.bias.detach().cpu()) for layer in rule.layers]
+        return {"kind": "pooled-fc", "grid": rule.grid, "layers": layers}
+    raise TypeError(f"no stored form for window rule {type(rule).__name__}")
+
+
+def rule_from_state(state: dict[str, Any]) -> nn.Module:
+    """The window rule that `rule_state` described (frozen, eval mode); ValueError when the
+    description is not one."""
+    if state.get("kind") == "average":
+        return WindowAverage()
+    if state.get("kind") == "pooled-fc":
+        layers = []
+        for weight, bias in state["layers"]:
+            layer = nn.Linear(weight.shape[1], weight.shape[0])
+            layer.load_state_dict({"weight": weight, "bias": bias})
+            layers.append(layer)
+        return PooledFullyConnected(int(state["grid"]), layers).eval().requires_grad_(False)
+    raise ValueError(f"unknown window rule kind {state.get('kind')!r}")
+
+
+@dataclass(frozen=True)
 class DenseTrunk:
     """How a backbone runs over whole images: its trunk (images -> maps), its window rule (a
     module called as ``rule(maps, window)``), the input pixels between two map cells, the rule
@@ -123,3 +164,8 @@ class DenseTrunk:
         probe = torch.zeros(1, 3, patch_size, patch_size, device=parameter.device)
         maps = self.trunk(probe)
         return int(maps.shape[-2]), int(maps.shape[-1])
+
+    def window_rule(self, patch_size: int) -> WindowRule:
+        """What turns this trunk's maps of `patch_size` patches into descriptors."""
+        window = self.window(patch_size)
+        return WindowRule(self.rule, window, self.stride, patch_size, self.averages)

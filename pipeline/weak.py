@@ -21,26 +21,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.dense import ImageMaps, image_windows
+from pipeline.dense_cache import ImageMaps, image_windows
 from pipeline.errors import PipelineError
-from pipeline.head import EpochLog, FittedHead, build_head, holdout_mask, train_on_plateaus
+from pipeline.head import (
+    EpochLog,
+    FittedHead,
+    build_head,
+    holdout_mask,
+    train_on_plateaus,
+)
 from pipeline.params import Head as HeadParams
-from pipeline.trunks import DenseTrunk, Window
+from pipeline.trunks import WindowRule
 
 
 def window_descriptors(
-    dense: DenseTrunk,
-    images: Iterable[ImageMaps],
-    window: Window,
-    patch_size: int,
-    device: torch.device,
+    rule: WindowRule, images: Iterable[ImageMaps], device: torch.device
 ) -> tuple[list[str], list[torch.Tensor]]:
     """The descriptors ``[P_i, d]`` (float16, CPU) of every window of every scale of each
     image of a dense cache, with the image ids, in cache order."""
     ids, descriptors = [], []
     for image in images:
         ids.append(image.image_id)
-        windows = image_windows(dense, image, window, patch_size, device)
+        windows = image_windows(rule, image, device)
         descriptors.append(windows.descriptors.half())
     return ids, descriptors
 
@@ -58,11 +60,11 @@ def scale_one(image: ImageMaps) -> int:
 
 
 @torch.inference_mode()
-def whole_image_descriptor(dense: DenseTrunk, image: ImageMaps, device: torch.device) -> np.ndarray:
+def whole_image_descriptor(rule: WindowRule, image: ImageMaps, device: torch.device) -> np.ndarray:
     """The descriptor ``[d]`` float32 of the whole image: the net's window rule over the entire
     scale-1 map (its global average for GAP nets)."""
     maps = torch.from_numpy(np.asarray(image.maps[scale_one(image)])).float()[None].to(device)
-    return dense.rule(maps, tuple(maps.shape[-2:])).flatten().float().cpu().numpy()
+    return rule.rule(maps, tuple(maps.shape[-2:])).flatten().float().cpu().numpy()
 
 
 def max_scores(module: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device):

@@ -10,13 +10,13 @@ import logging
 import torch
 
 from pipeline.atomic import write_text
+from pipeline.devices import resolve_device, resolve_workers
 from pipeline.errors import PipelineError
-from pipeline.feature_shards import ShardSource, backbone_identity, shard_attributes
-from pipeline.features import FeatureExtractor, resolve_device, resolve_workers
+from pipeline.feature_shards import ShardSource, backbone_identity, fill_cache, shard_attributes
+from pipeline.features import FeatureExtractor
 from pipeline.nets import Backbone, build_backbone
 from pipeline.params import Params
 from pipeline.upper_layers import NO_FC6, split_below_fc6
-from stages.features import fill_cache
 
 log = logging.getLogger("pipeline")
 

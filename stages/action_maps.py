@@ -10,13 +10,14 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.atomic import exclusive, write_json, write_png
+from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.features import FeatureExtractor, resolve_device
+from pipeline.features import FeatureExtractor
 from pipeline.head import build_head, read_checkpoint
 from pipeline.heatmaps import render_top_classes
 from pipeline.nets import build_backbone
 from pipeline.params import Params
-from pipeline.scoring import image_heat_maps
+from pipeline.uncached_maps import image_heat_maps
 from pipeline.voc import load_rgb
 
 log = logging.getLogger("pipeline")

@@ -22,7 +22,7 @@ from pipeline.actions import (
 from pipeline.atomic import exclusive, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.manifests import image_digests
-from pipeline.parallel import Problems, parallel_map
+from pipeline.parallel import Problems, cluster_jobs, parallel_map
 from pipeline.params import Params
 from pipeline.patch_codecs import shard_codec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
@@ -31,11 +31,13 @@ log = logging.getLogger("pipeline")
 
 
 def run(params: Params, split: str | None, *, strict: bool, jobs: int) -> None:
-    """Read and cut the persons of `split`, or of the training then the evaluation split."""
-    for one_split in params.splits(split):
-        with exclusive(params.layout.action_manifests(one_split)):
-            persons = index_persons(params, one_split, strict=strict, jobs=jobs)
-        write_samples(params, one_split, persons, jobs=jobs)
+    """Read and cut the persons of `split`, or of the training then the evaluation split, over
+    `jobs` processes (on the cluster of ``cluster`` when it is Dask)."""
+    with cluster_jobs(params.cluster, jobs) as workers:
+        for one_split in params.splits(split):
+            with exclusive(params.layout.action_manifests(one_split)):
+                persons = index_persons(params, one_split, strict=strict, jobs=workers)
+            write_samples(params, one_split, persons, jobs=workers)
 
 
 def index_persons(params: Params, split: str, *, strict: bool, jobs: int) -> pa.Table:

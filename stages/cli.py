@@ -16,7 +16,6 @@ from pathlib import Path
 import click
 
 from pipeline.errors import PipelineError
-from pipeline.parallel import cluster_jobs
 from pipeline.params import Params, load_params
 
 STAGE_MODULES: dict[str, str] = {
@@ -120,8 +119,7 @@ def index(
 ) -> None:
     """Parse a split's annotations into manifests/<dataset>/<split>/{images,objects}.parquet."""
     params = start(params_path, verbose)
-    with cluster_jobs(params.cluster, jobs or params.jobs) as workers:
-        stage("index")(params, split, strict=strict, jobs=workers)
+    stage("index")(params, split, strict=strict, jobs=jobs or params.jobs)
 
 
 @cli.command("tile")
@@ -144,8 +142,7 @@ def sample(split: str | None, params_path: Path, jobs: int | None, verbose: bool
     Finished shards whose content would not change are kept, so an interrupted run resumes.
     """
     params = start(params_path, verbose)
-    with cluster_jobs(params.cluster, jobs or params.jobs) as workers:
-        stage("sample")(params, split, jobs=workers)
+    stage("sample")(params, split, jobs=jobs or params.jobs)
 
 
 @cli.command("features")
@@ -290,8 +287,7 @@ def action_samples(
     manifests/<dataset>/action/<split>/persons.parquet and cut one centred, mirror-padded patch
     per person into data/action-patches/<dataset>/<split>/."""
     params = start(params_path, verbose)
-    with cluster_jobs(params.cluster, jobs or params.jobs) as workers:
-        stage("action-samples")(params, split, strict=strict, jobs=workers)
+    stage("action-samples")(params, split, strict=strict, jobs=jobs or params.jobs)
 
 
 @cli.command("action-features")

@@ -15,17 +15,14 @@ from tqdm import tqdm
 
 from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
-from pipeline.evaluation import evaluate_scores
-from pipeline.features import read_feature_attrs
+from pipeline.dense_cache import open_dense_cache
+from pipeline.evaluation import ap_method, evaluate_scores
 from pipeline.head import check_unseen, load_head, read_checkpoint
 from pipeline.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
 from pipeline.localization import Localization
 from pipeline.manifests import read_manifest
-from pipeline.metrics import ap_method
-from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache
-from pipeline.shards import read_shard_index
 from pipeline.voc import load_rgb, read_class_image_sets, read_image_set
 
 log = logging.getLogger("pipeline")
@@ -83,8 +80,7 @@ def compare_one(params: Params, net: str) -> None:
     """Run the four methods of one net over the evaluation split; write the comparison
     metrics and the side-by-side pictures."""
     layout, split, root = params.layout, params.dataset.eval_split, params.dataset.root
-    classes, k, pool, size = params.dataset.classes, params.scoring.k, params.scoring.pool, \
-        params.tiling.patch_size  # fmt: skip
+    classes, k, pool = params.dataset.classes, params.scoring.k, params.scoring.pool
     image_ids = read_image_set(root, split)
     manifests = layout.manifests(split)
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
@@ -94,21 +90,20 @@ def compare_one(params: Params, net: str) -> None:
     head, _, feature_shards = load_head_for_cache(
         layout.head(net), layout.features(net, split), net=net, classes=classes
     )
-    dense_shards = read_shard_index(layout.dense(net, split))
-    digest = read_feature_attrs(dense_shards[0].path).get("weights_digest")
+    dense = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
+    digest = dense.attrs.get("weights_digest")
     known = images.index.tolist()
     patch_head = load_layers(params, net, "head", digest, known)
     weak = load_layers(params, net, "weak", digest, known)
     cam = load_layers(params, net, "cam", digest, known)
-    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
     patches = read_manifest(manifests, "patches.parquet", ["x0", "y0", "side"])
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     sizes = {i: (int(r.width), int(r.height)) for i, r in images.iterrows()}
     streams = {
         "patches": patch_method(head, feature_shards, boxes, sizes, k=k, pool=pool),
-        "dense": dense_method(patch_head, dense, dense_shards, size, k=k, pool=pool),
-        "weak": weak_method(weak, dense, dense_shards, size),
-        "cam": cam_method(cam, dense, dense_shards),
+        "dense": dense_method(patch_head, dense.rule, dense.shards, k=k, pool=pool),
+        "weak": weak_method(weak, dense.rule, dense.shards),
+        "cam": cam_method(cam, dense.rule, dense.shards),
     }
     chosen = chosen_images(params.heatmaps.images, known, split)
     backbone = {

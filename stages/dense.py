@@ -11,9 +11,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.dense import ImageMaps, ResizedImages, trunk_maps, write_dense_shard
+from pipeline.dense import ResizedImages, trunk_maps
+from pipeline.dense_cache import ImageMaps, write_dense_shard, write_window_rule
+from pipeline.devices import resolve_device, resolve_workers
 from pipeline.feature_shards import backbone_identity, shard_attributes
-from pipeline.features import FeatureExtractor, chunk_loader, resolve_device, resolve_workers
+from pipeline.features import FeatureExtractor, chunk_loader
 from pipeline.hashing import digest_of
 from pipeline.manifests import image_digests, image_files, read_manifest
 from pipeline.nets import build_backbone
@@ -128,3 +130,5 @@ def dense_split(
         )
 
     update_shards(out, tasks, write_missing)
+    rule = extractor.backbone.dense_trunk().window_rule(size)
+    write_window_rule(layout.window_rule(net, split), rule, identity)

@@ -9,12 +9,17 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.atomic import exclusive, write_json, write_parquet, write_text
-from pipeline.evaluation import Evaluation, devkit_result_lines, evaluate_scores
+from pipeline.dense_cache import open_dense_cache
+from pipeline.evaluation import (
+    Evaluation,
+    ap_method,
+    devkit_result_lines,
+    evaluate_scores,
+    precision_recall,
+)
 from pipeline.head import check_unseen
 from pipeline.layout import Layout
 from pipeline.manifests import read_manifest
-from pipeline.metrics import ap_method, precision_recall
-from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
 from pipeline.voc import read_class_image_sets, read_image_set
@@ -46,10 +51,8 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
     )
     check_unseen(checkpoint, image_ids, split, str(layout.head(net)))
     if mode == "dense":
-        dense = build_backbone(net, params.nets.options(net)).dense_trunk()
-        scores, counts = score_images_dense(
-            head, dense, shards, image_ids, patch_size=params.tiling.patch_size, k=k, pool=pool
-        )
+        dense = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
+        scores, counts = score_images_dense(head, dense.rule, shards, image_ids, k=k, pool=pool)
     else:
         scores, counts = score_images(head, shards, image_ids, k, pool)
     result = evaluate_scores(

@@ -9,38 +9,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
-from tqdm import tqdm
-
-from pipeline.errors import PipelineError
+from pipeline.devices import resolve_device, resolve_workers
 from pipeline.feature_shards import (
     FeatureSource,
-    FeatureTask,
     ImageSource,
     ShardSource,
     backbone_identity,
+    fill_cache,
     shard_attributes,
-    write_feature_shards,
 )
-from pipeline.features import (
-    FeatureExtractor,
-    WorkerExtractor,
-    descriptor_batches,
-    resolve_cutting,
-    resolve_device,
-    resolve_workers,
-)
+from pipeline.features import FeatureExtractor, WorkerExtractor, resolve_cutting
 from pipeline.manifests import image_digests, image_files, read_manifest
 from pipeline.nets import build_backbone
-from pipeline.parallel import ALL_WORKERS, cluster_jobs, parallel_map
+from pipeline.parallel import cluster_jobs
 from pipeline.params import Params
-from pipeline.shards import INDEX_NAME, update_shards
-from pipeline.timing import record_backbone_time
+from pipeline.shards import INDEX_NAME
 
 log = logging.getLogger("pipeline")
 
@@ -153,57 +140,3 @@ def extract_split(
     )  # fmt: skip
     timing = params.layout.timing(net, f"features-{split}")
     fill_cache(out, planned, extractor, workers, timing, shard_attributes(identity), remote)
-
-
-def fill_cache(
-    out: Path,
-    planned: FeatureSource,
-    extractor: FeatureExtractor,
-    workers: int,
-    timing: Path,
-    attrs: dict[str, Any],
-    remote: WorkerExtractor | None = None,
-) -> None:
-    """Compute the missing feature shards of a planned cache in `out` (with a progress bar),
-    each with the attributes `attrs`, and write its index; how long the backbone took goes to
-    the `timing` record. The descriptors are computed here by `extractor` with `workers`
-    loader workers or, with `remote`, one shard per task on every worker of the active
-    cluster (inside `cluster_jobs`); this process writes the shards either way."""
-
-    def write_missing(todo: list[FeatureTask]) -> Iterator[tuple[FeatureTask, str]]:
-        boundaries = np.cumsum([t.rows for t in todo]).tolist()
-        total = boundaries[-1] if todo else 0
-        with tqdm(total=total, unit="patch", desc=f"features {out}", mininterval=1) as bar:
-
-            def counted() -> Iterator[np.ndarray]:
-                if remote is None:
-                    chunks = planned.pixel_chunks(todo)
-                    batches = descriptor_batches(extractor, chunks, workers, boundaries)
-                else:
-                    batches = cluster_descriptors(remote, planned, todo)
-                for batch in batches:
-                    bar.update(len(batch))
-                    yield batch
-
-            yield from write_feature_shards(todo, counted(), attrs)
-            seconds = max(bar.format_dict["elapsed"], 1e-9)
-        log.info("%s: %d patches computed (%.1f patches/s)", out, total, total / seconds)
-        images = len({i for t in todo for i in t.row_keys()["image_id"]})
-        record_backbone_time(
-            timing, images, seconds, str(extractor.device), patches=total
-        )  # fmt: skip
-
-    update_shards(out, planned.tasks, write_missing)
-
-
-def cluster_descriptors(
-    remote: WorkerExtractor, planned: FeatureSource, todo: list[FeatureTask]
-) -> Iterator[np.ndarray]:
-    """The descriptors ``[rows, d]`` float16 of each task in order, each computed as one task
-    by a worker of the active cluster (`WorkerExtractor.descriptors`)."""
-    work = [(planned.pixel_chunks([task]), task.rows) for task in todo]
-    done = parallel_map(remote.descriptors, work, jobs=ALL_WORKERS, desc="shards", unit="shard")
-    for descriptors in done:
-        if isinstance(descriptors, PipelineError):
-            raise descriptors
-        yield descriptors

@@ -10,13 +10,12 @@ import numpy as np
 import torch
 
 from pipeline.atomic import exclusive
-from pipeline.dense import iter_dense_cache
-from pipeline.features import read_feature_attrs, resolve_device
-from pipeline.nets import build_backbone
+from pipeline.dense_cache import iter_dense_cache, open_dense_cache
+from pipeline.devices import resolve_device
+from pipeline.head import epoch_logger
+from pipeline.image_level import image_labels, save_fitted, schedule
 from pipeline.params import Params
-from pipeline.shards import read_shard_index
 from pipeline.weak import fit_image_labels, full_image_layer, whole_image_descriptor
-from stages.image_level import image_labels, log_epoch, save_fitted, schedule
 
 log = logging.getLogger("pipeline")
 
@@ -36,21 +35,21 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
         params, params.cam.lr, params.cam.images_per_batch, layers=1, hidden=1, dropout=0.0
     )
     torch_device = resolve_device(device or config.device)
-    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
-    shards = read_shard_index(params.layout.dense(net, params.dataset.train_split))
+    split, layout = params.dataset.train_split, params.layout
+    cache = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
     ids, rows = [], []
-    for image in iter_dense_cache(shards):
+    for image in iter_dense_cache(cache.shards):
         ids.append(image.image_id)
-        rows.append(whole_image_descriptor(dense, image, torch_device))
+        rows.append(whole_image_descriptor(cache.rule, image, torch_device))
     inputs = list(torch.from_numpy(np.stack(rows))[:, None, :])  # one row per image
     labels = image_labels(params, ids)
     module = full_image_layer(rows[0].shape[0], len(params.dataset.classes), config.seed)
     fitted = fit_image_labels(
-        module, inputs, labels, ids, config, torch_device, log_epoch, lr_key="cam.lr"
-    )
+        module, inputs, labels, ids, config, torch_device, epoch_logger("sign acc"),
+        lr_key="cam.lr",
+    )  # fmt: skip
     seconds = time.perf_counter() - started
-    attrs = read_feature_attrs(shards[0].path)
-    save_fitted(params, net, "cam", config, fitted, attrs, ids, seconds)
+    save_fitted(params, net, "cam", config, fitted, cache.attrs, ids, seconds)
     log.info(
         "full-image layer of %s: %d images, best hold-out loss %.4f at epoch %d, %.0f s",
         net, len(ids), fitted.best.val_loss, fitted.best.epoch, seconds,

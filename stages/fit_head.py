@@ -10,17 +10,13 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path, exclusive, write_json
+from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.features import read_feature_cache, resolve_device
-from pipeline.head import EpochLog, fit_head, head_checkpoint
+from pipeline.feature_cache import read_feature_cache
+from pipeline.head import epoch_logger, fit_head, head_checkpoint
 from pipeline.params import Params
 
 log = logging.getLogger("pipeline")
-
-
-def log_epoch(entry: EpochLog) -> None:
-    """One log line per training epoch."""
-    log.info("%s", entry.line())
 
 
 def run(params: Params, net: str | None, *, device: str | None) -> None:
@@ -51,7 +47,7 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     torch_device = resolve_device(device or params.head.device)
     fitted = fit_head(
         train["features"], labels, train["image_id"], len(classes), params.head, torch_device,
-        on_epoch=log_epoch,
+        on_epoch=epoch_logger(),
     )  # fmt: skip
     n_val = int(fitted.held_out.sum())
     best = fitted.best

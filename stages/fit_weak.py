@@ -7,13 +7,12 @@ import logging
 import time
 
 from pipeline.atomic import exclusive
-from pipeline.dense import iter_dense_cache
-from pipeline.features import read_feature_attrs, resolve_device
-from pipeline.nets import build_backbone
+from pipeline.dense_cache import iter_dense_cache, open_dense_cache
+from pipeline.devices import resolve_device
+from pipeline.head import epoch_logger
+from pipeline.image_level import image_labels, save_fitted, schedule
 from pipeline.params import Params
-from pipeline.shards import read_shard_index
 from pipeline.weak import fit_image_labels, weak_head, window_descriptors
-from stages.image_level import image_labels, log_epoch, save_fitted, schedule
 
 log = logging.getLogger("pipeline")
 
@@ -34,18 +33,16 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
         params, params.weak.lr, params.weak.images_per_batch, dropout=params.head.dropout, **head
     )
     torch_device = resolve_device(device or config.device)
-    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
-    shards = read_shard_index(params.layout.dense(net, params.dataset.train_split))
-    size = params.tiling.patch_size
-    ids, descriptors = window_descriptors(
-        dense, iter_dense_cache(shards), dense.window(size), size, torch_device
-    )
+    split, layout = params.dataset.train_split, params.layout
+    cache = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
+    ids, descriptors = window_descriptors(cache.rule, iter_dense_cache(cache.shards), torch_device)
     labels = image_labels(params, ids)
     module = weak_head(int(descriptors[0].shape[1]), len(params.dataset.classes), config)
-    fitted = fit_image_labels(module, descriptors, labels, ids, config, torch_device, log_epoch)
+    fitted = fit_image_labels(
+        module, descriptors, labels, ids, config, torch_device, epoch_logger("sign acc")
+    )
     seconds = time.perf_counter() - started
-    attrs = read_feature_attrs(shards[0].path)
-    save_fitted(params, net, "weak", config, fitted, attrs, ids, seconds)
+    save_fitted(params, net, "weak", config, fitted, cache.attrs, ids, seconds)
     log.info(
         "weak layers of %s: %d images (%d windows), best hold-out loss %.4f at epoch %d, %.0f s",
         net, len(ids), sum(len(d) for d in descriptors), fitted.best.val_loss,

@@ -14,21 +14,23 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.atomic import exclusive, write_json, write_png
+from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.features import FeatureExtractor, resolve_device
+from pipeline.features import FeatureExtractor
 from pipeline.head import check_unseen
-from pipeline.heatmaps import boxes_by_image, chosen_images, peak_hits, render_top_classes
+from pipeline.heatmaps import (
+    boxes_by_image,
+    chosen_images,
+    heat_maps,
+    peak_hits,
+    render_top_classes,
+)
 from pipeline.manifests import read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.runs import runs
-from pipeline.scoring import (
-    cache_probabilities,
-    dense_probabilities,
-    heat_maps,
-    image_heat_maps,
-    load_head_for_cache,
-)
+from pipeline.scoring import cache_probabilities, dense_probabilities, load_head_for_cache
+from pipeline.uncached_maps import image_heat_maps
 from pipeline.voc import load_rgb
 
 log = logging.getLogger("pipeline")
@@ -100,8 +102,12 @@ def dense_mode_maps(
 ) -> Iterator[tuple[str, np.ndarray]]:
     """``(image_id, maps [C + 1, H, W])`` of every evaluation image from every window of its
     dense maps (the shards of its dense cache)."""
-    dense = build_backbone(net, params.nets.options(net)).dense_trunk()
-    for scored in dense_probabilities(head, dense, shards, params.tiling.patch_size):
+    rule = (
+        build_backbone(net, params.nets.options(net))
+        .dense_trunk()
+        .window_rule(params.tiling.patch_size)
+    )
+    for scored in dense_probabilities(head, rule, shards):
         image = scored.image
         maps = heat_maps(scored.probabilities, scored.windows.boxes, image.width, image.height)
         yield image.image_id, maps

@@ -8,8 +8,8 @@ from functools import partial
 
 from pipeline.atomic import exclusive, write_parquet
 from pipeline.errors import PipelineError
-from pipeline.manifests import annotation_tables
-from pipeline.parallel import Problems, parallel_map
+from pipeline.manifest_tables import annotation_tables
+from pipeline.parallel import Problems, cluster_jobs, parallel_map
 from pipeline.params import Params
 from pipeline.voc import annotation_summary, read_annotated_image, read_image_set
 
@@ -17,10 +17,12 @@ log = logging.getLogger("pipeline")
 
 
 def run(params: Params, split: str | None, *, strict: bool, jobs: int) -> None:
-    """Index `split`, or the training then the evaluation split."""
-    for one_split in params.splits(split):
-        with exclusive(params.layout.manifests(one_split)):
-            index_split(params, one_split, strict=strict, jobs=jobs)
+    """Index `split`, or the training then the evaluation split, over `jobs` processes (on
+    the cluster of ``cluster`` when it is Dask)."""
+    with cluster_jobs(params.cluster, jobs) as workers:
+        for one_split in params.splits(split):
+            with exclusive(params.layout.manifests(one_split)):
+                index_split(params, one_split, strict=strict, jobs=workers)
 
 
 def index_split(params: Params, split: str, *, strict: bool, jobs: int) -> None:

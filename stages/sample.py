@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.manifests import image_digests, image_files, label_counts, read_manifest
+from pipeline.parallel import cluster_jobs
 from pipeline.params import Params
 from pipeline.patch_codecs import shard_codec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
@@ -16,7 +17,8 @@ log = logging.getLogger("pipeline")
 
 def run(params: Params, split: str | None, *, jobs: int) -> None:
     """Write the training patches of `split` (default: the training split) to
-    ``data/patches/<dataset>/<split>/``, resuming from the shards already finished."""
+    ``data/patches/<dataset>/<split>/`` over `jobs` processes (on the cluster of ``cluster``
+    when it is Dask), resuming from the shards already finished."""
     split = split or params.dataset.train_split
     manifests, out = params.layout.manifests(split), params.layout.patches(split)
     images = read_manifest(manifests, "images.parquet", ["image_id", "path"])
@@ -36,8 +38,8 @@ def run(params: Params, split: str | None, *, jobs: int) -> None:
         patch_size=params.tiling.patch_size,
         codec=shard_codec(params.shards),
     )
-
-    write_patch_shards(out, tasks, jobs=jobs, desc=f"sample {split}")
+    with cluster_jobs(params.cluster, jobs) as workers:
+        write_patch_shards(out, tasks, jobs=workers, desc=f"sample {split}")
     counts = label_counts(selected)
     log.info(
         "%s: %d patches in %d shards: %d positive and %d background",

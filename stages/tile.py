@@ -8,7 +8,8 @@ from functools import partial
 from tqdm import tqdm
 
 from pipeline.atomic import exclusive, write_parquet
-from pipeline.manifests import label_counts, patches_table, read_manifest
+from pipeline.manifest_tables import patches_table
+from pipeline.manifests import label_counts, read_manifest
 from pipeline.params import Params
 
 log = logging.getLogger("pipeline")

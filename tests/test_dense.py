@@ -9,14 +9,8 @@ import torch.nn.functional as F
 
 from pipeline.cutting import cut_patches
 from pipeline.demo import generate_demo
-from pipeline.dense import (
-    ImageMaps,
-    aligned,
-    image_windows,
-    resized_scales,
-    trunk_maps,
-    window_boxes,
-)
+from pipeline.dense import aligned, resized_scales, trunk_maps
+from pipeline.dense_cache import ImageMaps, image_windows, window_boxes
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
 from pipeline.nets import build_backbone, normalise
@@ -56,10 +50,9 @@ def test_a_window_that_is_the_whole_resized_image_is_exactly_the_patch_descripto
     image = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
     extractor = FeatureExtractor(backbone, CPU, batch_size=1)
     maps = dense_image(extractor, image, [1.0], size)
-    dense = backbone.dense_trunk()
-    window = dense.window(size)
-    assert maps.maps[0].shape[1:] == window
-    from_map = image_windows(dense, maps, window, size, CPU).descriptors
+    rule = backbone.dense_trunk().window_rule(size)
+    assert maps.maps[0].shape[1:] == rule.window
+    from_map = image_windows(rule, maps, CPU).descriptors
     with torch.inference_mode():
         pixels = torch.from_numpy(cut_patches(image, np.array([[0.0, 0.0, 300.0]]), size))
         from_patch = backbone.module(normalise(pixels, backbone.mean, backbone.std))
@@ -114,14 +107,15 @@ def test_dense_windows_agree_with_the_grid_patches_they_coincide_with(demo_image
     by one cell, or scaled differently from the patches, fails both."""
     backbone = build_backbone("effnet-lite0")
     extractor = FeatureExtractor(backbone, CPU, batch_size=64)
-    dense, size = backbone.dense_trunk(), 128
-    window = dense.window(size)
+    size = 128
+    dense = backbone.dense_trunk().window_rule(size)
+    window = dense.window
     same, found, total = [], 0, 0
     for image in demo_images:
         height, width = image.shape[:2]
         scales, boxes = patch_grid(width, height, (1.0, 1.6, 2.4, 3.2), 2 / 3)
         maps = dense_image(extractor, image, sorted(set(scales.tolist())), size)
-        windows = image_windows(dense, maps, window, size, CPU)
+        windows = image_windows(dense, maps, CPU)
         described = torch.from_numpy(extractor(torch.from_numpy(cut_patches(image, boxes, size))))
         for scale, box, patch in zip(scales, boxes, described.float(), strict=True):
             n = maps.scales.index(float(scale))

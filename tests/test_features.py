@@ -15,14 +15,8 @@ import yaml
 
 from pipeline.datasets import ImagePatchChunks, ShardPixelChunks
 from pipeline.errors import PipelineError
-from pipeline.features import (
-    FeatureExtractor,
-    WorkerExtractor,
-    feature_cache_shards,
-    read_feature_attrs,
-    read_features,
-    rebatch,
-)
+from pipeline.feature_cache import feature_cache_shards, read_feature_attrs, read_features
+from pipeline.features import FeatureExtractor, WorkerExtractor, rebatch
 from pipeline.hashing import file_sha256
 from pipeline.nets import build_backbone
 from pipeline.shards import PATCH_FORMAT_VERSION

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.dense import ImageMaps
+from pipeline.dense_cache import ImageMaps
 from pipeline.localization import Localization, box_found, region_box
-from pipeline.trunks import DenseTrunk, WindowAverage
+from pipeline.trunks import WindowAverage, WindowRule
 from pipeline.weak import class_activation_maps, full_image_layer, whole_image_descriptor
 
 
@@ -40,7 +40,7 @@ def test_class_activation_maps_average_to_the_full_image_logit():
     torch.manual_seed(0)
     cells = torch.rand(8, 3, 5).numpy()
     image = ImageMaps("x", width=150, height=90, scales=[1.0], factors=[1.0], maps=[cells])
-    dense = DenseTrunk(torch.nn.Identity(), WindowAverage(), 30, "window average", True)
+    dense = WindowRule(WindowAverage(), window=(5, 5), stride=30, patch_size=150, averages=True)
     layer = full_image_layer(8, n_classes=4, seed=0).eval()
     descriptor = torch.from_numpy(whole_image_descriptor(dense, image, torch.device("cpu")))
     with torch.no_grad():

@@ -14,7 +14,7 @@ from skimage import data as photos
 
 from pipeline.cutting import cut_patches
 from pipeline.datasets import PatchShardDataset, ShardPixelChunks
-from pipeline.features import read_feature_cache
+from pipeline.feature_cache import read_feature_cache
 from pipeline.hashing import file_sha256
 from pipeline.patch_codecs import LOSSLESS, PatchCodec, read_pixels
 from pipeline.shards import PATCH_FORMAT_VERSION, read_shard_index, write_patch_shard

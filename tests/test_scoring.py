@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.heatmaps import peak_inside
-from pipeline.scoring import heat_maps, image_scores
+from pipeline.heatmaps import heat_maps, peak_inside
+from pipeline.scoring import image_scores
 
 
 def test_image_score_is_the_mean_of_probabilities_to_the_power_k():

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.metrics import average_precision
+from pipeline.evaluation import average_precision
 from tests.cli import run_cli
 from tests.devkit import devkit_ap
 

@@ -1,29 +1,21 @@
-"""What the stages that learn from image labels alone (`fit-weak`, `fit-cam`) share: the
-image labels of the training split and how a trained layer is saved."""
+"""What the two stages that learn from image labels alone (`fit-weak`, `fit-cam`) share beside
+their layers (`pipeline.weak`): the image labels of the training split, their training
+schedule and how a trained layer is saved."""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.head import EpochLog, FittedHead, head_checkpoint
+from pipeline.evaluation import image_truth
+from pipeline.head import FittedHead, head_checkpoint
 from pipeline.manifests import read_manifest
-from pipeline.metrics import image_truth
 from pipeline.params import Head as HeadParams
 from pipeline.params import Params
 from pipeline.voc import read_class_image_sets
-
-log = logging.getLogger("pipeline")
-
-
-def log_epoch(entry: EpochLog) -> None:
-    """One log line per training epoch (accuracy: labelled (image, class) pairs whose score
-    has the label's sign)."""
-    log.info("%s", entry.line("sign acc"))
 
 
 def image_labels(params: Params, image_ids: list[str]) -> np.ndarray:

@@ -1,0 +1,74 @@
+"""Reading the feature cache (docs/method.md 3): the shards a features stage wrote, checked
+before use. Light on purpose: the stages that train and score on cached descriptors read them
+through this module alone, so that editing how descriptors are computed does not re-run them.
+
+A feature shard holds ``features`` float16 ``[N, d]``, ``label`` int16, ``image_id``, ``patch``,
+and the attributes ``format_version``, ``digest``, ``net``, ``layer``, ``weights`` (their
+origin), ``weights_digest`` and ``transform``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.shards import (
+    ShardFile,
+    check_format_version,
+    read_row_keys,
+    read_shard_index,
+    verified_bytes,
+)
+
+FEATURE_FORMAT_VERSION = 1
+
+
+def read_features(shard: ShardFile) -> dict[str, np.ndarray]:
+    """Read a feature shard listed in its cache's index, checked before use: ``features``
+    float16 ``[N, d]``, ``label``, ``image_id`` (str), ``patch``.
+
+    The file is read once and its bytes checked against the recorded SHA-256. Raises
+    PipelineError naming the shard when it is missing, damaged, of another format version, or
+    holds non-finite descriptors."""
+    data = verified_bytes(shard, writer="features")
+    with h5py.File(io.BytesIO(data), "r") as f:
+        check_format_version(f, FEATURE_FORMAT_VERSION, shard.path)
+        rows = {"features": f["features"][:], **read_row_keys(f)}
+    if not np.isfinite(rows["features"]).all():
+        raise PipelineError(
+            f"{shard.path}: holds non-finite descriptors (NaN or inf); re-run `pipeline "
+            "features` (and check the backbone's weights)"
+        )
+    return rows
+
+
+def read_feature_attrs(path: Path) -> dict[str, Any]:
+    """The attributes of a feature shard (net, layer, weights_digest, transform, ...)."""
+    with h5py.File(path, "r") as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+def feature_cache_shards(directory: Path) -> list[ShardFile]:
+    """The shards of a feature cache directory in index order (read them with
+    `read_features`, which checks them); PipelineError when the cache is missing or empty."""
+    shards = read_shard_index(directory)
+    if not shards:
+        raise PipelineError(f"{directory}: feature cache holds no shard")
+    return shards
+
+
+def read_feature_cache(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All rows of a feature cache directory (its shards in index order, each checked) and
+    the attributes of its first shard (net, layer, weights_digest, transform). Raises
+    PipelineError when the cache or one of its shards is missing, damaged or of another
+    format version. Holds every descriptor in memory: for training sets; stream test sets
+    shard by shard instead."""
+    shards = feature_cache_shards(directory)
+    parts = [read_features(shard) for shard in shards]
+    rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return rows, read_feature_attrs(shards[0].path)

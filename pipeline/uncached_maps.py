@@ -1,0 +1,34 @@
+"""Heat maps of any image with nothing cached: tiled on the patch grid, cut, described by a
+backbone and scored by a head on the fly (the `pipeline heatmaps --image` files, the action
+maps)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.cutting import cut_patches
+from pipeline.features import FeatureExtractor
+from pipeline.heatmaps import heat_maps
+from pipeline.scoring import patch_probabilities
+from pipeline.tiling import patch_grid
+
+
+def image_heat_maps(
+    image: np.ndarray,
+    extractor: FeatureExtractor,
+    head: nn.Module,
+    *,
+    scales: Sequence[float],
+    min_overlap: float,
+    patch_size: int,
+) -> np.ndarray:
+    """Per-class heat maps ``[C + 1, H, W]`` of any RGB image ``[H, W, 3]``, tiled and
+    described on the fly (nothing cached): the grid of `patch_grid`, cut at `patch_size`."""
+    height, width = image.shape[:2]
+    _, boxes = patch_grid(width, height, tuple(scales), min_overlap)
+    pixels = torch.from_numpy(cut_patches(image, boxes, patch_size))
+    return heat_maps(patch_probabilities(head, extractor(pixels)), boxes, width, height)
