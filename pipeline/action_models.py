@@ -2,7 +2,7 @@
 
 - ``frozen``: the adaptation layers (FCa + FCb, one output per action, no background) on the
   cached FC7 descriptors of the pretrained net.
-- ``update`` (PRE-1512U): FC6 (or its counterpart, `pipeline.upper_layers`) re-trained from its
+- ``update`` (PRE-1512U): FC6 (or its counterpart, `pipeline.fc6_split`) re-trained from its
   pretrained weights with FCa + FCb, on the cached inputs of FC6.
 - ``scratch`` (NO PRETRAIN): the same net with random weights, trunk included, trained with
   FCa + FCb on the person patches' pixels.
@@ -27,6 +27,7 @@ from pipeline.actions import action_truth
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.evaluation import class_aps
+from pipeline.fc6_split import NO_FC6, split_below_fc6
 from pipeline.feature_cache import read_feature_cache
 from pipeline.head import (
     EpochLog,
@@ -50,7 +51,6 @@ from pipeline.shards import (
     read_shard_index,
     verified_bytes,
 )
-from pipeline.upper_layers import NO_FC6, split_below_fc6
 
 VARIANTS = ("frozen", "update", "scratch")
 VARIANT_CACHE = {"frozen": "action-features", "update": "action-below-fc6"}

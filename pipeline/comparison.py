@@ -13,7 +13,8 @@ label l at ``l - 1``), image by image:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +23,11 @@ from torch import nn
 
 from pipeline.dense_cache import iter_dense_cache
 from pipeline.heatmaps import heat_maps
-from pipeline.runs import runs
+from pipeline.localization import Localization
 from pipeline.scoring import cache_probabilities, dense_probabilities, head_logits, image_scores
 from pipeline.shards import ShardFile
 from pipeline.trunks import WindowRule
+from pipeline.value_runs import value_runs
 from pipeline.weak import class_activation_maps, whole_image_descriptor
 
 METHODS = {
@@ -63,7 +65,7 @@ def patch_method(
     """The 2014 method from the feature cache of the split, whose rows are the patches
     ``boxes [N, 3]`` (``patches.parquet`` order); `sizes` maps image ids to width, height."""
     probabilities, ids = cache_probabilities(head, shards)
-    for start, end in runs(ids):
+    for start, end in value_runs(ids):
         width, height = sizes[ids[start]]
         part = probabilities[start:end]
         maps = heat_maps(part[:, 1:], boxes[start:end], width, height)
@@ -102,3 +104,96 @@ def cam_method(layer: nn.Module, rule: WindowRule, shards: Sequence[ShardFile]) 
         scores = head_logits(layer, descriptor[None])[0].astype(np.float64)
         maps = class_activation_maps(layer, image, rule.stride) if rule.averages else None
         yield Scored(image.image_id, scores, maps)
+
+
+class TimedStream:
+    """Iterate a method's stream, adding up the seconds spent producing its items (not those
+    spent using them) in `seconds`."""
+
+    def __init__(self, items: Iterable[Scored]) -> None:
+        self.items, self.seconds = iter(items), 0.0
+
+    def __iter__(self) -> Iterator[Scored]:
+        while True:
+            started = time.perf_counter()
+            item = next(self.items, None)
+            self.seconds += time.perf_counter() - started
+            if item is None:
+                return
+            yield item
+
+
+def picture_class(scores: np.ndarray, present: dict) -> int:
+    """The label a picture shows: of the classes present, the one the first method scores
+    highest (else the highest-scored class)."""
+    order = np.argsort(-scores, kind="stable") + 1
+    inside = [int(c) for c in order if int(c) in present]
+    return inside[0] if inside else int(order[0])
+
+
+@dataclass
+class MethodResult:
+    """One method over the evaluation split: its mAP, its localization counts (None when the
+    method has no maps for this net) and the seconds spent producing its scores and maps."""
+
+    m_ap: float
+    localization: Localization | None
+    seconds: float
+
+
+@dataclass
+class Comparison:
+    """The methods side by side: each one's result, the (image, class) pairs the localization
+    metrics count (None when no method has maps), and for each pictured image the label shown
+    and each method's map of it (None for a method without maps)."""
+
+    results: dict[str, MethodResult]
+    pairs: int | None
+    pictures: dict[str, tuple[int, dict[str, np.ndarray | None]]]
+
+
+def compare_methods(
+    streams: Mapping[str, Iterable[Scored]],
+    image_ids: Sequence[str],
+    boxes_of: Mapping[str, Mapping[int, np.ndarray]],
+    pictured: Collection[str],
+    n_classes: int,
+    mean_ap: Callable[[np.ndarray, np.ndarray], float],
+    progress: Callable[[Iterable[Scored], str], Iterable[Scored]] = lambda items, _: items,
+) -> Comparison:
+    """Run every method's stream image by image (only scores are kept; each image's maps are
+    counted for pointing and CorLoc, and kept for the `pictured` images, then dropped).
+
+    `image_ids`: the split's listed images (an image a stream does not score gets ``-inf``
+    for each of the `n_classes`);
+    `boxes_of`: per image, the non-difficult boxes of each label present; `mean_ap`: the mAP
+    of scores ``[N, C]`` with per-image counts ``[N]`` (0: unscored); `progress` wraps each
+    stream (a progress bar, given the method's name). The label a picture shows is chosen from
+    the first method's scores (`picture_class`)."""
+    results: dict[str, MethodResult] = {}
+    pictures: dict[str, tuple[int, dict[str, np.ndarray | None]]] = {}
+    pairs: int | None = None
+    for method, stream in streams.items():
+        by_id, localization, has_maps = {}, Localization(), False
+        timed = TimedStream(progress(stream, method))
+        for s in timed:
+            by_id[s.image_id] = s.scores
+            has_maps = s.maps is not None
+            if has_maps:
+                localization.add(s.maps, boxes_of.get(s.image_id, {}))
+            if s.image_id in pictured:
+                if s.image_id not in pictures:
+                    pictures[s.image_id] = (
+                        picture_class(s.scores, boxes_of.get(s.image_id, {})),
+                        {},
+                    )
+                label, maps = pictures[s.image_id]
+                maps[method] = s.maps[label - 1] if has_maps else None
+        missing = np.full(n_classes, -np.inf)
+        scores = np.array([by_id.get(i, missing) for i in image_ids])
+        counts = np.array([int(i in by_id) for i in image_ids])
+        kept = localization if has_maps else None
+        if kept is not None and pairs is None:
+            pairs = kept.pairs
+        results[method] = MethodResult(mean_ap(scores, counts), kept, timed.seconds)
+    return Comparison(results, pairs, pictures)

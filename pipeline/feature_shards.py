@@ -19,14 +19,13 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from pipeline.datasets import DecodedImages, ImagePatchChunks, ShardPixelChunks
 from pipeline.errors import PipelineError
 from pipeline.feature_cache import FEATURE_FORMAT_VERSION
 from pipeline.features import FeatureExtractor, PatchChunks, WorkerExtractor, descriptor_batches
 from pipeline.hashing import digest_of
 from pipeline.nets import Backbone
 from pipeline.parallel import ALL_WORKERS, parallel_map
-from pipeline.runs import runs
+from pipeline.patch_chunks import DecodedImages, ImagePatchChunks, ShardPixelChunks
 from pipeline.shards import (
     read_row_keys,
     read_shard_index,
@@ -37,6 +36,7 @@ from pipeline.shards import (
     write_shard,
 )
 from pipeline.timing import record_backbone_time
+from pipeline.value_runs import value_runs
 
 RowKeys = dict[str, np.ndarray]  # label, image_id, patch of a shard's rows
 log = logging.getLogger("pipeline")
@@ -154,7 +154,7 @@ class ImageSource:
         ids = patches["image_id"].to_numpy(zero_copy_only=False).astype(str)
         boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
         labels, patch = patches["label"].to_numpy(), patches["patch"].to_numpy()
-        image_rows = runs(ids)
+        image_rows = value_runs(ids)
         per_image = {ids[s]: (image_paths[ids[s]], boxes[s:e]) for s, e in image_rows}
         tasks = []
         for number, first in enumerate(range(0, len(image_rows), images_per_shard)):

@@ -22,7 +22,7 @@ PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead
 
 
 class PatchChunks(Protocol):
-    """A dataset of chunks of patches in row order (those of `pipeline.datasets`): item i is a
+    """A dataset of chunks of patches in row order (those of `pipeline.patch_chunks`): item i is a
     loaded chunk, which `patches` turns into uint8 patches ``[n, S, S, 3]`` on a device (the
     chunk itself when already cut; cut there when it is a decoded image)."""
 

@@ -17,8 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.hashing import digest_of
 from pipeline.parallel import parallel_map
 from pipeline.patch_codecs import PatchCodec
-from pipeline.runs import runs
 from pipeline.shards import PATCH_FORMAT_VERSION, shard_name, update_shards, write_patch_shard
+from pipeline.value_runs import value_runs
 from pipeline.voc import load_rgb
 
 
@@ -103,7 +103,7 @@ def write_patch_shard_task(task: PatchShardTask) -> str:
     """Cut the task's patches (each image decoded once) and write its shard; return SHA-256."""
     pixels = np.empty((task.rows, task.patch_size, task.patch_size, 3), np.uint8)
     cut = cut_mirrored if task.mirrored else cut_patches
-    for start, end in runs(task.image_id):
+    for start, end in value_runs(task.image_id):
         image = load_rgb(task.image_paths[task.image_id[start]])
         pixels[start:end] = cut(image, task.boxes[start:end], task.patch_size)
     return write_patch_shard(

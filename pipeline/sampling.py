@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.labeling import BACKGROUND
-from pipeline.runs import runs
+from pipeline.value_runs import value_runs
 
 
 def image_rng(seed: int, image_id: str) -> np.random.Generator:
@@ -42,6 +42,6 @@ def select_training_patches(patches: pa.Table, background_fraction: float, seed:
     labels = patches["label"].to_numpy()
     kept = [
         start + kept_patches(labels[start:end], ids[start], background_fraction, seed)
-        for start, end in runs(ids)
+        for start, end in value_runs(ids)
     ]
     return patches.take(pa.array(np.concatenate(kept) if kept else [], type=pa.int64()))

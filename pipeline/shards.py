@@ -1,10 +1,16 @@
-"""Sharded HDF5 storage of patch pixels (docs/method.md 3).
+"""The shard machinery every cache shares (docs/method.md 3): patch, feature, dense and action
+shards are HDF5 files named ``shard-NNNNN.h5`` beside an ``index.parquet`` that lists each
+shard's rows and SHA-256. Here: writing a shard without timestamps, the row keys that join it
+back to the manifests, the format-version check, reading the index and verifying a shard's
+bytes against it, and `update_shards`, which writes only the shards whose content digest
+changed, journals them and prunes the others, so that an interrupted stage resumes.
 
-A patch shard holds the patches' pixels as its codec stores them (`pipeline.patch_codecs`:
-``pixels`` uint8 ``[N, S, S, 3]`` RGB one patch per chunk, or ``jpeg``), ``label`` int16,
-``image_id`` and ``patch`` (joining each row back to ``patches.parquet``), and the attributes
-``format_version``, ``codec`` and ``digest`` (a hash of everything the shard's content depends
-on, so that a finished shard can be recognised and skipped on re-run).
+A patch shard (the format written here, `write_patch_shard`) holds the patches' pixels as its
+codec stores them (`pipeline.patch_codecs`: ``pixels`` uint8 ``[N, S, S, 3]`` RGB one patch per
+chunk, or ``jpeg``), ``label`` int16, ``image_id`` and ``patch`` (joining each row back to
+``patches.parquet``), and the attributes ``format_version``, ``codec`` and ``digest`` (a hash of
+everything the shard's content depends on, so that a finished shard can be recognised and
+skipped on re-run).
 """
 
 from __future__ import annotations

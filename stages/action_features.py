@@ -12,11 +12,11 @@ import torch
 from pipeline.atomic import write_text
 from pipeline.devices import resolve_device, resolve_workers
 from pipeline.errors import PipelineError
+from pipeline.fc6_split import NO_FC6, split_below_fc6
 from pipeline.feature_shards import ShardSource, backbone_identity, fill_cache, shard_attributes
 from pipeline.features import FeatureExtractor
 from pipeline.nets import Backbone, build_backbone
 from pipeline.params import Params
-from pipeline.upper_layers import NO_FC6, split_below_fc6
 
 log = logging.getLogger("pipeline")
 

@@ -6,20 +6,27 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from pipeline.atomic import exclusive, write_json, write_png
-from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
+from pipeline.comparison import (
+    METHODS,
+    MethodResult,
+    Scored,
+    cam_method,
+    compare_methods,
+    dense_method,
+    patch_method,
+    weak_method,
+)
 from pipeline.dense_cache import open_dense_cache
 from pipeline.evaluation import ap_method, evaluate_scores
 from pipeline.head import check_unseen, load_head, read_checkpoint
 from pipeline.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
-from pipeline.localization import Localization
 from pipeline.manifests import read_manifest
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache
@@ -57,23 +64,6 @@ def recorded(path: Path, key: str) -> float | None:
     except (FileNotFoundError, ValueError, AttributeError):
         return None
     return float(value) if isinstance(value, (int, float)) else None
-
-
-class TimedStream:
-    """Iterate a method's stream, adding up the seconds spent producing its items (not those
-    spent using them) in `seconds`."""
-
-    def __init__(self, items: Iterable[Scored]) -> None:
-        self.items, self.seconds = iter(items), 0.0
-
-    def __iter__(self) -> Iterator[Scored]:
-        while True:
-            started = time.perf_counter()
-            item = next(self.items, None)
-            self.seconds += time.perf_counter() - started
-            if item is None:
-                return
-            yield item
 
 
 def compare_one(params: Params, net: str) -> None:
@@ -124,53 +114,34 @@ def compare_one(params: Params, net: str) -> None:
         "weak": recorded(layout.metrics(net) / "train-weak.json", "seconds"),
         "cam": recorded(layout.metrics(net) / "train-cam.json", "seconds"),
     }
-    rows, pictures, shown_class = {}, {i: {} for i in chosen}, {}
-    for method, stream in streams.items():
-        # image by image: only scores are kept, each image's maps are counted and dropped
-        by_id, localization, has_maps = {}, Localization(), False
-        scored = TimedStream(tqdm(stream, total=len(images), desc=method, unit="img"))
-        for s in scored:
-            by_id[s.image_id] = s.scores
-            has_maps = s.maps is not None
-            if has_maps:
-                localization.add(s.maps, boxes_of.get(s.image_id, {}))
-            if s.image_id in pictures:
-                if s.image_id not in shown_class:
-                    shown_class[s.image_id] = picture_class(s.scores, boxes_of.get(s.image_id, {}))
-                c = shown_class[s.image_id]
-                pictures[s.image_id][method] = s.maps[c - 1] if has_maps else None
-        missing = np.full(len(classes), -np.inf)
-        scores = np.array([by_id.get(i, missing) for i in image_ids])
-        counts = np.array([int(i in by_id) for i in image_ids])
-        result = evaluate_scores(
+
+    def method_map(scores: np.ndarray, counts: np.ndarray) -> float:
+        return evaluate_scores(
             scores, counts, image_ids, objects, class_files, classes,
             method=ap_method(params.dataset.year),
-        )  # fmt: skip
+        ).mean_ap  # fmt: skip
+
+    def progress(stream: Iterable[Scored], method: str) -> Iterable[Scored]:
+        return tqdm(stream, total=len(images), desc=method, unit="img")
+
+    compared = compare_methods(
+        streams, image_ids, boxes_of, chosen, len(classes), method_map, progress
+    )
+    rows = {}
+    for method, result in compared.results.items():
         kind = "patches" if method == "patches" else "dense"
         trained_on = "patches" if method in ("patches", "dense") else "dense"
         rows[method] = method_row(
-            result.mean_ap,
-            localization,
-            scored.seconds / len(images),
-            backbone[kind],
-            trained[method],
+            result, result.seconds / len(images), backbone[kind], trained[method],
             train_backbone[trained_on],
-            has_maps,
-        )
+        )  # fmt: skip
     write_json(
-        {"split": split, "images": len(image_ids), "pairs": localization.pairs, "methods": rows},
+        {"split": split, "images": len(image_ids), "pairs": compared.pairs, "methods": rows},
         layout.metrics(net) / "compare.json",
     )
-    for image_id, maps in pictures.items():
-        draw(
-            params,
-            net,
-            image_id,
-            images.loc[image_id].path,
-            shown_class[image_id],
-            maps,
-            boxes_of.get(image_id, {}),
-        )
+    for image_id, (label, maps) in compared.pictures.items():
+        path = images.loc[image_id].path
+        draw(params, net, image_id, path, label, maps, boxes_of.get(image_id, {}))
     for method, row in rows.items():
         log.info(
             "%-18s mAP %.4f pointing %s CorLoc %s",
@@ -181,27 +152,25 @@ def compare_one(params: Params, net: str) -> None:
         )
 
 
-def picture_class(scores: np.ndarray, present: dict) -> int:
-    """The label a picture shows: of the classes present, the one the first method scores
-    highest (else the highest-scored class)."""
-    order = np.argsort(-scores, kind="stable") + 1
-    inside = [int(c) for c in order if int(c) in present]
-    return inside[0] if inside else int(order[0])
-
-
 def method_row(
-    m_ap, localization, head_seconds, backbone_seconds, train_seconds, train_backbone, has_maps
+    result: MethodResult,
+    head_seconds: float,
+    backbone_seconds: float | None,
+    train_seconds: float | None,
+    train_backbone: float | None,
 ) -> dict:
-    """One method's line of the comparison (None where not measured)."""
+    """One method's line of the comparison (None where not measured, and pointing and CorLoc
+    None for a method without maps)."""
 
     def rounded(v):
         return None if v is None or np.isnan(v) else round(float(v), 6)
 
     test = None if backbone_seconds is None else backbone_seconds + head_seconds
+    localization = result.localization
     return {
-        "mAP": rounded(m_ap),
-        "pointing": rounded(localization.pointing) if has_maps else None,
-        "corloc": rounded(localization.corloc) if has_maps else None,
+        "mAP": rounded(result.m_ap),
+        "pointing": None if localization is None else rounded(localization.pointing),
+        "corloc": None if localization is None else rounded(localization.corloc),
         "train_seconds": rounded(train_seconds),
         "train_backbone_seconds_per_image": rounded(train_backbone),
         "test_seconds_per_image": rounded(test),

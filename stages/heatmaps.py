@@ -28,9 +28,9 @@ from pipeline.heatmaps import (
 from pipeline.manifests import read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
-from pipeline.runs import runs
 from pipeline.scoring import cache_probabilities, dense_probabilities, load_head_for_cache
 from pipeline.uncached_maps import image_heat_maps
+from pipeline.value_runs import value_runs
 from pipeline.voc import load_rgb
 
 log = logging.getLogger("pipeline")
@@ -89,7 +89,7 @@ def patch_mode_maps(
             f"{shards[0].path.parent}: rows do not match {manifests}/patches.parquet; re-run "
             "`pipeline features`"
         )
-    for start, end in runs(ids):
+    for start, end in value_runs(ids):
         meta = images.loc[ids[start]]
         maps = heat_maps(
             probabilities[start:end], boxes[start:end], int(meta.width), int(meta.height)

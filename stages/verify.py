@@ -10,11 +10,11 @@ from pathlib import Path
 from pipeline.action_models import VARIANTS
 from pipeline.actions import PERSONS_SCHEMA
 from pipeline.errors import PipelineError
+from pipeline.fc6_split import NO_FC6
 from pipeline.head import read_checkpoint
 from pipeline.manifests import manifest_problems
 from pipeline.params import Params
 from pipeline.shards import shard_directory_problems
-from pipeline.upper_layers import NO_FC6
 
 log = logging.getLogger("pipeline")
 

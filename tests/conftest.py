@@ -48,6 +48,22 @@ def as_stored(pixels: np.ndarray, params: Path = Path("params.yaml")) -> np.ndar
         return read_pixels(f, slice(None))
 
 
+def shard_rows(paths: list[Path]) -> list[dict[str, Any]]:
+    """Every row of patch shards, in order: ``pixels`` (uint8 ``[S, S, 3]``), ``label``,
+    ``image_id`` and ``patch``, read with h5py and the shard's codec."""
+    rows = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            pixels = read_pixels(f, slice(None))
+            keys = zip(f["label"][:], f["image_id"].asstr()[:], f["patch"][:], strict=True)
+            for n, (label, image_id, patch) in enumerate(keys):
+                rows.append(
+                    {"pixels": pixels[n], "label": int(label), "image_id": image_id,
+                     "patch": int(patch)}
+                )  # fmt: skip
+    return rows
+
+
 def flip_a_byte_in_the_middle(path: Path) -> None:
     """Damage a file as bit rot would: one byte in its middle inverted."""
     data = bytearray(path.read_bytes())

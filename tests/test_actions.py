@@ -17,9 +17,9 @@ from PIL import Image
 from pipeline.cutting import RESAMPLE, cut_mirrored
 from pipeline.demo import generate_demo
 from pipeline.errors import PipelineError
+from pipeline.fc6_split import split_below_fc6
 from pipeline.nets import build_backbone, build_untrained
 from pipeline.trunks import WindowAverage, WindowedTrunk
-from pipeline.upper_layers import split_below_fc6
 from tests.cli import run_cli
 from tests.conftest import CLASSES, demo_params, flip_a_byte_in_the_middle
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 import yaml
 
-from pipeline.datasets import ImagePatchChunks, ShardPixelChunks
 from pipeline.errors import PipelineError
 from pipeline.feature_cache import feature_cache_shards, read_feature_attrs, read_features
 from pipeline.features import FeatureExtractor, WorkerExtractor, rebatch
 from pipeline.hashing import file_sha256
 from pipeline.nets import build_backbone
+from pipeline.patch_chunks import ImagePatchChunks, ShardPixelChunks
 from pipeline.shards import PATCH_FORMAT_VERSION
 from tests.cli import run_cli
 from tests.conftest import as_stored

@@ -89,12 +89,12 @@ class ConvHeadTop(nn.Module):
 @dataclass(frozen=True)
 class BelowFc6:
     """A backbone cut below FC6: `lower` (images -> cached ``[N, D]``), `upper` (cached ->
-    descriptors ``[N, dim]``, only its first layer trainable), and both layers in words."""
+    descriptors ``[N, dim]``, only its first layer trainable), and what `lower` outputs, in
+    words."""
 
     lower: nn.Module
     upper: nn.Module
     cached: str
-    retrained: str
 
 
 def split_below_fc6(module: nn.Module, net: str) -> BelowFc6:
@@ -106,13 +106,11 @@ def split_below_fc6(module: nn.Module, net: str) -> BelowFc6:
     if isinstance(module, WindowedTrunk) and isinstance(rule, PooledFullyConnected):
         upper: nn.Module = FullyConnectedTop(rule.layers)
         first = rule.layers[0]
-        below = BelowFc6(PooledTrunk(trunk, rule.grid), upper, "pool5", "FC6")
+        below = BelowFc6(PooledTrunk(trunk, rule.grid), upper, "pool5")
     elif isinstance(trunk, ForwardFeatures) and hasattr(trunk.model, "conv_head"):
         model = trunk.model
         first = model.conv_head
-        below = BelowFc6(
-            BelowConvHead(model), ConvHeadTop(first, model.bn2), "last block", "conv_head"
-        )
+        below = BelowFc6(BelowConvHead(model), ConvHeadTop(first, model.bn2), "last block")
     else:
         raise PipelineError(
             f"{net}: no FC6 to re-train (the update variant needs an AlexNet-type net, FC6, or "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def runs(values: np.ndarray) -> list[tuple[int, int]]:
+def value_runs(values: np.ndarray) -> list[tuple[int, int]]:
     """Return ``[(start, end), ...]``: the half-open row ranges over which `values` stays equal,
     in order (one range per image when rows are sorted by image id)."""
     values = np.asarray(values)

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from pipeline.cutting import cut_patches, cut_patches_torch
 from pipeline.errors import PipelineError
 from pipeline.patch_codecs import read_pixels
-from pipeline.shards import PATCH_FORMAT_VERSION, ShardFile, check_format_version
+from pipeline.shards import PATCH_FORMAT_VERSION, check_format_version
 from pipeline.voc import load_rgb
 
 
@@ -42,35 +42,6 @@ class LazyShards:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"paths": self.paths, "_files": {}, "_pid": -1}
-
-
-class PatchShardDataset(Dataset):
-    """Patches stored in HDF5 shards, one item per patch.
-
-    Takes the shards of an index (`pipeline.shards.read_shard_index`). Item i is a dict with
-    ``pixels`` (uint8 tensor ``[S, S, 3]`` RGB), ``label`` (int), ``image_id`` (str) and
-    ``patch`` (int).
-    """
-
-    def __init__(self, shards: Sequence[ShardFile]) -> None:
-        self.files = LazyShards([s.path for s in shards])
-        self.offsets = np.cumsum([0] + [s.rows for s in shards])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        row = index - int(self.offsets[k])
-        f = self.files[k]
-        return {
-            "pixels": torch.from_numpy(read_pixels(f, slice(row, row + 1))[0]),
-            "label": int(f["label"][row]),
-            "image_id": f["image_id"][row].decode(),
-            "patch": int(f["patch"][row]),
-        }
 
 
 class CutPatchChunks(Dataset):
