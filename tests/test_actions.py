@@ -118,18 +118,19 @@ def test_several_action_persons_never_reach_a_batch_and_are_scored(action_projec
     several = persons[persons.actions.map(len) > 1]
     assert len(several) > 0, "the demo draws some persons doing two actions"
 
+    import pipeline.action_models as action_models
     import stages.fit_action as fit_action
     from pipeline.params import load_params
 
     seen = {}
-    real_train = fit_action.train_head
+    real_train = action_models.train_head
 
     def spy(module, train, val, *args, **kwargs):
         seen["labels"] = torch.cat([train[1], val[1]])
         seen["rows"] = len(train[0]) + len(val[0])
         return real_train(module, train, val, *args, **kwargs)
 
-    monkeypatch.setattr(fit_action, "train_head", spy)
+    monkeypatch.setattr(action_models, "train_head", spy)
     fit_action.run(load_params(Path("params.yaml")), "tiny", "frozen", device="cpu")
     assert seen["rows"] == len(persons) - len(several)
     assert (seen["labels"] >= 0).all()
