@@ -1,5 +1,5 @@
-"""From patch descriptors to class probabilities, image scores and heat maps
-(docs/method.md 1.5)."""
+"""From descriptors to class probabilities and image scores (docs/method.md 1.5): the trained
+head over the feature cache's patches, or over the windows of the dense cache."""
 
 from __future__ import annotations
 
