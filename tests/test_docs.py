@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 def listed_modules(text: str) -> set[str]:
     """The modules the layout section lists, as ``<package>/<module>.py``: the ``name.py``
     words of the lines indented under ``pipeline/`` and ``stages/`` in its code block."""
-    section = text.split("## 4. Layout", 1)[1]
+    section = text.split("## 5. Layout", 1)[1]
     block = section.split("```", 2)[1]
     listed, package = set(), None
     for line in block.splitlines():
@@ -42,6 +42,6 @@ def test_the_layout_list_names_every_module_and_nothing_else():
 
 def test_a_module_left_out_or_a_stale_name_is_found():
     layout = (
-        "## 4. Layout\n```\npipeline/   lib\n  voc.py  gone.py   x\nstages/  s\n  cli.py\n```\n"
+        "## 5. Layout\n```\npipeline/   lib\n  voc.py  gone.py   x\nstages/  s\n  cli.py\n```\n"
     )
     assert listed_modules(layout) == {"pipeline/voc.py", "pipeline/gone.py", "stages/cli.py"}
