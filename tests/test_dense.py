@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from pipeline.cutting import cut_patches
 from pipeline.demo import generate_demo
 from pipeline.dense import aligned, resized_scales, trunk_maps
-from pipeline.dense_cache import ImageMaps, image_windows, window_boxes
+from pipeline.dense_cache import (
+    ImageMaps,
+    image_windows,
+    read_window_rule,
+    window_boxes,
+    write_window_rule,
+)
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
 from pipeline.nets import build_backbone, normalise
@@ -145,3 +151,43 @@ def test_a_net_without_dense_mode_says_why(monkeypatch):
     serve_torchvision_weights(monkeypatch, torchvision.models.resnet18())
     resnet = build_backbone("torchvision:resnet18").dense_trunk()
     assert (resnet.stride, resnet.window(224), resnet.averages) == (32, (7, 7), True)
+
+
+@pytest.mark.parametrize("name", ["tiny", "effnet-lite0"])
+def test_the_stored_window_rule_gives_the_windows_of_the_backbone_it_was_written_for(
+    name, tmp_path
+):
+    # the stages that read dense maps (fit-weak, fit-cam, evaluate, compare) use the stored
+    # rule instead of building the backbone: it must give the very same descriptors
+    backbone = build_backbone(name)
+    size = PATCH_SIZES[name]
+    image = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    maps = dense_image(FeatureExtractor(backbone, CPU, batch_size=4), image, [1.0, 1.6], size)
+    built = backbone.dense_trunk().window_rule(size)
+    identity = {"net": name, "weights_digest": backbone.weights_digest}
+    write_window_rule(tmp_path / "s.rule.pt", built, identity)
+    stored = read_window_rule(tmp_path / "s.rule.pt", **identity)
+    assert (stored.window, stored.stride, stored.averages) == (
+        built.window, built.stride, built.averages,
+    )  # fmt: skip
+    expected = image_windows(built, maps, CPU)
+    got = image_windows(stored, maps, CPU)
+    assert torch.equal(got.descriptors, expected.descriptors)
+    assert np.array_equal(got.boxes, expected.boxes)
+    first = (tmp_path / "s.rule.pt").read_bytes()
+    write_window_rule(tmp_path / "s.rule.pt", built, identity)
+    assert (tmp_path / "s.rule.pt").read_bytes() == first  # the same rule, the same bytes
+
+
+def test_a_window_rule_of_other_weights_or_a_damaged_one_is_one_line_naming_dense(tmp_path):
+    backbone = build_backbone("tiny")
+    rule = backbone.dense_trunk().window_rule(32)
+    path = tmp_path / "trainval.rule.pt"
+    write_window_rule(path, rule, {"net": "tiny", "weights_digest": backbone.weights_digest})
+    with pytest.raises(PipelineError, match=r"rule\.pt: window rule of tiny .*pipeline dense"):
+        read_window_rule(path, net="tiny", weights_digest="other")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(PipelineError, match=r"rule\.pt: not a readable window rule"):
+        read_window_rule(path, net="tiny", weights_digest=backbone.weights_digest)
+    with pytest.raises(PipelineError, match=r"missing\.rule\.pt: no window rule; re-run"):
+        read_window_rule(tmp_path / "missing.rule.pt", net="tiny", weights_digest="x")
