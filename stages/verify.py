@@ -9,12 +9,14 @@ from pathlib import Path
 
 from pipeline.action_models import VARIANTS
 from pipeline.actions import PERSONS_SCHEMA
+from pipeline.dense_cache import open_dense_cache
 from pipeline.errors import PipelineError
 from pipeline.fc6_split import NO_FC6
 from pipeline.head import read_checkpoint
+from pipeline.layout import Layout
 from pipeline.manifests import manifest_problems
 from pipeline.params import Params
-from pipeline.shards import shard_directory_problems
+from pipeline.shards import INDEX_NAME, shard_directory_problems
 
 log = logging.getLogger("pipeline")
 
@@ -49,6 +51,7 @@ def _object_task(params: Params) -> Iterator[Checked]:
         for split in splits:
             yield shard_directory_problems(layout.features(net, split), "features")
             yield shard_directory_problems(layout.dense(net, split), "dense")
+            yield _window_rule_problems(layout, net, split)
         for method in ("head", "weak", "cam"):
             yield _checkpoint_problems(layout.head(net, method), net, f"fit-{method}")
 
@@ -78,6 +81,18 @@ def _action_task(params: Params) -> Iterator[Checked]:
             yield _checkpoint_problems(
                 layout.head(net, f"action-{variant}"), net, f"fit-action --variant {variant}"
             )
+
+
+def _window_rule_problems(layout: Layout, net: str, split: str) -> Checked:
+    """The window rule of a dense cache, read and matched to the weights of its maps (the
+    cache itself is checked with the shard directories)."""
+    if not (layout.dense(net, split) / INDEX_NAME).is_file():
+        return 0, []
+    try:
+        open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
+    except PipelineError as err:
+        return 1, [str(err)]
+    return 1, []
 
 
 def _checkpoint_problems(path: Path, net: str, writer: str) -> Checked:

@@ -104,6 +104,10 @@ def test_verify_says_what_is_wrong_and_which_stage_to_rerun(cached):
     run_cli("fit-cam")
     done = run_cli("verify")
     assert "all as their stages wrote them" in done.stderr
+    rule = Path("data/dense/test-voc/tiny/test.rule.pt")
+    rule.write_bytes(rule.read_bytes()[:64])
+    assert f"{rule}: not a readable window rule" in run_cli("verify", check=False).stderr
+    run_cli("dense", "--split", "test")
     flip_a_byte_in_the_middle(PATCHES / "shard-00001.h5")
     Path("manifests/test-voc/test/patches.parquet").write_bytes(b"PAR1 torn")
     done = run_cli("verify", check=False)
