@@ -202,37 +202,33 @@ def dense(
     stage("dense")(start(params_path, verbose), net, split, device=device, workers=workers)
 
 
-@cli.command("fit-head")
-@net_option
-@head_device_option
-@params_option
-@verbose_option
-def fit_head(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
-    """Train FCa + FCb on the cached features of dataset.train_split; write
-    data/heads/<dataset>/<net>/head.pt."""
-    stage("fit-head")(start(params_path, verbose), net, device=device)
+def trained_layers_command(name: str, help_text: str) -> None:
+    """Register `name`, a stage that trains layers on cached inputs, with its options."""
+
+    @cli.command(name, help=help_text)
+    @net_option
+    @head_device_option
+    @params_option
+    @verbose_option
+    def command(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
+        stage(name)(start(params_path, verbose), net, device=device)
 
 
-@cli.command("fit-weak")
-@net_option
-@head_device_option
-@params_option
-@verbose_option
-def fit_weak(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
-    """Train the adaptation layers from image labels alone over the dense maps of
-    dataset.train_split (score = max over windows); write data/heads/<dataset>/<net>/weak.pt."""
-    stage("fit-weak")(start(params_path, verbose), net, device=device)
-
-
-@cli.command("fit-cam")
-@net_option
-@head_device_option
-@params_option
-@verbose_option
-def fit_cam(net: str | None, device: str | None, params_path: Path, verbose: bool) -> None:
-    """Train one linear layer on whole training images (scale 1) from image labels; write
-    data/heads/<dataset>/<net>/cam.pt."""
-    stage("fit-cam")(start(params_path, verbose), net, device=device)
+trained_layers_command(
+    "fit-head",
+    "Train FCa + FCb on the cached features of dataset.train_split; write "
+    "data/heads/<dataset>/<net>/head.pt.",
+)
+trained_layers_command(
+    "fit-weak",
+    "Train the adaptation layers from image labels alone over the dense maps of "
+    "dataset.train_split (score = max over windows); write data/heads/<dataset>/<net>/weak.pt.",
+)
+trained_layers_command(
+    "fit-cam",
+    "Train one linear layer on whole training images (scale 1) from image labels; write "
+    "data/heads/<dataset>/<net>/cam.pt.",
+)
 
 
 @cli.command("evaluate")
