@@ -82,11 +82,13 @@ def _patch_shard_keys(path: Path) -> Callable[[], RowKeys]:
 
 @dataclass(frozen=True)
 class ShardSource:
-    """Pixels read from the patch shards of a sampled split, `chunk_rows` rows at a time."""
+    """Pixels read from the patch shards of a sampled split, `chunk_rows` rows at a time;
+    `writer` is the stage that rewrites those shards (named when one is damaged)."""
 
     patch_dir: Path
     tasks: list[FeatureTask]
     chunk_rows: int
+    writer: str = "sample"
 
     @classmethod
     def plan(
@@ -97,12 +99,11 @@ class ShardSource:
         chunk_rows: int,
         writer: str = "sample",
     ) -> ShardSource:
-        """One feature shard in `out` per patch shard of `patch_dir`, keyed by the SHA-256 of
-        the patch shard's bytes (checked against its index first, so that no cache can stay
-        keyed to a file that is no longer there; a bad one names `writer`, the stage that
-        rewrites the patch shards)."""
-        shards = read_shard_index(patch_dir)
-        verify_shards(shards, writer)  # each digest below is that of the file read
+        """One feature shard in `out` per patch shard of `patch_dir`, keyed by the SHA-256 that
+        the patch shards' index records for it. Nothing is read from the patch shards here: a
+        feature shard that is kept was computed from bytes checked against that SHA-256, and
+        the patch shards of the feature shards still to compute are checked when they are read
+        (`pixel_chunks`), so a resumed run with nothing to compute touches none of them."""
         tasks = [
             FeatureTask(
                 path=out / shard.path.name,
@@ -110,12 +111,17 @@ class ShardSource:
                 digest=digest_of(FEATURE_FORMAT_VERSION, identity, "shard", shard.sha256),
                 row_keys=_patch_shard_keys(shard.path),
             )
-            for shard in shards
+            for shard in read_shard_index(patch_dir)
         ]
-        return cls(patch_dir, tasks, chunk_rows)
+        return cls(patch_dir, tasks, chunk_rows, writer)
 
     def pixel_chunks(self, todo: list[FeatureTask]) -> PatchChunks:
-        """The uint8 pixels of the tasks' rows, in order, as a dataset of chunks."""
+        """The uint8 pixels of the tasks' rows, in order, as a dataset of chunks, after their
+        patch shards are checked against the index (PipelineError naming a damaged one and
+        `writer`), so that each feature shard's digest is that of the bytes it reads."""
+        names = {t.path.name for t in todo}
+        verify_shards([s for s in read_shard_index(self.patch_dir) if s.path.name in names],
+                      self.writer)  # fmt: skip
         return ShardPixelChunks(
             [(self.patch_dir / t.path.name, t.rows) for t in todo], self.chunk_rows
         )
