@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
-from pipeline.dense_cache import iter_dense_cache, open_dense_cache
+from pipeline.dense_cache import DenseImageReader, iter_dense_cache, open_dense_cache
 from pipeline.devices import resolve_device
 from pipeline.evaluation import ap_method, evaluate_scores
 from pipeline.feature_cache import feature_cache_shards, read_feature_cache
@@ -32,11 +32,11 @@ from pipeline.manifests import read_manifest
 from pipeline.params import Params, load_params
 from pipeline.voc import read_class_image_sets, read_image_set
 from pipeline.weak import (
+    WindowDescriptors,
     fit_image_labels,
     full_image_layer,
     weak_head,
     whole_image_descriptor,
-    window_descriptors,
 )
 
 
@@ -93,9 +93,8 @@ def main() -> None:
         return fitted.module.cpu()
 
     # the image-level layers: image labels
-    ids, windows = window_descriptors(
-        train_dense.rule, iter_dense_cache(train_dense.shards), device
-    )
+    train_images = DenseImageReader(train_dense.shards)
+    ids, windows = train_images.image_ids, WindowDescriptors(train_images, train_dense.rule, device)
     whole = [
         torch.from_numpy(whole_image_descriptor(train_dense.rule, image, device))[None]
         for image in iter_dense_cache(train_dense.shards)

@@ -31,7 +31,13 @@ import torch
 from pipeline.atomic import atomic_path, write_bytes
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
-from pipeline.shards import ShardFile, check_format_version, read_shard_index, verified_bytes
+from pipeline.shards import (
+    ShardFile,
+    check_format_version,
+    read_shard_index,
+    verified_bytes,
+    verify_shards,
+)
 from pipeline.torch_files import load_weights_only
 from pipeline.trunks import Window, WindowRule, rule_from_state, rule_state
 
@@ -228,3 +234,74 @@ def open_dense_cache(directory: Path, rule_path: Path, net: str) -> DenseCache:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     rule = read_window_rule(rule_path, net=net, weights_digest=attrs.get("weights_digest"))
     return DenseCache(shards, attrs, rule)
+
+
+@dataclass(frozen=True)
+class MapLocation:
+    """Where one map of an image lies in its dense shard: first cell, rows, columns, scale λ
+    and factor (resized / original pixels)."""
+
+    offset: int
+    rows: int
+    cols: int
+    scale: float
+    factor: float
+
+
+class DenseImageReader:
+    """The maps of each image of a dense cache, read one image at a time: every shard is
+    checked against its recorded SHA-256 once, then an image's maps are read as HDF5 slices of
+    its shard, never the whole shard, so that memory holds one image whatever the cache's
+    size. Item i is the `ImageMaps` of the i-th image in cache order (PipelineError naming the
+    shard when its maps are not finite)."""
+
+    def __init__(self, shards: Sequence[ShardFile]) -> None:
+        verify_shards(shards, "dense")
+        self.paths = [shard.path for shard in shards]
+        self.image_ids: list[str] = []
+        self.images: list[tuple[int, int, int, list[MapLocation]]] = []  # shard, width, height
+        for k, shard in enumerate(shards):
+            with h5py.File(shard.path, "r") as f:
+                check_format_version(f, DENSE_FORMAT_VERSION, shard.path)
+                ids = f["image_id"].asstr()[:]
+                scales, factors = f["scale"][:], f["factor"][:]
+                shapes, offsets, sizes = f["shape"][:], f["offset"][:], f["image_size"][:]
+            for n, image_id in enumerate(ids):
+                if not self.image_ids or self.image_ids[-1] != image_id:
+                    self.image_ids.append(str(image_id))
+                    self.images.append((k, int(sizes[n][0]), int(sizes[n][1]), []))
+                rows, cols = (int(v) for v in shapes[n])
+                location = MapLocation(
+                    int(offsets[n]), rows, cols, float(scales[n]), float(factors[n])
+                )
+                self.images[-1][3].append(location)
+        self._files: dict[int, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> ImageMaps:
+        shard, width, height, locations = self.images[index]
+        if shard not in self._files:
+            self._files[shard] = h5py.File(self.paths[shard], "r")
+        cells = self._files[shard]["cells"]
+        maps = []
+        for where in locations:
+            block = cells[where.offset : where.offset + where.rows * where.cols]
+            if not np.isfinite(block).all():
+                raise PipelineError(
+                    f"{self.paths[shard]}: holds non-finite maps; re-run `pipeline dense`"
+                )
+            maps.append(block.T.reshape(-1, where.rows, where.cols))
+        return ImageMaps(
+            self.image_ids[index], width, height, [w.scale for w in locations],
+            [w.factor for w in locations], maps,
+        )  # fmt: skip
+
+    def window_count(self, window: Window) -> int:
+        """How many windows of `window` cells all the images' maps hold."""
+        return sum(
+            max(w.rows - window[0] + 1, 0) * max(w.cols - window[1] + 1, 0)
+            for *_, locations in self.images
+            for w in locations
+        )

@@ -14,14 +14,14 @@ ignored), on the hold-out/plateau schedule of the patch head.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.dense_cache import ImageMaps, image_windows
+from pipeline.dense_cache import DenseImageReader, ImageMaps, image_windows
 from pipeline.errors import PipelineError
 from pipeline.head import (
     EpochLog,
@@ -34,17 +34,37 @@ from pipeline.params import Head as HeadParams
 from pipeline.trunks import WindowRule
 
 
-def window_descriptors(
-    rule: WindowRule, images: Iterable[ImageMaps], device: torch.device
-) -> tuple[list[str], list[torch.Tensor]]:
-    """The descriptors ``[P_i, d]`` (float16, CPU) of every window of every scale of each
-    image of a dense cache, with the image ids, in cache order."""
-    ids, descriptors = [], []
-    for image in images:
-        ids.append(image.image_id)
-        windows = image_windows(rule, image, device)
-        descriptors.append(windows.descriptors.half())
-    return ids, descriptors
+class WindowDescriptors(Sequence[torch.Tensor]):
+    """The descriptors ``[P_i, d]`` (float16, CPU) of every window of every scale of each image
+    of a dense cache, in cache order, computed from the image's maps when asked: memory holds
+    the images of one batch, never the training set's windows (6 MB per image at 224 px)."""
+
+    def __init__(self, images: DenseImageReader, rule: WindowRule, device: torch.device) -> None:
+        self.images, self.rule, self.device = images, rule, device
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):  # type: ignore[override]  # an int
+        """The window descriptors of image `index`."""
+        return image_windows(self.rule, self.images[index], self.device).descriptors.half()
+
+
+class Picked(Sequence[torch.Tensor]):
+    """The items at `indices` of a sequence, fetched when asked (a view: nothing is copied or
+    loaded before it is used); a slice gives a list."""
+
+    def __init__(self, items: Sequence[torch.Tensor], indices: np.ndarray) -> None:
+        self.items, self.indices = items, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index):  # type: ignore[override]  # an int, or a slice: a list
+        """Item `index` of the view, or the list of a slice's items."""
+        if isinstance(index, slice):
+            return [self.items[int(i)] for i in self.indices[index]]
+        return self.items[int(self.indices[index])]
 
 
 def scale_one(image: ImageMaps) -> int:
@@ -116,7 +136,7 @@ def chosen_windows(module: nn.Module, inputs: Sequence[torch.Tensor], device: to
 
 def fit_image_labels(
     module: nn.Module,
-    inputs: list[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
     labels: np.ndarray,
     image_ids: Sequence[str],
     config: HeadParams,
@@ -124,16 +144,17 @@ def fit_image_labels(
     on_epoch: Callable[[EpochLog], None] | None = None,
     lr_key: str = "weak.lr",
 ) -> FittedHead:
-    """Train `module` (rows ``[P, d]`` -> logits ``[P, C]``) from image labels ``[N, C]`` in
-    {-1, 0, +1}: each image's score of class c is the maximum of its rows' logits,
-    `config.batch_size` images per SGD step, a seeded `config.val_fraction` of the images held
-    out. The gradient of a maximum flows through its row alone, so each step finds that row
-    (without dropout) and trains on it (with dropout). Training loss and accuracy in the log
-    are running means over the epoch's steps; hold-out ones are measured after it."""
+    """Train `module` (rows ``[P, d]`` -> logits ``[P, C]``) from image labels ``[N, C]`` in {-1,
+    0, +1}, the rows of image i being ``inputs[i]`` (fetched batch by batch, so that `inputs`
+    may compute them on demand, as `WindowDescriptors` does): each image's score of class c is
+    the maximum of its rows' logits, `config.batch_size` images per SGD step, a seeded
+    `config.val_fraction` of the images held out. The gradient of a maximum flows through its
+    row alone, so each step finds that row (without dropout) and trains on it (with dropout).
+    Training loss and accuracy in the log are running means over the epoch's steps; hold-out
+    ones are measured after it."""
     held = holdout_mask(np.asarray(image_ids), config.val_fraction, config.seed)
     y = torch.from_numpy(np.asarray(labels, np.float32))
-    train = [inputs[i] for i in np.flatnonzero(~held)]
-    val = [inputs[i] for i in np.flatnonzero(held)]
+    train, val = Picked(inputs, np.flatnonzero(~held)), Picked(inputs, np.flatnonzero(held))
     y_train, y_val = y[torch.from_numpy(~held)], y[torch.from_numpy(held)]
     order_rng = torch.Generator().manual_seed(config.seed)
     running: dict[str, float] = {}
@@ -161,10 +182,9 @@ def fit_image_labels(
         return running["loss"], running["accuracy"], val_loss, val_accuracy
 
     history = train_on_plateaus(module, config, device, one_epoch, measure, on_epoch, lr_key)
-    shape = {
-        "dim": int(inputs[0].shape[1]), "layers": config.layers, "hidden": config.hidden,
-        "outputs": int(labels.shape[1]),
-    }  # fmt: skip
+    dim = int(inputs[0].shape[1])
+    shape = {"dim": dim, "layers": config.layers, "hidden": config.hidden,
+             "outputs": int(labels.shape[1])}  # fmt: skip
     return FittedHead(module, history, shape, held)
 
 

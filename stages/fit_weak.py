@@ -7,12 +7,12 @@ import logging
 import time
 
 from pipeline.atomic import exclusive
-from pipeline.dense_cache import iter_dense_cache, open_dense_cache
+from pipeline.dense_cache import DenseImageReader, open_dense_cache
 from pipeline.devices import resolve_device
 from pipeline.head import epoch_logger
 from pipeline.image_level import image_labels, save_fitted, schedule
 from pipeline.params import Params
-from pipeline.weak import fit_image_labels, weak_head, window_descriptors
+from pipeline.weak import WindowDescriptors, fit_image_labels, weak_head
 
 log = logging.getLogger("pipeline")
 
@@ -35,7 +35,8 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     torch_device = resolve_device(device or config.device)
     split, layout = params.dataset.train_split, params.layout
     cache = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
-    ids, descriptors = window_descriptors(cache.rule, iter_dense_cache(cache.shards), torch_device)
+    images = DenseImageReader(cache.shards)
+    ids, descriptors = images.image_ids, WindowDescriptors(images, cache.rule, torch_device)
     labels = image_labels(params, ids)
     module = weak_head(int(descriptors[0].shape[1]), len(params.dataset.classes), config)
     fitted = fit_image_labels(
@@ -45,6 +46,6 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     save_fitted(params, net, "weak", config, fitted, cache.attrs, ids, seconds)
     log.info(
         "weak layers of %s: %d images (%d windows), best hold-out loss %.4f at epoch %d, %.0f s",
-        net, len(ids), sum(len(d) for d in descriptors), fitted.best.val_loss,
+        net, len(ids), images.window_count(cache.rule.window), fitted.best.val_loss,
         fitted.best.epoch, seconds,
     )  # fmt: skip
