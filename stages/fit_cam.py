@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import exclusive
-from pipeline.dense_cache import iter_dense_cache, open_dense_cache
+from pipeline.dense_cache import DenseImageReader, open_dense_cache
 from pipeline.devices import resolve_device
 from pipeline.head import epoch_logger
 from pipeline.image_level import image_labels, save_fitted, schedule
@@ -37,10 +37,9 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     torch_device = resolve_device(device or config.device)
     split, layout = params.dataset.train_split, params.layout
     cache = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
-    ids, rows = [], []
-    for image in iter_dense_cache(cache.shards):
-        ids.append(image.image_id)
-        rows.append(whole_image_descriptor(cache.rule, image, torch_device))
+    images = DenseImageReader(cache.shards)  # one image's maps in memory at a time
+    ids = images.image_ids
+    rows = [whole_image_descriptor(cache.rule, images[i], torch_device) for i in range(len(ids))]
     inputs = list(torch.from_numpy(np.stack(rows))[:, None, :])  # one row per image
     labels = image_labels(params, ids)
     module = full_image_layer(rows[0].shape[0], len(params.dataset.classes), config.seed)

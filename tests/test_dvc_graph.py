@@ -158,6 +158,12 @@ def test_stage_depends_on_exactly_the_modules_its_command_imports(name):
 
 
 @pytest.mark.parametrize("name", sorted(DVC_YAML))
+def test_stage_lists_each_dependency_once(name):
+    deps = [str(d) for d in stage_spec(DVC_YAML[name]).get("deps", [])]
+    assert sorted({d for d in deps if deps.count(d) > 1}) == []
+
+
+@pytest.mark.parametrize("name", sorted(DVC_YAML))
 def test_stage_declares_every_parameter_its_code_reads(name):
     stage = DVC_YAML[name]
     files = closure(command_files(stage)) - {REPO / "pipeline/params.py"}
