@@ -18,6 +18,7 @@ grow with the dataset has an RSS ratio near 1; time and bytes grow with the imag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -86,10 +87,8 @@ def tree_rss(process: psutil.Process) -> int:
     """The resident bytes of a process and all its descendants now."""
     total = 0
     for member in [process, *process.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):  # ended between listing and reading
             total += member.memory_info().rss
-        except psutil.Error:
-            pass  # ended between listing and reading
     return total
 
 
