@@ -52,11 +52,13 @@ from pipeline.feature_shards import (
     shard_attributes,
 )
 from pipeline.features import FeatureExtractor, chunk_loader, raise_errors
+from pipeline.image_sets import read_image_set
+from pipeline.images import load_rgb
 from pipeline.nets import build_backbone
 from pipeline.patch_codecs import PatchCodec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
 from pipeline.tiling import patch_grid
-from pipeline.voc import image_path, load_rgb, read_image_set
+from pipeline.voc import image_path
 
 PHOTOS = (
     "astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",

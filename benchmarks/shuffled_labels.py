@@ -28,9 +28,9 @@ from pipeline.evaluation import ap_method, evaluate_scores
 from pipeline.feature_cache import feature_cache_shards, read_feature_cache
 from pipeline.head import fit_head
 from pipeline.image_level import image_labels, schedule
+from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.manifests import read_manifest
 from pipeline.params import Params, load_params
-from pipeline.voc import read_class_image_sets, read_image_set
 from pipeline.weak import (
     WindowDescriptors,
     fit_image_labels,

@@ -43,14 +43,8 @@ from pipeline.layout import Layout
 from pipeline.nets import build_backbone, build_untrained, normalise
 from pipeline.params import Head as HeadParams
 from pipeline.params import Params
-from pipeline.patch_codecs import read_pixels
-from pipeline.shards import (
-    PATCH_FORMAT_VERSION,
-    check_format_version,
-    read_row_keys,
-    read_shard_index,
-    verified_bytes,
-)
+from pipeline.patch_codecs import PATCH_FORMAT_VERSION, read_pixels
+from pipeline.shards import check_format_version, read_row_keys, read_shard_index, verified_bytes
 
 VARIANTS = ("frozen", "update", "scratch")
 VARIANT_CACHE = {"frozen": "action-features", "update": "action-below-fc6"}

@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import PipelineError
+from pipeline.image_sets import image_set_lines
+from pipeline.images import check_image
 from pipeline.voc import (
     annotation_path,
-    check_image,
     check_image_id,
     image_path,
-    image_set_lines,
     object_box,
     read_annotation_root,
     text_field,

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 from pipeline.cutting import resize_for_patches
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
+from pipeline.images import load_rgb
 from pipeline.nets import normalise
-from pipeline.voc import load_rgb
 
 
 def patch_side(width: int, height: int, scale: float) -> float:

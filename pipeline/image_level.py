@@ -12,10 +12,10 @@ import torch
 from pipeline.atomic import atomic_path, write_json
 from pipeline.evaluation import image_truth
 from pipeline.head import FittedHead, head_checkpoint
+from pipeline.image_sets import read_class_image_sets
 from pipeline.manifests import read_manifest
 from pipeline.params import Head as HeadParams
 from pipeline.params import Params
-from pipeline.voc import read_class_image_sets
 
 
 def image_labels(params: Params, image_ids: list[str]) -> np.ndarray:

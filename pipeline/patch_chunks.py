@@ -18,9 +18,9 @@ from torch.utils.data import Dataset
 
 from pipeline.cutting import cut_patches, cut_patches_torch
 from pipeline.errors import PipelineError
-from pipeline.patch_codecs import read_pixels
-from pipeline.shards import PATCH_FORMAT_VERSION, check_format_version
-from pipeline.voc import load_rgb
+from pipeline.images import load_rgb
+from pipeline.patch_codecs import PATCH_FORMAT_VERSION, read_pixels
+from pipeline.shards import check_format_version
 
 
 class LazyShards:

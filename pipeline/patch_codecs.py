@@ -1,4 +1,5 @@
-"""How a patch shard stores its pixels: the codecs of ``shards.compression``.
+"""The patch shard format: how a patch shard stores its pixels (the codecs of
+``shards.compression``), writing a patch shard and reading its pixels back.
 
 Lossless codecs keep ``pixels`` uint8 ``[N, S, S, 3]`` as an HDF5 dataset, one patch per chunk,
 through an HDF5 filter: none, gzip, lzf (built into h5py), or Blosc2 with LZ4 or Zstd (the
@@ -11,13 +12,17 @@ the codec, so that a reader never guesses.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h5py
 import hdf5plugin
 import numpy as np
 from PIL import Image
+
+from pipeline.shards import write_shard
 
 if TYPE_CHECKING:
     from pipeline.params import Shards
@@ -110,3 +115,32 @@ def decode_jpeg(data: np.ndarray) -> np.ndarray:
     """The RGB pixels ``[S, S, 3]`` uint8 of JPEG bytes written by `encode_jpeg`."""
     with Image.open(io.BytesIO(data.tobytes())) as image:
         return np.array(image.convert("RGB"))
+
+
+PATCH_FORMAT_VERSION = 2  # 2: the pixels' codec in the attribute ``codec``
+
+
+def write_patch_shard(
+    path: Path,
+    *,
+    pixels: np.ndarray,
+    label: np.ndarray,
+    image_id: Sequence[str],
+    patch: np.ndarray,
+    digest: str,
+    codec: PatchCodec,
+) -> str:
+    """Write one patch shard atomically (see `write_shard`) and return its SHA-256.
+
+    Takes pixels ``[N, S, S, 3]`` uint8 RGB (stored by `codec`), label int16 ``[N]``, image
+    ids, patch indices ``[N]`` and the content digest.
+    """
+    return write_shard(
+        path,
+        store=lambda f: codec.store(f, pixels),
+        label=label,
+        image_id=image_id,
+        patch=patch,
+        format_version=PATCH_FORMAT_VERSION,
+        digest=digest,
+    )

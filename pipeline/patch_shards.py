@@ -15,11 +15,11 @@ import pyarrow as pa
 from pipeline.cutting import cut_mirrored, cut_patches
 from pipeline.errors import PipelineError
 from pipeline.hashing import digest_of
+from pipeline.images import load_rgb
 from pipeline.parallel import parallel_map
-from pipeline.patch_codecs import PatchCodec
-from pipeline.shards import PATCH_FORMAT_VERSION, shard_name, update_shards, write_patch_shard
+from pipeline.patch_codecs import PATCH_FORMAT_VERSION, PatchCodec, write_patch_shard
+from pipeline.shards import shard_name, update_shards
 from pipeline.value_runs import value_runs
-from pipeline.voc import load_rgb
 
 
 @dataclass(frozen=True)

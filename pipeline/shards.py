@@ -5,12 +5,9 @@ back to the manifests, the format-version check, reading the index and verifying
 bytes against it, and `update_shards`, which writes only the shards whose content digest
 changed, journals them and prunes the others, so that an interrupted stage resumes.
 
-A patch shard (the format written here, `write_patch_shard`) holds the patches' pixels as its
-codec stores them (`pipeline.patch_codecs`: ``pixels`` uint8 ``[N, S, S, 3]`` RGB one patch per
-chunk, or ``jpeg``), ``label`` int16, ``image_id`` and ``patch`` (joining each row back to
-``patches.parquet``), and the attributes ``format_version``, ``codec`` and ``digest`` (a hash of
-everything the shard's content depends on, so that a finished shard can be recognised and
-skipped on re-run).
+Each kind of shard keeps its own format beside its writer: patch shards in
+`pipeline.patch_codecs`, feature shards in `pipeline.feature_cache`, dense shards in
+`pipeline.dense_cache`.
 """
 
 from __future__ import annotations
@@ -30,9 +27,7 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path, exclusive, remove_stale_temporaries, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
-from pipeline.patch_codecs import PatchCodec
 
-PATCH_FORMAT_VERSION = 2  # 2: the pixels' codec in the attribute ``codec``
 INDEX_NAME = "index.parquet"
 log = logging.getLogger("pipeline")
 
@@ -92,32 +87,6 @@ def store_array(name: str, array: np.ndarray, chunk_rows: int) -> Callable[[h5py
         f.create_dataset(name, data=array, chunks=chunks, track_times=False)
 
     return store
-
-
-def write_patch_shard(
-    path: Path,
-    *,
-    pixels: np.ndarray,
-    label: np.ndarray,
-    image_id: Sequence[str],
-    patch: np.ndarray,
-    digest: str,
-    codec: PatchCodec,
-) -> str:
-    """Write one patch shard atomically (see `write_shard`) and return its SHA-256.
-
-    Takes pixels ``[N, S, S, 3]`` uint8 RGB (stored by `codec`), label int16 ``[N]``, image
-    ids, patch indices ``[N]`` and the content digest.
-    """
-    return write_shard(
-        path,
-        store=lambda f: codec.store(f, pixels),
-        label=label,
-        image_id=image_id,
-        patch=patch,
-        format_version=PATCH_FORMAT_VERSION,
-        digest=digest,
-    )
 
 
 def read_row_keys(f: h5py.File) -> dict[str, np.ndarray]:

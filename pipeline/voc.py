@@ -1,4 +1,5 @@
-"""Reading a VOCdevkit year directory: annotations, image sets and images.
+"""Reading a VOCdevkit year directory's annotations (its image sets are `pipeline.image_sets`,
+its images `pipeline.images`).
 
 Coordinates: VOC XML boxes are 1-based and inclusive; everything returned here is converted to
 0-based half-open float pixels, ``x0 = xmin - 1, x1 = xmax`` (same for y).
@@ -7,17 +8,14 @@ Coordinates: VOC XML boxes are 1-based and inclusive; everything returned here i
 from __future__ import annotations
 
 import math
-import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
 from pipeline.errors import PipelineError
+from pipeline.images import check_image
 
 
 @dataclass(frozen=True)
@@ -183,14 +181,6 @@ def parse_annotation(path: Path, box_tolerance: float) -> Annotation:
     return Annotation(path.stem, width, height, tuple(objects), clipped, tuple(dropped))
 
 
-def image_set_lines(path: Path) -> list[str]:
-    """The lines of an ImageSets file (UTF-8, a leading BOM dropped, any line ending)."""
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as err:
-        raise PipelineError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-
-
 def check_image_id(root: Path, image_id: str) -> None:
     """Raise PipelineError unless `image_id` is a plain file name: no separator, no leading
     dot (so no ``..``), not absolute, so that it cannot name a file outside `root`."""
@@ -209,120 +199,3 @@ def read_annotated_image(root: Path, image_id: str, box_tolerance: float) -> Ann
     annotation = parse_annotation(annotation_path(root, image_id), box_tolerance)
     check_image(image_path(root, image_id), annotation.width, annotation.height)
     return annotation
-
-
-def read_image_set(root: Path, split: str) -> list[str]:
-    """Return the image ids listed in ``ImageSets/Main/<split>.txt`` (file order, deduplicated;
-    blank lines skipped).
-
-    Raises PipelineError when the file is missing, not UTF-8, or lists no image.
-    """
-    path = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not path.is_file():
-        raise PipelineError(f"{path}: split file is missing (is dataset.root a VOC year dir?)")
-    ids = list(dict.fromkeys(line.split()[0] for line in image_set_lines(path) if line.strip()))
-    if not ids:
-        raise PipelineError(f"{path}: split file lists no images")
-    return ids
-
-
-def read_class_image_set(root: Path, class_name: str, split: str) -> dict[str, int] | None:
-    """Return ``{image_id: 1 | -1 | 0}`` from ``ImageSets/Main/<class>_<split>.txt``.
-
-    1 = a non-difficult object of the class, -1 = none, 0 = only difficult ones. Returns None when
-    the file does not exist (ground truth then comes from the annotations).
-    """
-    path = root / "ImageSets" / "Main" / f"{class_name}_{split}.txt"
-    if not path.is_file():
-        return None
-    truth = {}
-    for number, line in enumerate(image_set_lines(path), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or fields[1] not in ("1", "-1", "0"):
-            raise PipelineError(f"{path}:{number}: expected '<image_id> 1|-1|0', got {line!r}")
-        truth[fields[0]] = int(fields[1])
-    return truth
-
-
-def read_class_image_sets(
-    root: Path, classes: Sequence[str], split: str
-) -> list[dict[str, int] | None]:
-    """`read_class_image_set` of every class, in the order of `classes`."""
-    return [read_class_image_set(root, name, split) for name in classes]
-
-
-MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000; VOC images have about 0.2 Mpx
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-
-
-def open_image(path: Path) -> Image.Image:
-    """Open an image lazily (header only) and return the PIL image.
-
-    Raises PipelineError naming the file when it is missing, not an image, or larger than
-    `MAX_IMAGE_PIXELS` (refused before any pixel is decoded, so memory stays bounded)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: image is listed but missing") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise PipelineError(f"{path}: image too large to decode safely ({err})") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise PipelineError(f"{path}: not a readable image ({err})") from None
-    width, height = img.size
-    if width * height > MAX_IMAGE_PIXELS:
-        img.close()
-        raise PipelineError(
-            f"{path}: image is {width}x{height}, more than {MAX_IMAGE_PIXELS} pixels; refused "
-            "before decoding"
-        )
-    return img
-
-
-def _rgb_pixels(img: Image.Image, path: Path) -> np.ndarray:
-    """The decoded pixels of an open image as RGB uint8 ``[H, W, 3]``: 16-bit greyscale scaled
-    to 8 bits, greyscale / palette / CMYK / alpha modes converted; 32-bit and float pixels
-    refused."""
-    if img.mode in SIXTEEN_BIT_MODES or img.mode == "I":
-        grey = np.asarray(img).astype(np.int64)
-        if grey.min(initial=0) < 0 or grey.max(initial=0) > 0xFFFF:
-            raise PipelineError(f"{path}: {img.mode} pixels outside 16 bits are not supported")
-        return np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=2)
-    if img.mode == "F":
-        raise PipelineError(f"{path}: floating-point pixels (mode F) are not supported")
-    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
-
-
-def load_rgb(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image file to an RGB array ``[height, width, 3]`` uint8 of its stored pixels.
-
-    Greyscale, palette, CMYK and 16-bit images are converted to 8-bit RGB. EXIF orientation is
-    deliberately not applied: VOC boxes refer to the stored pixel grid. With `expected_size`
-    ``(width, height)`` the size in the file's header is checked first, before decoding. Raises
-    PipelineError naming the file for a missing, oversized, corrupt or truncated image, one of
-    another size than expected, or one in an unsupported mode.
-    """
-    with open_image(path) as img:
-        if expected_size is not None and img.size != tuple(expected_size):
-            raise PipelineError(
-                f"{path}: image is {img.width}x{img.height} but its annotation says "
-                f"{expected_size[0]}x{expected_size[1]}"
-            )
-        try:
-            img.load()
-            return _rgb_pixels(img, path)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise PipelineError(f"{path}: corrupt or truncated image ({err})") from None
-
-
-def check_image(path: Path, width: int, height: int) -> None:
-    """Decode the image at `path` fully and check that its stored size is `width` x `height`
-    (from the header, before decoding).
-
-    Raises PipelineError naming the file when it is missing, corrupt, truncated, or of another
-    size than its annotation says (boxes would then not refer to its pixels).
-    """
-    load_rgb(path, expected_size=(width, height))

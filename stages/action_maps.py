@@ -15,10 +15,10 @@ from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
 from pipeline.head import build_head, read_checkpoint
 from pipeline.heatmaps import render_top_classes
+from pipeline.images import load_rgb
 from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.uncached_maps import image_heat_maps
-from pipeline.voc import load_rgb
 
 log = logging.getLogger("pipeline")
 

@@ -27,10 +27,11 @@ from pipeline.dense_cache import open_dense_cache
 from pipeline.evaluation import ap_method, evaluate_scores
 from pipeline.head import check_unseen, load_head, read_checkpoint
 from pipeline.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
+from pipeline.image_sets import read_class_image_sets, read_image_set
+from pipeline.images import load_rgb
 from pipeline.manifests import read_manifest
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache
-from pipeline.voc import load_rgb, read_class_image_sets, read_image_set
 
 log = logging.getLogger("pipeline")
 WRITERS = {"head": "fit-head", "weak": "fit-weak", "cam": "fit-cam"}

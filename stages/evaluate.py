@@ -18,11 +18,11 @@ from pipeline.evaluation import (
     precision_recall,
 )
 from pipeline.head import check_unseen
+from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.layout import Layout
 from pipeline.manifests import read_manifest
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
-from pipeline.voc import read_class_image_sets, read_image_set
 
 log = logging.getLogger("pipeline")
 

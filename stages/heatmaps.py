@@ -25,13 +25,13 @@ from pipeline.heatmaps import (
     peak_hits,
     render_top_classes,
 )
+from pipeline.images import load_rgb
 from pipeline.manifests import read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.scoring import cache_probabilities, dense_probabilities, load_head_for_cache
 from pipeline.uncached_maps import image_heat_maps
 from pipeline.value_runs import value_runs
-from pipeline.voc import load_rgb
 
 log = logging.getLogger("pipeline")
 

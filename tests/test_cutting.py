@@ -11,8 +11,9 @@ from torchvision.transforms.v2.functional import resize
 
 from pipeline import cutting
 from pipeline.cutting import TORCH_CUTTING_TOLERANCE, crop_and_resize, cut_patches
+from pipeline.images import load_rgb
 from pipeline.tiling import patch_grid
-from pipeline.voc import image_path, load_rgb
+from pipeline.voc import image_path
 
 
 def test_cut_patches_match_per_patch_crop_and_resize(demo_root):

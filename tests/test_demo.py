@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.demo import MARKER, generate_demo
 from pipeline.errors import PipelineError
-from pipeline.voc import read_class_image_set, read_image_set
+from pipeline.image_sets import read_class_image_set, read_image_set
 from tests.cli import run_cli
 
 

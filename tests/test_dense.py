@@ -19,10 +19,10 @@ from pipeline.dense_cache import (
 )
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
+from pipeline.images import load_rgb
 from pipeline.nets import build_backbone, normalise
 from pipeline.tiling import patch_grid
 from pipeline.trunks import PooledFullyConnected, adaptive_pool_matrix
-from pipeline.voc import load_rgb
 from tests.test_nets import serve_torchvision_weights
 
 CPU = torch.device("cpu")

@@ -19,7 +19,7 @@ from pipeline.features import FeatureExtractor, WorkerExtractor, rebatch
 from pipeline.hashing import file_sha256
 from pipeline.nets import build_backbone
 from pipeline.patch_chunks import ImagePatchChunks, ShardPixelChunks
-from pipeline.shards import PATCH_FORMAT_VERSION
+from pipeline.patch_codecs import PATCH_FORMAT_VERSION
 from tests.cli import run_cli
 from tests.conftest import as_stored
 

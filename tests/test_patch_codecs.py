@@ -16,8 +16,14 @@ from pipeline.cutting import cut_patches
 from pipeline.feature_cache import read_feature_cache
 from pipeline.hashing import file_sha256
 from pipeline.patch_chunks import ShardPixelChunks
-from pipeline.patch_codecs import LOSSLESS, PatchCodec, read_pixels
-from pipeline.shards import PATCH_FORMAT_VERSION, read_shard_index, write_patch_shard
+from pipeline.patch_codecs import (
+    LOSSLESS,
+    PATCH_FORMAT_VERSION,
+    PatchCodec,
+    read_pixels,
+    write_patch_shard,
+)
+from pipeline.shards import read_shard_index
 from pipeline.tiling import patch_grid
 from tests.cli import run_cli
 from tests.conftest import shard_rows

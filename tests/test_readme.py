@@ -16,7 +16,7 @@ import torch
 
 from pipeline.actions import VOC_ACTIONS
 from pipeline.demo import MARKER, generate_demo
-from pipeline.voc import read_image_set
+from pipeline.image_sets import read_image_set
 from tests.devkit import devkit_ap
 from tests.test_demo import tree_digest
 

@@ -21,10 +21,10 @@ from distributed import Client, LocalCluster, WorkerPlugin
 
 from pipeline.cutting import cut_patches
 from pipeline.hashing import file_sha256
+from pipeline.images import load_rgb
 from pipeline.patch_codecs import read_pixels
 from pipeline.shards import read_shard_index
 from pipeline.tiling import patch_grid
-from pipeline.voc import load_rgb
 from tests.cli import run_cli
 from tests.conftest import as_stored, demo_params, shard_rows
 

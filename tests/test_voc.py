@@ -7,15 +7,9 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.voc import (
-    annotation_path,
-    check_image,
-    load_rgb,
-    parse_annotation,
-    read_annotated_image,
-    read_class_image_set,
-    read_image_set,
-)
+from pipeline.image_sets import read_class_image_set, read_image_set
+from pipeline.images import check_image, load_rgb
+from pipeline.voc import annotation_path, parse_annotation, read_annotated_image
 
 
 def write_xml(
