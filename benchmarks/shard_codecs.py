@@ -44,14 +44,14 @@ from skimage import data as photos
 
 from pipeline.cutting import crop_and_resize, cut_patches, cut_patches_torch
 from pipeline.devices import resolve_device, resolve_workers
-from pipeline.feature_shards import (
-    ImageSource,
-    ShardSource,
+from pipeline.feature_shards import ImageSource, ShardSource, fill_cache
+from pipeline.features import (
+    FeatureExtractor,
     backbone_identity,
-    fill_cache,
+    chunk_loader,
+    raise_errors,
     shard_attributes,
 )
-from pipeline.features import FeatureExtractor, chunk_loader, raise_errors
 from pipeline.image_sets import read_image_set
 from pipeline.images import load_rgb
 from pipeline.nets import build_backbone

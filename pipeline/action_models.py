@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from pipeline.actions import action_truth
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.evaluation import class_aps
@@ -233,3 +233,12 @@ def lr_key(variant: str) -> str:
     return {"frozen": "head.lr", "update": "action.update_lr", "scratch": "action.scratch.lr"}[
         variant
     ]
+
+
+def action_truth(table: pa.Table, actions: Sequence[str]) -> np.ndarray:
+    """Ground truth ``[persons, actions]`` int8: 1 where the person performs the action, else
+    -1 (every listed person counts, as in the devkit's action evaluation)."""
+    performed = table["actions"].to_pylist()
+    return np.array(
+        [[1 if a in done else -1 for a in actions] for done in performed], np.int8
+    ).reshape(len(performed), len(actions))

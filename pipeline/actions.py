@@ -193,12 +193,3 @@ def centred_squares(table: pa.Table) -> np.ndarray:
     x0, y0, x1, y1 = (table[c].to_numpy().astype(np.float64) for c in ("x0", "y0", "x1", "y1"))
     side = np.maximum(x1 - x0, y1 - y0)
     return np.stack([(x0 + x1 - side) / 2, (y0 + y1 - side) / 2, side], axis=1)
-
-
-def action_truth(table: pa.Table, actions: Sequence[str]) -> np.ndarray:
-    """Ground truth ``[persons, actions]`` int8: 1 where the person performs the action, else
-    -1 (every listed person counts, as in the devkit's action evaluation)."""
-    performed = table["actions"].to_pylist()
-    return np.array(
-        [[1 if a in done else -1 for a in actions] for done in performed], np.int8
-    ).reshape(len(performed), len(actions))

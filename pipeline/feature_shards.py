@@ -23,7 +23,6 @@ from pipeline.errors import PipelineError
 from pipeline.feature_cache import FEATURE_FORMAT_VERSION
 from pipeline.features import FeatureExtractor, PatchChunks, WorkerExtractor, descriptor_batches
 from pipeline.hashing import digest_of
-from pipeline.nets import Backbone
 from pipeline.parallel import ALL_WORKERS, parallel_map
 from pipeline.patch_chunks import DecodedImages, ImagePatchChunks, ShardPixelChunks
 from pipeline.shards import (
@@ -52,24 +51,6 @@ class FeatureTask:
     rows: int
     digest: str
     row_keys: Callable[[], RowKeys]
-
-
-def backbone_identity(net: str, backbone: Backbone, patch_size: int) -> dict[str, Any]:
-    """What, besides the pixels, descriptors depend on; `net` is the name as given."""
-    return {
-        "net": net,
-        "layer": backbone.layer,
-        "weights": backbone.weights,
-        "weights_digest": backbone.weights_digest,
-        "transform": backbone.transform_description(),
-        "patch_size": patch_size,
-    }
-
-
-def shard_attributes(identity: dict[str, Any]) -> dict[str, Any]:
-    """The attributes stored in every feature shard: the identity without the patch size
-    (which the pixels already carry)."""
-    return {k: v for k, v in identity.items() if k != "patch_size"}
 
 
 def _patch_shard_keys(path: Path) -> Callable[[], RowKeys]:

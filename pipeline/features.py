@@ -180,3 +180,21 @@ def _cpu_extractor(net: str, options: str, batch_size: int) -> FeatureExtractor:
     return FeatureExtractor(
         build_backbone(net, json.loads(options)), torch.device("cpu"), batch_size
     )
+
+
+def backbone_identity(net: str, backbone: Backbone, patch_size: int) -> dict[str, Any]:
+    """What, besides the pixels, descriptors depend on; `net` is the name as given."""
+    return {
+        "net": net,
+        "layer": backbone.layer,
+        "weights": backbone.weights,
+        "weights_digest": backbone.weights_digest,
+        "transform": backbone.transform_description(),
+        "patch_size": patch_size,
+    }
+
+
+def shard_attributes(identity: dict[str, Any]) -> dict[str, Any]:
+    """The attributes stored in every feature shard: the identity without the patch size
+    (which the pixels already carry)."""
+    return {k: v for k, v in identity.items() if k != "patch_size"}

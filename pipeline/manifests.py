@@ -1,5 +1,5 @@
 """The Parquet manifests of a split (``manifests/<dataset>/<split>/``): their schemas,
-reading and checking them (building them is `pipeline.manifest_tables`, so that the stages
+reading and checking them (building them is `pipeline.patches_table`, so that the stages
 that only read a manifest do not depend on the tiling and labelling code).
 
 - ``images.parquet``: image_id, path (relative to the dataset root), width, height, split.

@@ -1,5 +1,5 @@
-"""Reading a VOCdevkit year directory's annotations (its image sets are `pipeline.image_sets`,
-its images `pipeline.images`).
+"""Reading a VOCdevkit year directory's annotations, and the images and objects manifests made
+of them (its image sets are `pipeline.image_sets`, its images `pipeline.images`).
 
 Coordinates: VOC XML boxes are 1-based and inclusive; everything returned here is converted to
 0-based half-open float pixels, ``x0 = xmin - 1, x1 = xmax`` (same for y).
@@ -14,8 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from pipeline.errors import PipelineError
 from pipeline.images import check_image
+from pipeline.labeling import OUTSIDE_CLASSES
+from pipeline.manifests import IMAGES_SCHEMA, OBJECTS_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -199,3 +203,36 @@ def read_annotated_image(root: Path, image_id: str, box_tolerance: float) -> Ann
     annotation = parse_annotation(annotation_path(root, image_id), box_tolerance)
     check_image(image_path(root, image_id), annotation.width, annotation.height)
     return annotation
+
+
+def annotation_tables(
+    annotations: Sequence[Annotation], root: Path, classes: Sequence[str], split: str
+) -> tuple[pa.Table, pa.Table]:
+    """The images and objects tables of a split's parsed annotations, sorted by image id. An
+    object of a class outside `classes` keeps its row with label `OUTSIDE_CLASSES`, so that the
+    patches it qualifies for are ignored."""
+    annotations = sorted(annotations, key=lambda a: a.image_id)
+    images = {
+        "image_id": [a.image_id for a in annotations],
+        "path": [str(image_path(root, a.image_id).relative_to(root)) for a in annotations],
+        "width": [a.width for a in annotations],
+        "height": [a.height for a in annotations],
+        "split": [split] * len(annotations),
+    }
+    label_of = {name: k + 1 for k, name in enumerate(classes)}
+    rows = [(a.image_id, o) for a in annotations for o in a.objects]
+    objects = {
+        "image_id": [i for i, _ in rows],
+        "class": [o.name for _, o in rows],
+        "label": [label_of.get(o.name, OUTSIDE_CLASSES) for _, o in rows],
+        "x0": [o.x0 for _, o in rows],
+        "y0": [o.y0 for _, o in rows],
+        "x1": [o.x1 for _, o in rows],
+        "y1": [o.y1 for _, o in rows],
+        "difficult": [o.difficult for _, o in rows],
+        "truncated": [o.truncated for _, o in rows],
+    }
+    return (
+        pa.Table.from_pydict(images, schema=IMAGES_SCHEMA),
+        pa.Table.from_pydict(objects, schema=OBJECTS_SCHEMA),
+    )

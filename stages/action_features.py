@@ -13,8 +13,8 @@ from pipeline.atomic import write_text
 from pipeline.devices import resolve_device, resolve_workers
 from pipeline.errors import PipelineError
 from pipeline.fc6_split import NO_FC6, split_below_fc6
-from pipeline.feature_shards import ShardSource, backbone_identity, fill_cache, shard_attributes
-from pipeline.features import FeatureExtractor
+from pipeline.feature_shards import ShardSource, fill_cache
+from pipeline.features import FeatureExtractor, backbone_identity, shard_attributes
 from pipeline.nets import Backbone, build_backbone
 from pipeline.params import Params
 

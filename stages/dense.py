@@ -14,8 +14,7 @@ from tqdm import tqdm
 from pipeline.dense import ResizedImages, trunk_maps
 from pipeline.dense_cache import ImageMaps, write_dense_shard, write_window_rule
 from pipeline.devices import resolve_device, resolve_workers
-from pipeline.feature_shards import backbone_identity, shard_attributes
-from pipeline.features import FeatureExtractor, chunk_loader
+from pipeline.features import FeatureExtractor, backbone_identity, chunk_loader, shard_attributes
 from pipeline.hashing import digest_of
 from pipeline.manifests import image_digests, image_files, read_manifest
 from pipeline.nets import build_backbone

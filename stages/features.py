@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.devices import resolve_device, resolve_workers
-from pipeline.feature_shards import (
-    FeatureSource,
-    ImageSource,
-    ShardSource,
+from pipeline.feature_shards import FeatureSource, ImageSource, ShardSource, fill_cache
+from pipeline.features import (
+    FeatureExtractor,
+    WorkerExtractor,
     backbone_identity,
-    fill_cache,
+    resolve_cutting,
     shard_attributes,
 )
-from pipeline.features import FeatureExtractor, WorkerExtractor, resolve_cutting
 from pipeline.manifests import image_digests, image_files, read_manifest
 from pipeline.nets import build_backbone
 from pipeline.parallel import cluster_jobs

@@ -9,10 +9,9 @@ from functools import partial
 from pipeline.atomic import exclusive, write_parquet
 from pipeline.errors import PipelineError
 from pipeline.image_sets import read_image_set
-from pipeline.manifest_tables import annotation_tables
 from pipeline.parallel import Problems, cluster_jobs, parallel_map
 from pipeline.params import Params
-from pipeline.voc import annotation_summary, read_annotated_image
+from pipeline.voc import annotation_summary, annotation_tables, read_annotated_image
 
 log = logging.getLogger("pipeline")
 

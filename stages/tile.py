@@ -8,9 +8,9 @@ from functools import partial
 from tqdm import tqdm
 
 from pipeline.atomic import exclusive, write_parquet
-from pipeline.manifest_tables import patches_table
 from pipeline.manifests import label_counts, read_manifest
 from pipeline.params import Params
+from pipeline.patches_table import patches_table
 
 log = logging.getLogger("pipeline")
 

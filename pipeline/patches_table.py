@@ -1,53 +1,18 @@
-"""Building the manifests of a split (their schemas and reading are `pipeline.manifests`): the
-images and objects tables from parsed annotations (stage `index`), the patches table from the
-grid and the labelling rule (stage `tile`)."""
+"""The patches manifest of a split (stage `tile`): every image tiled on the multi-scale grid and
+each patch labelled against the image's objects (the schema and reading are
+`pipeline.manifests`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.labeling import OUTSIDE_CLASSES, label_patches
-from pipeline.manifests import IMAGES_SCHEMA, OBJECTS_SCHEMA, PATCHES_SCHEMA
+from pipeline.labeling import label_patches
+from pipeline.manifests import PATCHES_SCHEMA
 from pipeline.tiling import patch_grid
-from pipeline.voc import Annotation, image_path
-
-
-def annotation_tables(
-    annotations: Sequence[Annotation], root: Path, classes: Sequence[str], split: str
-) -> tuple[pa.Table, pa.Table]:
-    """The images and objects tables of a split's parsed annotations, sorted by image id. An
-    object of a class outside `classes` keeps its row with label `OUTSIDE_CLASSES`, so that the
-    patches it qualifies for are ignored."""
-    annotations = sorted(annotations, key=lambda a: a.image_id)
-    images = {
-        "image_id": [a.image_id for a in annotations],
-        "path": [str(image_path(root, a.image_id).relative_to(root)) for a in annotations],
-        "width": [a.width for a in annotations],
-        "height": [a.height for a in annotations],
-        "split": [split] * len(annotations),
-    }
-    label_of = {name: k + 1 for k, name in enumerate(classes)}
-    rows = [(a.image_id, o) for a in annotations for o in a.objects]
-    objects = {
-        "image_id": [i for i, _ in rows],
-        "class": [o.name for _, o in rows],
-        "label": [label_of.get(o.name, OUTSIDE_CLASSES) for _, o in rows],
-        "x0": [o.x0 for _, o in rows],
-        "y0": [o.y0 for _, o in rows],
-        "x1": [o.x1 for _, o in rows],
-        "y1": [o.y1 for _, o in rows],
-        "difficult": [o.difficult for _, o in rows],
-        "truncated": [o.truncated for _, o in rows],
-    }
-    return (
-        pa.Table.from_pydict(images, schema=IMAGES_SCHEMA),
-        pa.Table.from_pydict(objects, schema=OBJECTS_SCHEMA),
-    )
 
 
 def patches_table(
