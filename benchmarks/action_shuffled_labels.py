@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from pipeline.action_models import VARIANTS, fit_and_score
+from pipeline.action_nets import model_builder
 from pipeline.evaluation import mean_ap
 from pipeline.params import load_params
 
@@ -27,8 +28,9 @@ def main() -> None:
     params = load_params(Path("params.yaml"))
     print("variant   true mAP  shuffled mAP")
     for variant in VARIANTS:
-        true = mean_ap(fit_and_score(params, args.net, variant, None).aps)
-        shuffled = mean_ap(fit_and_score(params, args.net, variant, None, args.seed).aps)
+        build = model_builder(params, variant, args.net)
+        true = mean_ap(fit_and_score(params, args.net, variant, build, None).aps)
+        shuffled = mean_ap(fit_and_score(params, args.net, variant, build, None, args.seed).aps)
         print(f"{variant:8s}  {true:.4f}    {shuffled:.4f}")
 
 

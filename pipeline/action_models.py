@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,11 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.evaluation import class_aps
-from pipeline.fc6_split import NO_FC6, split_below_fc6
+from pipeline.evaluation import class_aps, mean_ap
+from pipeline.fc6_split import NO_FC6
 from pipeline.feature_cache import read_feature_cache
 from pipeline.head import (
     EpochLog,
@@ -36,16 +39,17 @@ from pipeline.head import (
     build_head,
     check_unseen,
     epoch_logger,
+    head_checkpoint,
     holdout_mask,
     train_head,
 )
 from pipeline.layout import Layout
-from pipeline.nets import build_backbone, build_untrained, normalise
 from pipeline.params import Head as HeadParams
 from pipeline.params import Params
 from pipeline.patch_codecs import PATCH_FORMAT_VERSION, read_pixels
 from pipeline.shards import check_format_version, read_row_keys, read_shard_index, verified_bytes
 
+log = logging.getLogger("pipeline")
 VARIANTS = ("frozen", "update", "scratch")
 VARIANT_CACHE = {"frozen": "action-features", "update": "action-below-fc6"}
 
@@ -104,36 +108,21 @@ def variant_schedule(params: Params, variant: str) -> HeadParams:
     return params.head
 
 
-def build_action_model(
-    params: Params, variant: str, net: str, dim: int, options: Mapping[str, Any]
-) -> ActionModel:
-    """The model of `variant` for `net` whose inputs have `dim` values per person (descriptors
-    or the cached inputs of FC6; ignored for scratch, which reads pixels)."""
-    config = variant_schedule(params, variant)
+def adaptation_layers(params: Params, dim: int) -> ActionModel:
+    """The frozen variant's model: FCa + FCb (one output per action) on descriptors of `dim`
+    values, trained on ``head``'s schedule."""
+    config = variant_schedule(params, "frozen")
     n_actions = len(params.action.actions)
-
-    def head(width: int) -> nn.Sequential:
-        return build_head(
-            width, n_actions, layers=config.layers, hidden=config.hidden, dropout=config.dropout,
-            seed=config.seed,
-        )  # fmt: skip
-
     shape = {"dim": dim, "layers": config.layers, "hidden": config.hidden, "outputs": n_actions}
-    if variant == "frozen":
-        return ActionModel(head(dim), as_float, config, shape)
-    if variant == "update":
-        backbone = build_backbone(net, options)
-        below = split_below_fc6(backbone.module, net)
-        return ActionModel(nn.Sequential(below.upper, head(backbone.dim)), as_float, config, shape)
-    trunk, mean, std = build_untrained(net, options, config.seed)
-    with torch.no_grad():
-        size = params.tiling.patch_size
-        width = int(trunk.eval()(torch.zeros(1, 3, size, size)).shape[1])
+    return ActionModel(action_head(config, dim, n_actions), as_float, config, shape)
 
-    def pixels(batch: torch.Tensor) -> torch.Tensor:
-        return normalise(batch, mean, std)
 
-    return ActionModel(nn.Sequential(trunk, head(width)), pixels, config, shape)
+def action_head(config: HeadParams, width: int, n_actions: int) -> nn.Sequential:
+    """FCa + FCb of `config` over `width` inputs, one output per action."""
+    return build_head(
+        width, n_actions, layers=config.layers, hidden=config.hidden, dropout=config.dropout,
+        seed=config.seed,
+    )  # fmt: skip
 
 
 @torch.inference_mode()
@@ -181,12 +170,21 @@ class FittedVariant:
     seconds: float
 
 
+ModelBuilder = Callable[[int], ActionModel]  # the model of a variant for inputs of that size
+
+
 def fit_and_score(
-    params: Params, net: str, variant: str, device: str | None, shuffle_seed: int | None = None
+    params: Params,
+    net: str,
+    variant: str,
+    build: ModelBuilder,
+    device: str | None,
+    shuffle_seed: int | None = None,
 ) -> FittedVariant:
-    """Train one variant of one net on the training split's single-action persons and score
-    every person of the evaluation split. `shuffle_seed` permutes the training labels first
-    (the control that a model learns from its labels: benchmarks/action_shuffled_labels.py)."""
+    """Train one variant of one net, its model made by `build` (given the values per person of
+    its inputs), on the training split's single-action persons and score every person of the
+    evaluation split. `shuffle_seed` permutes the training labels first (the control that a
+    model learns from its labels: benchmarks/action_shuffled_labels.py)."""
     started = time.perf_counter()
     layout, actions = params.layout, params.action.actions
     train_split, eval_split = params.dataset.train_split, params.dataset.eval_split
@@ -199,7 +197,7 @@ def fit_and_score(
     held = holdout_mask(train["image_id"][usable], params.head.val_fraction, params.head.seed)
     x, y = torch.from_numpy(train[inputs][usable]), torch.from_numpy(labels)
     dim = int(np.prod(train[inputs].shape[1:]))
-    model = build_action_model(params, variant, net, dim, params.nets.options(net))
+    model = build(dim)
     torch_device = resolve_device(device or params.head.device)
     history = train_head(
         model.module, (x[~held], y[~held]), (x[held], y[held]), model.config, torch_device,
@@ -242,3 +240,65 @@ def action_truth(table: pa.Table, actions: Sequence[str]) -> np.ndarray:
     return np.array(
         [[1 if a in done else -1 for a in actions] for done in performed], np.int8
     ).reshape(len(performed), len(actions))
+
+
+def fit_variant(
+    params: Params, net: str, variant: str, build: ModelBuilder, device: str | None
+) -> None:
+    """Train, save, score and evaluate one variant of one net (its model made by `build`): the
+    model's ``.pt``, the devkit result files, the metrics and the per-epoch log."""
+    fitted = fit_and_score(params, net, variant, build, device)
+    layout = params.layout
+    save_model(params, net, variant, fitted.model, fitted.train_images)
+    write_results(params, net, variant, fitted.evaluation, fitted.probabilities)
+    best = min(fitted.history, key=lambda e: e.val_loss)
+    metrics = {
+        "mAP": round(mean_ap(fitted.aps), 6),
+        "AP": {a: (None if np.isnan(v) else round(v, 6)) for a, v in fitted.aps.items()},
+        "eval_persons": len(fitted.probabilities),
+        "train_persons": int((~fitted.held_out).sum()),
+        "val_persons": int(fitted.held_out.sum()),
+        "excluded_persons": fitted.excluded,
+        "epochs": len(fitted.history),
+        "best_epoch": best.epoch,
+        "train_seconds": round(fitted.seconds, 3),
+    }
+    write_json(metrics, layout.metrics(net) / f"action-{variant}.json")
+    history = [dataclasses.asdict(e) for e in fitted.history]
+    write_json(history, layout.plots(net) / f"action-{variant}.json")
+    log.info(
+        "action %s of %s: mAP %.4f over %d persons of %s (%d training persons, %d with several "
+        "or no listed action left out), %.1f s",
+        variant, net, metrics["mAP"], metrics["eval_persons"], params.dataset.eval_split,
+        metrics["train_persons"], metrics["excluded_persons"], fitted.seconds,
+    )  # fmt: skip
+
+
+def save_model(
+    params: Params, net: str, variant: str, model: ActionModel, train_images: list[str]
+) -> None:
+    """The trained model of a variant, with what identifies it, to its ``.pt`` file."""
+    checkpoint = head_checkpoint(
+        model.module, net=net, variant=variant, classes=list(params.action.actions),
+        shape=model.shape, params=model.config.model_dump(), train_split=params.dataset.train_split,
+        train_images=train_images,
+    )  # fmt: skip
+    with atomic_path(params.layout.head(net, f"action-{variant}")) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def write_results(
+    params: Params, net: str, variant: str, rows: dict[str, np.ndarray], probabilities: np.ndarray
+) -> None:
+    """Devkit result files ``comp9_action_<split>_<action>.txt``: ``<image> <person> <score>``
+    per line, scores written to round-trip exactly."""
+    split = params.dataset.eval_split
+    directory = params.layout.action_results(net, variant, params.dataset.year)
+    for column, action in enumerate(params.action.actions):
+        lines = "".join(
+            f"{image_id} {int(person)} {float(score)!r}\n"
+            for image_id, person, score in zip(
+                rows["image_id"], rows["patch"], probabilities[:, column], strict=True
+            )
+        )
+        write_text(lines, directory / f"comp9_action_{split}_{action}.txt")

@@ -34,7 +34,9 @@ STAGE_MODULES: dict[str, str] = {
     "verify": "stages.verify",
     "action-samples": "stages.action_samples",
     "action-features": "stages.action_features",
-    "fit-action": "stages.fit_action",
+    "fit-action-frozen": "stages.fit_action_frozen",
+    "fit-action-update": "stages.fit_action_update",
+    "fit-action-scratch": "stages.fit_action_scratch",
     "action-maps": "stages.action_maps",
 }
 
@@ -329,7 +331,7 @@ def fit_action(
 ) -> None:
     """Train one variant of the action task on dataset.train_split's persons and evaluate it
     on dataset.eval_split's (AP per action, VOC2012 rule)."""
-    stage("fit-action")(start(params_path, verbose), net, variant, device=device)
+    stage(f"fit-action-{variant}")(start(params_path, verbose), net, device=device)
 
 
 @cli.command("action-maps")

@@ -119,7 +119,7 @@ def test_several_action_persons_never_reach_a_batch_and_are_scored(action_projec
     assert len(several) > 0, "the demo draws some persons doing two actions"
 
     import pipeline.action_models as action_models
-    import stages.fit_action as fit_action
+    import stages.fit_action_frozen as fit_action
     from pipeline.params import load_params
 
     seen = {}
@@ -131,7 +131,7 @@ def test_several_action_persons_never_reach_a_batch_and_are_scored(action_projec
         return real_train(module, train, val, *args, **kwargs)
 
     monkeypatch.setattr(action_models, "train_head", spy)
-    fit_action.run(load_params(Path("params.yaml")), "tiny", "frozen", device="cpu")
+    fit_action.run(load_params(Path("params.yaml")), "tiny", device="cpu")
     assert seen["rows"] == len(persons) - len(several)
     assert (seen["labels"] >= 0).all()
     metrics = json.loads(Path("metrics/test-voc/tiny/action-frozen.json").read_text())

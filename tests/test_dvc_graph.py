@@ -128,7 +128,10 @@ def command_files(stage: dict) -> set[Path]:
     """The project modules the stage's command runs: the CLI and its stage module."""
     command = stage_spec(stage)["cmd"].split()
     assert command[0] == "pipeline", command
-    return {module_file("stages.cli"), module_file(STAGE_MODULES[command[1]])}
+    name = command[1]
+    if "--variant" in command:  # fit-action: one stage module per variant
+        name = f"{name}-{command[command.index('--variant') + 1]}"
+    return {module_file("stages.cli"), module_file(STAGE_MODULES[name])}
 
 
 def code_deps(stage: dict) -> set[Path]:

@@ -1,0 +1,19 @@
+"""Stage `fit-action-scratch`: the whole net from random weights with FCa + FCb (NO PRETRAIN),
+on the pixels of the training split's person patches (those with exactly one listed action),
+every person of the evaluation split scored; writes the model, the per-action AP (VOC2012
+rule) and devkit result files."""
+
+from __future__ import annotations
+
+from pipeline.action_models import fit_variant
+from pipeline.action_nets import model_builder
+from pipeline.atomic import exclusive
+from pipeline.params import Params
+
+
+def run(params: Params, net: str | None, *, device: str | None) -> None:
+    """Train and evaluate the scratch variant for `net` (default: every net of
+    ``features.nets``); `device` overrides ``head.device``."""
+    for name in params.net_names(net):
+        with exclusive(params.layout.head(name, "action-scratch").parent):
+            fit_variant(params, name, "scratch", model_builder(params, "scratch", name), device)
