@@ -4,7 +4,7 @@ each stage, and the growth from N to 4N.
 
 The datasets are the demo generator's (500x375-ish JPEGs, 1-6 objects, the VOCdevkit layout)
 with N trainval and N test images (and N / 2 + N / 4 Action images), made by the pipeline's own
-`demo` stage in a fresh copy of this project per size; the net is a fast one (`tiny` at 32 px by
+`demo` stage in a fresh clone of this project's last commit per size; the net is a fast one (`tiny` at 32 px by
 default) so that a rehearsal fits in minutes on a CPU. Each stage instance runs alone (`dvc
 repro --single-item`, in the order `dvc repro` would run them) while its process tree is
 sampled every 0.1 s. Run on demand (the copies go to --workdir, several GB at --n 400):
@@ -47,19 +47,9 @@ class StageRun:
 
 
 def copy_project(destination: Path) -> None:
-    """The tracked files of this repository, as a fresh git + DVC project at `destination`."""
-    files = subprocess.run(
-        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, destination / name)
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "rehearsal"]):
-        subprocess.run(
-            ["git", "-c", "user.name=scale", "-c", "user.email=scale@localhost", *args],
-            cwd=destination, check=True,
-        )  # fmt: skip
+    """A fresh clone of this repository's last commit (git + DVC, no outputs) at
+    `destination`."""
+    subprocess.run(["git", "clone", "-q", str(REPO), str(destination)], check=True)
 
 
 def set_size(project: Path, n: int, net: str, size: int) -> None:
