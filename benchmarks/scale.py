@@ -4,10 +4,11 @@ each stage, and the growth from N to 4N.
 
 The datasets are the demo generator's (500x375-ish JPEGs, 1-6 objects, the VOCdevkit layout)
 with N trainval and N test images (and N / 2 + N / 4 Action images), made by the pipeline's own
-`demo` stage in a fresh clone of this project's last commit per size; the net is a fast one (`tiny` at 32 px by
-default) so that a rehearsal fits in minutes on a CPU. Each stage instance runs alone (`dvc
-repro --single-item`, in the order `dvc repro` would run them) while its process tree is
-sampled every 0.1 s. Run on demand (the copies go to --workdir, several GB at --n 400):
+`demo` stage in a fresh clone of this project's last commit per size; the net is a fast one
+(`tiny` at 32 px by default) so that a rehearsal fits in minutes on a CPU. Each stage instance
+runs alone (`dvc repro --single-item`, in the order `dvc repro` would run them) while its
+process tree is sampled every 0.1 s. Run on demand (the copies go to --workdir, several GB at
+--n 400):
 
     python benchmarks/scale.py [--n 100] [--net tiny] [--size 32] [--workdir /tmp/scale]
 
