@@ -79,7 +79,7 @@ def test_changing_the_shared_schedule_reruns_every_trained_layer(project):
 
 
 def test_the_2014_pipeline_alone_never_touches_the_dense_stages(project):
-    plan = dvc(project, "repro", "--dry", "evaluate", "heatmaps")  # as the README shows it
+    plan = dvc(project, "repro", "--dry", "evaluate", "heatmaps")  # as docs/benchmarks.md shows it
     assert "evaluate@tiny" in plan and "heatmaps@tiny" in plan and "fit-head@tiny" in plan
     assert not re.search(r"dense@|fit-weak|fit-cam|compare", plan)
 

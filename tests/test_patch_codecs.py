@@ -89,7 +89,7 @@ def test_jpeg_stays_within_its_stated_error_and_every_reader_decodes_it(tmp_path
     assert decoded.shape == photo_patches.shape and decoded.dtype == np.uint8
     assert empty.shape == (0, 64, 64, 3)
     error = np.abs(decoded.astype(int) - photo_patches)
-    assert error.mean() < 2.5  # measured: 1.9 at 64 px, 1.05 at 224 px (README)
+    assert error.mean() < 2.5  # measured: 1.9 at 64 px, 1.05 at 224 px (docs/benchmarks.md)
     assert error.mean() > 0  # lossy: a codec that stored raw pixels would not be JPEG
     size = (tmp_path / "shard-00000.h5").stat().st_size
     assert size < photo_patches.nbytes / 4
