@@ -34,6 +34,7 @@ from pipeline.hashing import file_sha256
 from pipeline.shards import (
     ShardFile,
     check_format_version,
+    read_shard_attrs,
     read_shard_index,
     verified_bytes,
     verify_shards,
@@ -230,8 +231,7 @@ def open_dense_cache(directory: Path, rule_path: Path, net: str) -> DenseCache:
     shards = read_shard_index(directory)
     if not shards:
         raise PipelineError(f"{directory}: dense cache holds no shard; re-run `pipeline dense`")
-    with h5py.File(shards[0].path, "r") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    attrs = read_shard_attrs(shards[0].path)
     rule = read_window_rule(rule_path, net=net, weights_digest=attrs.get("weights_digest"))
     return DenseCache(shards, attrs, rule)
 

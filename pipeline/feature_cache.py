@@ -21,6 +21,7 @@ from pipeline.shards import (
     ShardFile,
     check_format_version,
     read_row_keys,
+    read_shard_attrs,
     read_shard_index,
     verified_bytes,
 )
@@ -47,12 +48,6 @@ def read_features(shard: ShardFile) -> dict[str, np.ndarray]:
     return rows
 
 
-def read_feature_attrs(path: Path) -> dict[str, Any]:
-    """The attributes of a feature shard (net, layer, weights_digest, transform, ...)."""
-    with h5py.File(path, "r") as f:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-
-
 def feature_cache_shards(directory: Path) -> list[ShardFile]:
     """The shards of a feature cache directory in index order (read them with
     `read_features`, which checks them); PipelineError when the cache is missing or empty."""
@@ -71,4 +66,4 @@ def read_feature_cache(directory: Path) -> tuple[dict[str, np.ndarray], dict[str
     shards = feature_cache_shards(directory)
     parts = [read_features(shard) for shard in shards]
     rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return rows, read_feature_attrs(shards[0].path)
+    return rows, read_shard_attrs(shards[0].path)

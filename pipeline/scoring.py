@@ -14,9 +14,9 @@ from torch import nn
 
 from pipeline.dense_cache import ImageMaps, Windows, image_windows, iter_dense_cache
 from pipeline.errors import PipelineError
-from pipeline.feature_cache import feature_cache_shards, read_feature_attrs, read_features
+from pipeline.feature_cache import feature_cache_shards, read_features
 from pipeline.head import load_head, read_checkpoint
-from pipeline.shards import ShardFile
+from pipeline.shards import ShardFile, read_shard_attrs
 from pipeline.trunks import WindowRule
 
 PROBABILITY_BATCH = 4096  # descriptors per forward pass of the head when scoring
@@ -60,7 +60,7 @@ def load_head_for_cache(
     shards = feature_cache_shards(cache)
     head = load_head(
         checkpoint, net=net, classes=list(classes), source=str(path),
-        weights_digest=read_feature_attrs(shards[0].path).get("weights_digest"),
+        weights_digest=read_shard_attrs(shards[0].path).get("weights_digest"),
     )  # fmt: skip
     return head, checkpoint, shards
 

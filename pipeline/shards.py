@@ -109,6 +109,13 @@ def check_format_version(f: h5py.File, expected: int, path: Path) -> None:
         )
 
 
+def read_shard_attrs(path: Path) -> dict[str, Any]:
+    """The attributes of a shard file (a feature or dense cache's: net, layer, weights_digest,
+    transform, ...), strings decoded."""
+    with h5py.File(path, "r") as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
 class ShardFile(NamedTuple):
     """A shard as its directory's index lists it: path, row count, SHA-256 of its bytes."""
 

@@ -14,12 +14,13 @@ import torch
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.feature_cache import feature_cache_shards, read_feature_attrs, read_features
+from pipeline.feature_cache import feature_cache_shards, read_features
 from pipeline.features import FeatureExtractor, WorkerExtractor, rebatch
 from pipeline.hashing import file_sha256
 from pipeline.nets import build_backbone
 from pipeline.patch_chunks import ImagePatchChunks, ShardPixelChunks
 from pipeline.patch_codecs import PATCH_FORMAT_VERSION
+from pipeline.shards import read_shard_attrs
 from tests.cli import run_cli
 from tests.conftest import as_stored
 
@@ -74,7 +75,7 @@ def test_test_split_rows_join_one_to_one_with_the_patch_manifest(cached):
     assert rows["image_id"].tolist() == patches.image_id.tolist()
     assert rows["patch"].tolist() == patches.patch.tolist()
     assert rows["label"].tolist() == patches.label.tolist()
-    attrs = read_feature_attrs(next((FEATURES / "test").glob("shard-*.h5")))
+    attrs = read_shard_attrs(next((FEATURES / "test").glob("shard-*.h5")))
     assert attrs["net"] == "tiny" and attrs["format_version"] == 1
     assert {"layer", "weights", "weights_digest", "transform", "digest"} <= set(attrs)
 
