@@ -101,31 +101,71 @@ def write_dense_shard(
     return sha
 
 
+@dataclass(frozen=True)
+class MapLocation:
+    """Where one map of an image lies in its dense shard: first cell, rows, columns, scale λ
+    and factor (resized / original pixels)."""
+
+    offset: int
+    rows: int
+    cols: int
+    scale: float
+    factor: float
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One image of a dense shard: its id, original width and height, and where its maps lie
+    (one per scale, in order)."""
+
+    image_id: str
+    width: int
+    height: int
+    maps: list[MapLocation]
+
+
+def stored_images(f: h5py.File, path: Path) -> list[StoredImage]:
+    """The images of an open dense shard (at `path`, named in errors) and where their maps lie,
+    in order; PipelineError when the shard is of another format version."""
+    check_format_version(f, DENSE_FORMAT_VERSION, path)
+    ids = f["image_id"].asstr()[:]
+    scales, factors = f["scale"][:], f["factor"][:]
+    shapes, offsets, sizes = f["shape"][:], f["offset"][:], f["image_size"][:]
+    images: list[StoredImage] = []
+    for n, image_id in enumerate(ids):
+        if not images or images[-1].image_id != image_id:
+            images.append(StoredImage(str(image_id), int(sizes[n][0]), int(sizes[n][1]), []))
+        rows, cols = (int(v) for v in shapes[n])
+        location = MapLocation(int(offsets[n]), rows, cols, float(scales[n]), float(factors[n]))
+        images[-1].maps.append(location)
+    return images
+
+
+def image_maps(image: StoredImage, cells: Any, path: Path) -> ImageMaps:
+    """The maps of a stored image, sliced from its shard's ``cells`` (the array, or the HDF5
+    dataset itself, read slice by slice); PipelineError naming the shard at `path` when they
+    are not finite."""
+    maps = []
+    for where in image.maps:
+        block = cells[where.offset : where.offset + where.rows * where.cols]
+        if not np.isfinite(block).all():
+            raise PipelineError(f"{path}: holds non-finite maps; re-run `pipeline dense`")
+        maps.append(block.T.reshape(-1, where.rows, where.cols))
+    return ImageMaps(
+        image.image_id, image.width, image.height, [w.scale for w in image.maps],
+        [w.factor for w in image.maps], maps,
+    )  # fmt: skip
+
+
 def read_dense_shard(shard: ShardFile) -> list[ImageMaps]:
     """The maps of every image of a dense shard listed in its cache's index, in order; the file
     is read once and checked against its recorded SHA-256 (PipelineError naming it when it is
     missing, damaged, of another format version or holds non-finite values)."""
     data = verified_bytes(shard, writer="dense")
     with h5py.File(io.BytesIO(data), "r") as f:
-        check_format_version(f, DENSE_FORMAT_VERSION, shard.path)
+        images = stored_images(f, shard.path)
         cells = f["cells"][:]
-        ids = f["image_id"].asstr()[:]
-        scales, factors = f["scale"][:], f["factor"][:]
-        shapes, offsets, sizes = f["shape"][:], f["offset"][:], f["image_size"][:]
-    if not np.isfinite(cells).all():
-        raise PipelineError(f"{shard.path}: holds non-finite maps; re-run `pipeline dense`")
-    images: dict[str, ImageMaps] = {}
-    for n, image_id in enumerate(ids):
-        rows, cols = (int(v) for v in shapes[n])
-        block = cells[offsets[n] : offsets[n] + rows * cols]
-        if image_id not in images:
-            width, height = (int(v) for v in sizes[n])
-            images[image_id] = ImageMaps(image_id, width, height, [], [], [])
-        image = images[image_id]
-        image.scales.append(float(scales[n]))
-        image.factors.append(float(factors[n]))
-        image.maps.append(block.T.reshape(-1, rows, cols))
-    return list(images.values())
+    return [image_maps(image, cells, shard.path) for image in images]
 
 
 def iter_dense_cache(shards: Sequence[ShardFile]) -> Iterator[ImageMaps]:
@@ -236,18 +276,6 @@ def open_dense_cache(directory: Path, rule_path: Path, net: str) -> DenseCache:
     return DenseCache(shards, attrs, rule)
 
 
-@dataclass(frozen=True)
-class MapLocation:
-    """Where one map of an image lies in its dense shard: first cell, rows, columns, scale λ
-    and factor (resized / original pixels)."""
-
-    offset: int
-    rows: int
-    cols: int
-    scale: float
-    factor: float
-
-
 class DenseImageReader:
     """The maps of each image of a dense cache, read one image at a time: every shard is
     checked against its recorded SHA-256 once, then an image's maps are read as HDF5 slices of
@@ -258,50 +286,26 @@ class DenseImageReader:
     def __init__(self, shards: Sequence[ShardFile]) -> None:
         verify_shards(shards, "dense")
         self.paths = [shard.path for shard in shards]
-        self.image_ids: list[str] = []
-        self.images: list[tuple[int, int, int, list[MapLocation]]] = []  # shard, width, height
-        for k, shard in enumerate(shards):
-            with h5py.File(shard.path, "r") as f:
-                check_format_version(f, DENSE_FORMAT_VERSION, shard.path)
-                ids = f["image_id"].asstr()[:]
-                scales, factors = f["scale"][:], f["factor"][:]
-                shapes, offsets, sizes = f["shape"][:], f["offset"][:], f["image_size"][:]
-            for n, image_id in enumerate(ids):
-                if not self.image_ids or self.image_ids[-1] != image_id:
-                    self.image_ids.append(str(image_id))
-                    self.images.append((k, int(sizes[n][0]), int(sizes[n][1]), []))
-                rows, cols = (int(v) for v in shapes[n])
-                location = MapLocation(
-                    int(offsets[n]), rows, cols, float(scales[n]), float(factors[n])
-                )
-                self.images[-1][3].append(location)
+        self.images: list[tuple[int, StoredImage]] = []  # the shard of each image, the image
+        for k, path in enumerate(self.paths):
+            with h5py.File(path, "r") as f:
+                self.images += [(k, image) for image in stored_images(f, path)]
+        self.image_ids = [image.image_id for _, image in self.images]
         self._files: dict[int, h5py.File] = {}
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> ImageMaps:
-        shard, width, height, locations = self.images[index]
+        shard, image = self.images[index]
         if shard not in self._files:
             self._files[shard] = h5py.File(self.paths[shard], "r")
-        cells = self._files[shard]["cells"]
-        maps = []
-        for where in locations:
-            block = cells[where.offset : where.offset + where.rows * where.cols]
-            if not np.isfinite(block).all():
-                raise PipelineError(
-                    f"{self.paths[shard]}: holds non-finite maps; re-run `pipeline dense`"
-                )
-            maps.append(block.T.reshape(-1, where.rows, where.cols))
-        return ImageMaps(
-            self.image_ids[index], width, height, [w.scale for w in locations],
-            [w.factor for w in locations], maps,
-        )  # fmt: skip
+        return image_maps(image, self._files[shard]["cells"], self.paths[shard])
 
     def window_count(self, window: Window) -> int:
         """How many windows of `window` cells all the images' maps hold."""
         return sum(
             max(w.rows - window[0] + 1, 0) * max(w.cols - window[1] + 1, 0)
-            for *_, locations in self.images
-            for w in locations
+            for _, image in self.images
+            for w in image.maps
         )
