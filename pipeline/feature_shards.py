@@ -26,6 +26,7 @@ from pipeline.hashing import digest_of
 from pipeline.parallel import ALL_WORKERS, parallel_map
 from pipeline.patch_chunks import DecodedImages, ImagePatchChunks, ShardPixelChunks
 from pipeline.shards import (
+    ShardFile,
     read_row_keys,
     read_shard_index,
     shard_name,
@@ -69,6 +70,7 @@ class ShardSource:
     patch_dir: Path
     tasks: list[FeatureTask]
     chunk_rows: int
+    patch_shards: dict[str, ShardFile]  # by file name, as the patch index lists them
     writer: str = "sample"
 
     @classmethod
@@ -85,6 +87,7 @@ class ShardSource:
         feature shard that is kept was computed from bytes checked against that SHA-256, and
         the patch shards of the feature shards still to compute are checked when they are read
         (`pixel_chunks`), so a resumed run with nothing to compute touches none of them."""
+        shards = read_shard_index(patch_dir)
         tasks = [
             FeatureTask(
                 path=out / shard.path.name,
@@ -92,17 +95,15 @@ class ShardSource:
                 digest=digest_of(FEATURE_FORMAT_VERSION, identity, "shard", shard.sha256),
                 row_keys=_patch_shard_keys(shard.path),
             )
-            for shard in read_shard_index(patch_dir)
+            for shard in shards
         ]
-        return cls(patch_dir, tasks, chunk_rows, writer)
+        return cls(patch_dir, tasks, chunk_rows, {s.path.name: s for s in shards}, writer)
 
     def pixel_chunks(self, todo: list[FeatureTask]) -> PatchChunks:
         """The uint8 pixels of the tasks' rows, in order, as a dataset of chunks, after their
         patch shards are checked against the index (PipelineError naming a damaged one and
         `writer`), so that each feature shard's digest is that of the bytes it reads."""
-        names = {t.path.name for t in todo}
-        verify_shards([s for s in read_shard_index(self.patch_dir) if s.path.name in names],
-                      self.writer)  # fmt: skip
+        verify_shards([self.patch_shards[t.path.name] for t in todo], self.writer)
         return ShardPixelChunks(
             [(self.patch_dir / t.path.name, t.rows) for t in todo], self.chunk_rows
         )
