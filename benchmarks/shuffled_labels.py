@@ -14,6 +14,7 @@ after `dvc repro`:
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch
 from pipeline.dense_cache import DenseImageReader, iter_dense_cache, open_dense_cache
 from pipeline.devices import resolve_device
 from pipeline.evaluation import ap_method, evaluate_scores
-from pipeline.feature_cache import feature_cache_shards, read_feature_cache
+from pipeline.feature_cache import feature_cache_on_disk, feature_cache_shards
 from pipeline.head import fit_head
 from pipeline.image_level import image_labels, schedule
 from pipeline.image_sets import read_class_image_sets, read_image_set
@@ -76,7 +77,10 @@ def main() -> None:
     k, pool = params.scoring.k, params.scoring.pool
 
     # the 2014 head: patch labels
-    train, _ = read_feature_cache(layout.features(net, dataset.train_split))
+    stack = contextlib.ExitStack()  # the training descriptors' temporary copy, until the end
+    descriptors, train, _ = stack.enter_context(
+        feature_cache_on_disk(layout.features(net, train_split), layout.head(net).parent)
+    )
     patches = read_manifest(
         layout.manifests(dataset.eval_split), "patches.parquet", ["image_id", "x0", "y0", "side"]
     )
@@ -87,7 +91,7 @@ def main() -> None:
 
     def patch_head(labels: np.ndarray) -> nn.Module:
         fitted = fit_head(
-            train["features"], labels, train["image_id"], len(dataset.classes), params.head,
+            descriptors, labels, train["image_id"], len(dataset.classes), params.head,
             device,
         )  # fmt: skip
         return fitted.module.cpu()
@@ -132,9 +136,10 @@ def main() -> None:
         ),
     }  # fmt: skip
     print(f"{net} on {dataset.name} {dataset.eval_split}: mAP true labels / shuffled labels")
-    for method, scored in runs.items():
-        true_map, shuffled_map = mean_ap(params, scored(False)), mean_ap(params, scored(True))
-        print(f"{METHODS[method]:18s} {true_map:.4f} / {shuffled_map:.4f}")
+    with stack:
+        for method, scored in runs.items():
+            true_map, shuffled_map = mean_ap(params, scored(False)), mean_ap(params, scored(True))
+            print(f"{METHODS[method]:18s} {true_map:.4f} / {shuffled_map:.4f}")
 
 
 if __name__ == "__main__":

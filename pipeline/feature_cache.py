@@ -10,12 +10,16 @@ origin), ``weights_digest`` and ``transform``.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
+from pipeline.disk_rows import DiskRows, disk_rows_writer
 from pipeline.errors import PipelineError
 from pipeline.shards import (
     ShardFile,
@@ -67,3 +71,23 @@ def read_feature_cache(directory: Path) -> tuple[dict[str, np.ndarray], dict[str
     parts = [read_features(shard) for shard in shards]
     rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return rows, read_shard_attrs(shards[0].path)
+
+
+@contextmanager
+def feature_cache_on_disk(
+    directory: Path, scratch: Path
+) -> Iterator[tuple[DiskRows, dict[str, np.ndarray], dict[str, Any]]]:
+    """Every row of a feature cache directory for training in bounded memory: the descriptors,
+    each shard checked as it is read, copied into an unnamed temporary file in `scratch` and
+    read back by rows (`DiskRows`, float16 ``[N, d]``); the columns ``label``, ``image_id`` and
+    ``patch`` in memory; the attributes of the first shard. The copy is removed when the block
+    ends. Raises PipelineError as `read_feature_cache` does, or when `scratch` has no room."""
+    shards = feature_cache_shards(directory)
+    keys: list[dict[str, np.ndarray]] = []
+    with disk_rows_writer(scratch, directory) as writer:
+        for shard in tqdm(shards, desc=f"reading {directory}", unit="shard", mininterval=1):
+            rows = read_features(shard)
+            writer.append(rows.pop("features"))
+            keys.append(rows)
+        columns = {key: np.concatenate([k[key] for k in keys]) for key in keys[0]}
+        yield writer.rows(), columns, read_shard_attrs(shards[0].path)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.disk_rows import DiskRows
 from pipeline.errors import PipelineError
 from pipeline.params import Head as HeadParams
 from pipeline.torch_files import load_weights_only
@@ -106,6 +107,7 @@ def epoch_logger(accuracy: str = "acc") -> Callable[[EpochLog], None]:
 
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # a batch on the device -> the module's input
+Rows = torch.Tensor | DiskRows  # inputs [N, ...], indexed by a slice or an index tensor
 
 
 def as_float(batch: torch.Tensor) -> torch.Tensor:
@@ -116,7 +118,7 @@ def as_float(batch: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate_head(
     head: nn.Module,
-    x: torch.Tensor,
+    x: Rows,
     y: torch.Tensor,
     batch_size: int,
     device: torch.device,
@@ -137,8 +139,8 @@ def evaluate_head(
 
 def train_head(
     head: nn.Module,
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    train: tuple[Rows, torch.Tensor],
+    val: tuple[Rows, torch.Tensor],
     config: HeadParams,
     device: torch.device,
     on_epoch: Callable[[EpochLog], None] | None = None,
@@ -246,7 +248,7 @@ class FittedHead:
 
 
 def fit_head(
-    features: np.ndarray,
+    features: DiskRows,
     labels: np.ndarray,
     image_ids: np.ndarray,
     n_classes: int,
@@ -254,20 +256,19 @@ def fit_head(
     device: torch.device,
     on_epoch: Callable[[EpochLog], None] | None = None,
 ) -> FittedHead:
-    """Build the adaptation layers of `config` and train them on descriptors ``[N, d]`` with
-    labels ``[N]`` in ``0..n_classes`` (0 = background), holding out whole images (a seeded
-    `config.val_fraction` of `image_ids`)."""
+    """Build the adaptation layers of `config` and train them on descriptors ``[N, d]`` (read
+    from disk by mini-batch) with labels ``[N]`` in ``0..n_classes`` (0 = background), holding
+    out whole images (a seeded `config.val_fraction` of `image_ids`)."""
     held_out = holdout_mask(image_ids, config.val_fraction, config.seed)
-    x = torch.from_numpy(features)
     y = torch.from_numpy(labels.astype(np.int64))
-    shape = {"dim": int(x.shape[1]), "layers": config.layers, "hidden": config.hidden}
+    shape = {"dim": features.dim, "layers": config.layers, "hidden": config.hidden}
     head = build_head(
         shape["dim"], n_classes + 1, layers=config.layers, hidden=config.hidden,
         dropout=config.dropout, seed=config.seed,
     )  # fmt: skip
-    history = train_head(
-        head, (x[~held_out], y[~held_out]), (x[held_out], y[held_out]), config, device, on_epoch
-    )
+    train = (features.subset(np.flatnonzero(~held_out)), y[~held_out])
+    val = (features.subset(np.flatnonzero(held_out)), y[held_out])
+    history = train_head(head, train, val, config, device, on_epoch)
     return FittedHead(head, history, shape, held_out)
 
 

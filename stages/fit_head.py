@@ -12,7 +12,7 @@ import torch
 from pipeline.atomic import atomic_path, exclusive, write_json
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.feature_cache import read_feature_cache
+from pipeline.feature_cache import feature_cache_on_disk
 from pipeline.head import epoch_logger, fit_head, head_checkpoint
 from pipeline.params import Params
 
@@ -35,20 +35,21 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     split = params.dataset.train_split
     layout = params.layout
     cache = layout.features(net, split)
-    train, attrs = read_feature_cache(cache)
-    if attrs.get("net") != net:
-        raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}")
-    labels = train["label"].astype(np.int64)
-    if labels.min() < 0 or labels.max() > len(classes):
-        raise PipelineError(
-            f"{cache}: labels span {labels.min()}..{labels.max()}, expected "
-            f"0..{len(classes)} for {len(classes)} classes; re-run the stages after `index`"
-        )
-    torch_device = resolve_device(device or params.head.device)
-    fitted = fit_head(
-        train["features"], labels, train["image_id"], len(classes), params.head, torch_device,
-        on_epoch=epoch_logger(),
-    )  # fmt: skip
+    scratch = layout.head(net).parent
+    with feature_cache_on_disk(cache, scratch) as (descriptors, train, attrs):
+        if attrs.get("net") != net:
+            raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}")
+        labels = train["label"].astype(np.int64)
+        if labels.min() < 0 or labels.max() > len(classes):
+            raise PipelineError(
+                f"{cache}: labels span {labels.min()}..{labels.max()}, expected "
+                f"0..{len(classes)} for {len(classes)} classes; re-run the stages after `index`"
+            )
+        torch_device = resolve_device(device or params.head.device)
+        fitted = fit_head(
+            descriptors, labels, train["image_id"], len(classes), params.head, torch_device,
+            on_epoch=epoch_logger(),
+        )  # fmt: skip
     n_val = int(fitted.held_out.sum())
     best = fitted.best
     checkpoint = head_checkpoint(

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.disk_rows import disk_rows_writer
 from pipeline.errors import PipelineError
 from pipeline.head import build_head, holdout_mask, load_head, train_head
 from pipeline.params import Head, load_params
@@ -119,3 +120,25 @@ def test_head_for_another_net_or_class_list_is_refused():
         load_head(
             checkpoint, net="tiny", classes=["cat", "dog"], source="h.pt", weights_digest="w2"
         )
+
+
+def test_training_on_rows_read_from_disk_equals_training_in_memory(tmp_path):
+    # fit-head keeps a VOC-sized cache's descriptors on disk and reads them by mini-batch: the
+    # trained weights must be those of the same rows held in memory, bit for bit
+    config = head_params(lr=0.05, batch_size=32, max_epochs=6, patience=1, seed=1)
+    (x, y), (xv, yv) = blobs(600, 0), blobs(200, 1)
+    in_memory = build_head(8, 3, hidden=16, seed=1)
+    expected = train_head(in_memory, (x, y), (xv, yv), config, torch.device("cpu"))
+    with disk_rows_writer(tmp_path, tmp_path / "cache") as writer:
+        for part in (x[:250], x[250:], xv):
+            writer.append(part.numpy())
+        rows = writer.rows()
+        on_disk = build_head(8, 3, hidden=16, seed=1)
+        train, val = rows.subset(np.arange(600)), rows.subset(np.arange(600, 800))
+        history = train_head(on_disk, (train, y), (val, yv), config, torch.device("cpu"))
+        assert torch.equal(train[torch.tensor([599, 3, 3, 0])], x[[599, 3, 3, 0]])
+        assert torch.equal(val[10:20], xv[10:20])
+    assert history == expected
+    for a, b in zip(in_memory.state_dict().values(), on_disk.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert list(tmp_path.iterdir()) == []  # the unnamed temporary file is gone
