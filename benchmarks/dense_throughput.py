@@ -29,7 +29,7 @@ from pipeline.feature_cache import feature_cache_shards
 from pipeline.head import build_head
 from pipeline.nets import build_backbone
 from pipeline.params import load_params
-from pipeline.scoring import cache_probabilities, dense_probabilities
+from pipeline.scoring import dense_probabilities, image_probabilities
 from pipeline.shards import read_shard_index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,8 +77,11 @@ def main() -> None:
         backbone = build_backbone(args.net, params.nets.options(args.net))
         head = build_head(backbone.dim, len(params.dataset.classes) + 1, hidden=params.head.hidden)
         start = time.perf_counter()
-        patch_rows, _ = cache_probabilities(
-            head, feature_cache_shards(project / layout.features(args.net, "test"))
+        patch_rows = sum(
+            len(rows.probabilities)
+            for rows in image_probabilities(
+                head, feature_cache_shards(project / layout.features(args.net, "test"))
+            )
         )
         patch_head = time.perf_counter() - start
         start, windows = time.perf_counter(), 0
@@ -92,7 +95,7 @@ def main() -> None:
         dense_total = backbone_seconds(project, args.net, "dense-test") + dense_head
     n = args.images
     print(f"{args.net}, {args.size}px patches, {n} demo test images, device {args.device}")
-    print(f"patch mode: {len(patch_rows)} patches, {n / patch_total:7.2f} images/s "
+    print(f"patch mode: {patch_rows} patches, {n / patch_total:7.2f} images/s "
           f"(backbone {patch_total - patch_head:.1f} s, layers {patch_head:.1f} s)")  # fmt: skip
     print(f"dense mode: {windows} windows, {n / dense_total:7.2f} images/s "
           f"(backbone {dense_total - dense_head:.1f} s, layers {dense_head:.1f} s)")  # fmt: skip

@@ -24,10 +24,9 @@ from torch import nn
 from pipeline.dense_cache import iter_dense_cache
 from pipeline.heatmaps import heat_maps
 from pipeline.localization import Localization
-from pipeline.scoring import cache_probabilities, dense_probabilities, head_logits, image_scores
+from pipeline.scoring import dense_probabilities, head_logits, image_probabilities, image_scores
 from pipeline.shards import ShardFile
 from pipeline.trunks import WindowRule
-from pipeline.value_runs import value_runs
 from pipeline.weak import class_activation_maps, whole_image_descriptor
 
 METHODS = {
@@ -64,12 +63,11 @@ def patch_method(
 ) -> Iterator[Scored]:
     """The 2014 method from the feature cache of the split, whose rows are the patches
     ``boxes [N, 3]`` (``patches.parquet`` order); `sizes` maps image ids to width, height."""
-    probabilities, ids = cache_probabilities(head, shards)
-    for start, end in value_runs(ids):
-        width, height = sizes[ids[start]]
-        part = probabilities[start:end]
-        maps = heat_maps(part[:, 1:], boxes[start:end], width, height)
-        yield Scored(ids[start], pooled(part, k, pool), maps)
+    for rows in image_probabilities(head, shards):
+        width, height = sizes[rows.image_id]
+        part, first = rows.probabilities, rows.first
+        maps = heat_maps(part[:, 1:], boxes[first : first + len(part)], width, height)
+        yield Scored(rows.image_id, pooled(part, k, pool), maps)
 
 
 def dense_method(

@@ -18,6 +18,7 @@ from pipeline.feature_cache import feature_cache_shards, read_features
 from pipeline.head import load_head, read_checkpoint
 from pipeline.shards import ShardFile, read_shard_attrs
 from pipeline.trunks import WindowRule
+from pipeline.value_runs import value_runs
 
 PROBABILITY_BATCH = 4096  # descriptors per forward pass of the head when scoring
 
@@ -36,18 +37,37 @@ def patch_probabilities(
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def cache_probabilities(
-    head: nn.Module, shards: Sequence[ShardFile]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-patch probabilities float32 ``[N, C + 1]`` and image ids ``[N]`` over the rows of
-    feature shards, in order, holding one shard's descriptors in memory at a time (a VOC test
-    set's descriptors do not fit in memory at once; its probabilities do)."""
-    probabilities, image_ids = [], []
+@dataclass(frozen=True)
+class ImageRows:
+    """One image's rows of a feature cache: its id, the number of its first row in the cache
+    (the ``patches.parquet`` row of the split for a cache of every grid patch) and the head's
+    probabilities ``[P, C + 1]`` at its patches."""
+
+    image_id: str
+    first: int
+    probabilities: np.ndarray
+
+
+def image_probabilities(head: nn.Module, shards: Sequence[ShardFile]) -> Iterator[ImageRows]:
+    """The per-patch probabilities of a feature cache's shards, image by image in row order
+    (an image whose rows span two shards is joined), holding one shard's descriptors in memory
+    at a time: a VOC test set's descriptors do not fit in memory at once."""
+    pending: list[np.ndarray] = []
+    pending_id, first, row = None, 0, 0
     for shard in shards:
         rows = read_features(shard)
-        probabilities.append(patch_probabilities(head, rows["features"]))
-        image_ids.append(rows["image_id"])
-    return np.concatenate(probabilities), np.concatenate(image_ids)
+        probabilities = patch_probabilities(head, rows["features"])
+        ids = rows["image_id"]
+        for start, end in value_runs(ids):
+            if start == 0 and ids[0] == pending_id:
+                pending.append(probabilities[start:end])
+                continue
+            if pending:
+                yield ImageRows(pending_id, first, np.concatenate(pending))
+            pending_id, pending, first = ids[start], [probabilities[start:end]], row + start
+        row += len(ids)
+    if pending:
+        yield ImageRows(pending_id, first, np.concatenate(pending))
 
 
 def load_head_for_cache(
@@ -65,6 +85,21 @@ def load_head_for_cache(
     return head, checkpoint, shards
 
 
+def pool_into(
+    pooled: np.ndarray, image_index: np.ndarray, probabilities: np.ndarray, k: float, pool: str
+) -> None:
+    """Add patches to running image scores ``pooled [images, C]`` (float64) in place: for each
+    patch ``y(C | P)^k`` is added to its image's row (`pool` ``mean``), or the row keeps the
+    maximum of ``y(C | P)`` (``max``). `image_index` ``[N]`` numbers each patch's image;
+    `probabilities` ``[N, C + 1]`` (column 0, background, is dropped). Patches are taken in
+    order, so that scores summed part by part equal those summed at once, bit for bit."""
+    values = probabilities[:, 1:].astype(np.float64)
+    if pool == "max":
+        np.maximum.at(pooled, image_index, values)
+    else:
+        np.add.at(pooled, image_index, values**k)
+
+
 def image_scores(
     probabilities: np.ndarray, image_index: np.ndarray, n_images: int, k: float, pool: str = "mean"
 ) -> np.ndarray:
@@ -75,41 +110,51 @@ def image_scores(
     ``0..n_images-1``, and the exponent `k`. Returns float64 ``[n_images, C]`` (background
     dropped: column c is class c + 1); 0 for an image without patches.
     """
-    values = probabilities[:, 1:].astype(np.float64)
-    pooled = np.zeros((n_images, values.shape[1]))
+    pooled = np.zeros((n_images, probabilities.shape[1] - 1))
+    pool_into(pooled, image_index, probabilities, k, pool)
     if pool == "max":
-        np.maximum.at(pooled, image_index, values)
         return pooled
-    np.add.at(pooled, image_index, values**k)
     counts = np.bincount(image_index, minlength=n_images)
     return pooled / np.maximum(counts, 1)[:, None]
 
 
-def rank_images(
-    probabilities: np.ndarray,
-    patch_images: np.ndarray,
-    image_ids: Sequence[str],
-    k: float,
-    pool: str,
-    cache: Path,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scores float64 ``[images, C]`` of every image of `image_ids` from the probabilities of
-    its patches (or windows) ``[N, C + 1]`` and their image ids ``[N]`` (``-inf`` for an image
-    without any, as the VOC devkit scores an image missing from a result file), and the count
-    of each image's patches ``[images]``. PipelineError naming `cache` when it holds an image
-    that `image_ids` does not list (a stale cache)."""
-    index_of = {image_id: n for n, image_id in enumerate(image_ids)}
-    try:
-        image_index = np.array([index_of[i] for i in patch_images], np.int64)
-    except KeyError as err:
-        raise PipelineError(
-            f"{cache}: holds image {err} that the split does not list; re-run the stage that "
-            "wrote it"
-        ) from None
-    scores = image_scores(probabilities, image_index, len(image_ids), k, pool)
-    counts = np.bincount(image_index, minlength=len(image_ids))
-    scores[counts == 0] = -np.inf
-    return scores, counts
+class SplitScores:
+    """The scores of every image of a split, accumulated over its patches (or windows) given
+    part by part, so that a split's per-patch probabilities are never held at once.
+
+    `image_ids` lists the split's images in order; `cache` is the directory named when a part
+    holds an image the split does not list (a stale cache)."""
+
+    def __init__(self, image_ids: Sequence[str], k: float, pool: str, cache: Path) -> None:
+        self.index_of = {image_id: n for n, image_id in enumerate(image_ids)}
+        self.k, self.pool, self.cache = k, pool, cache
+        self.pooled: np.ndarray | None = None
+        self.counts = np.zeros(len(image_ids), np.int64)
+
+    def add(self, probabilities: np.ndarray, patch_images: Sequence[str]) -> None:
+        """Add patches: their probabilities ``[N, C + 1]`` and image ids ``[N]``."""
+        try:
+            image_index = np.array([self.index_of[i] for i in patch_images], np.int64)
+        except KeyError as err:
+            raise PipelineError(
+                f"{self.cache}: holds image {err} that the split does not list; re-run the "
+                "stage that wrote it"
+            ) from None
+        if self.pooled is None:
+            self.pooled = np.zeros((len(self.counts), probabilities.shape[1] - 1))
+        pool_into(self.pooled, image_index, probabilities, self.k, self.pool)
+        self.counts += np.bincount(image_index, minlength=len(self.counts))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Scores float64 ``[images, C]`` (``-inf`` for an image without any patch, as the VOC
+        devkit scores an image missing from a result file) and each image's patch count."""
+        pooled = self.pooled if self.pooled is not None else np.zeros((len(self.counts), 0))
+        if self.pool == "max":
+            scores = pooled.copy()
+        else:
+            scores = pooled / np.maximum(self.counts, 1)[:, None]
+        scores[self.counts == 0] = -np.inf
+        return scores, self.counts
 
 
 def score_images(
@@ -119,10 +164,13 @@ def score_images(
     k: float,
     pool: str = "mean",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Score every image of `image_ids` from the patch descriptors of feature shards: the
-    scores and patch counts of `rank_images`."""
-    probabilities, patch_images = cache_probabilities(head, shards)
-    return rank_images(probabilities, patch_images, image_ids, k, pool, shards[0].path.parent)
+    """Score every image of `image_ids` from the patch descriptors of feature shards, one
+    shard in memory at a time: the scores and patch counts of `SplitScores.result`."""
+    scores = SplitScores(image_ids, k, pool, shards[0].path.parent)
+    for shard in shards:
+        rows = read_features(shard)
+        scores.add(patch_probabilities(head, rows["features"]), rows["image_id"])
+    return scores.result()
 
 
 @dataclass(frozen=True)
@@ -169,13 +217,10 @@ def score_images_dense(
     k: float,
     pool: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Score every image of `image_ids` from every window of its dense maps: the scores and
-    window counts of `rank_images`."""
-    probabilities, window_images = [], []
+    """Score every image of `image_ids` from every window of its dense maps, one image in
+    memory at a time: the scores and window counts of `SplitScores.result`."""
+    scores = SplitScores(image_ids, k, pool, shards[0].path.parent)
     for scored in dense_probabilities(head, rule, shards):
-        probabilities.append(scored.probabilities)
-        window_images.append(np.full(len(scored.probabilities), scored.image.image_id, object))
-    return rank_images(
-        np.concatenate(probabilities), np.concatenate(window_images), image_ids, k, pool,
-        shards[0].path.parent,
-    )  # fmt: skip
+        n = len(scored.probabilities)
+        scores.add(scored.probabilities, [scored.image.image_id] * n)
+    return scores.result()

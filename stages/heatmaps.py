@@ -29,9 +29,8 @@ from pipeline.images import load_rgb
 from pipeline.manifests import read_manifest
 from pipeline.nets import build_backbone
 from pipeline.params import Params
-from pipeline.scoring import cache_probabilities, dense_probabilities, load_head_for_cache
+from pipeline.scoring import dense_probabilities, image_probabilities, load_head_for_cache
 from pipeline.uncached_maps import image_heat_maps
-from pipeline.value_runs import value_runs
 
 log = logging.getLogger("pipeline")
 
@@ -83,18 +82,24 @@ def patch_mode_maps(
     manifests = params.layout.manifests(params.dataset.eval_split)
     patches = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
-    probabilities, ids = cache_probabilities(head, shards)
-    if ids.tolist() != patches["image_id"].to_pylist():
-        raise PipelineError(
-            f"{shards[0].path.parent}: rows do not match {manifests}/patches.parquet; re-run "
-            "`pipeline features`"
-        )
-    for start, end in value_runs(ids):
-        meta = images.loc[ids[start]]
-        maps = heat_maps(
-            probabilities[start:end], boxes[start:end], int(meta.width), int(meta.height)
-        )
-        yield ids[start], maps
+    patch_images = patches["image_id"].to_numpy(zero_copy_only=False)
+    end = 0
+    for rows in image_probabilities(head, shards):
+        first, end = rows.first, rows.first + len(rows.probabilities)
+        if end > len(patch_images) or (patch_images[first:end] != rows.image_id).any():
+            raise rows_mismatch(shards[0].path.parent, manifests)
+        meta = images.loc[rows.image_id]
+        maps = heat_maps(rows.probabilities, boxes[first:end], int(meta.width), int(meta.height))
+        yield rows.image_id, maps
+    if end != len(patch_images):
+        raise rows_mismatch(shards[0].path.parent, manifests)
+
+
+def rows_mismatch(cache: Path, manifests: Path) -> PipelineError:
+    """The error of a feature cache whose rows are not those of the split's patches table."""
+    return PipelineError(
+        f"{cache}: rows do not match {manifests}/patches.parquet; re-run `pipeline features`"
+    )
 
 
 def dense_mode_maps(

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.feature_cache import feature_cache_shards, read_feature_cache
+from pipeline.head import build_head
 from pipeline.heatmaps import heat_maps, peak_inside
-from pipeline.scoring import image_scores
+from pipeline.params import load_params
+from pipeline.scoring import SplitScores, image_probabilities, image_scores, patch_probabilities
+from pipeline.value_runs import value_runs
 
 
 def test_image_score_is_the_mean_of_probabilities_to_the_power_k():
@@ -36,3 +44,38 @@ def test_peak_inside_a_box():
     heat[7, 2] = 1.0
     assert peak_inside(heat, np.array([[0, 5, 4, 10]]))
     assert not peak_inside(heat, np.array([[3, 0, 10, 10], [0, 0, 10, 7]]))
+
+
+def test_split_scores_added_part_by_part_equal_the_scores_at_once():
+    # evaluate adds a VOC test set's patches shard by shard instead of holding them all
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(4), size=300)
+    ids = ["a", "b", "c", "d"]
+    patch_images = np.array(ids)[np.sort(rng.integers(0, 3, 300))]  # image d has no patch
+    index = np.array([ids.index(i) for i in patch_images])
+    for pool in ("mean", "max"):
+        at_once = image_scores(probabilities, index, 4, k=5, pool=pool)
+        split = SplitScores(ids, 5, pool, Path("cache"))
+        for start in range(0, 300, 64):
+            split.add(probabilities[start : start + 64], patch_images[start : start + 64])
+        scores, counts = split.result()
+        assert np.array_equal(scores[:3], at_once[:3])  # bit for bit
+        assert np.isneginf(scores[3]).all()
+        assert counts.tolist() == np.bincount(index, minlength=4).tolist()
+    with pytest.raises(PipelineError, match="cache: holds image 'e' that the split does not list"):
+        split.add(probabilities[:1], ["e"])
+
+
+def test_image_probabilities_join_an_image_split_across_shards(cached):
+    # the training split's shards hold 512 patches each, cut through images
+    layout = load_params(Path("params.yaml")).layout
+    shards = feature_cache_shards(layout.features("tiny", "trainval"))
+    everything, _ = read_feature_cache(layout.features("tiny", "trainval"))
+    head = build_head(everything["features"].shape[1], 7, seed=0)
+    expected = patch_probabilities(head, everything["features"])
+    runs = value_runs(everything["image_id"])
+    images = list(image_probabilities(head, shards))
+    assert len(shards) > 1 and len(images) == len(runs)
+    for rows, (start, end) in zip(images, runs, strict=True):
+        assert (rows.image_id, rows.first) == (everything["image_id"][start], start)
+        assert np.array_equal(rows.probabilities, expected[start:end])
