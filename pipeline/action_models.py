@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
 from pipeline.atomic import atomic_path, write_json, write_text
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
@@ -66,12 +67,20 @@ def read_person_pixels(directory: Path) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def variant_directory(layout: Layout, variant: str, net: str, split: str) -> Path:
+    """Where a variant reads a split's persons: the person patch shards (scratch) or the
+    variant's cache."""
+    if variant == "scratch":
+        return layout.action_patches(split)
+    return layout.cache(VARIANT_CACHE[variant], net, split)
+
+
 def variant_inputs(layout: Layout, variant: str, net: str, split: str) -> dict[str, np.ndarray]:
     """What a variant reads for a split's persons: its cache (``features``) or the pixels
     (``pixels``), with ``label``, ``image_id`` and ``patch`` (the person index) per row."""
     if variant == "scratch":
         return read_person_pixels(layout.action_patches(split))
-    cache = layout.cache(VARIANT_CACHE[variant], net, split)
+    cache = variant_directory(layout, variant, net, split)
     if (cache / NO_FC6).is_file():
         raise PipelineError((cache / NO_FC6).read_text().strip())
     rows, attrs = read_feature_cache(cache)
@@ -246,9 +255,15 @@ def fit_variant(
     params: Params, net: str, variant: str, build: ModelBuilder, device: str | None
 ) -> None:
     """Train, save, score and evaluate one variant of one net (its model made by `build`): the
-    model's ``.pt``, the devkit result files, the metrics and the per-epoch log."""
-    fitted = fit_and_score(params, net, variant, build, device)
+    model's ``.pt``, the devkit result files, the metrics and the per-epoch log. Without an
+    Action subset (the reason in the training split's inputs), `write_skipped` instead."""
     layout = params.layout
+    for split in params.splits(None):
+        reason = skipped_reason(variant_directory(layout, variant, net, split))
+        if reason:
+            write_skipped(params, net, variant, reason)
+            return
+    fitted = fit_and_score(params, net, variant, build, device)
     save_model(params, net, variant, fitted.model, fitted.train_images)
     write_results(params, net, variant, fitted.evaluation, fitted.probabilities)
     best = min(fitted.history, key=lambda e: e.val_loss)
@@ -274,6 +289,24 @@ def fit_variant(
     )  # fmt: skip
 
 
+def write_skipped(params: Params, net: str, variant: str, reason: str) -> None:
+    """The outputs of a variant on a dataset without an Action subset, each saying so: a
+    checkpoint without weights that holds the reason (``no_action_subset``), the reason in
+    place of the result files, metrics without an mAP, an empty training log."""
+    layout = params.layout
+    checkpoint = {
+        "state_dict": {}, "no_action_subset": reason, "net": net, "variant": variant,
+        "classes": list(params.action.actions),
+    }  # fmt: skip
+    with atomic_path(layout.head(net, f"action-{variant}")) as tmp:
+        torch.save(checkpoint, tmp)
+    mark_skipped(layout.action_results(net, variant, params.dataset.year).parents[1], reason)
+    metrics = {"action_subset": False, "reason": reason, "mAP": None, "eval_persons": 0}
+    write_json(metrics, layout.metrics(net) / f"action-{variant}.json")
+    write_json([], layout.plots(net) / f"action-{variant}.json")
+    log.warning("action %s of %s: %s", variant, net, reason)
+
+
 def save_model(
     params: Params, net: str, variant: str, model: ActionModel, train_images: list[str]
 ) -> None:
@@ -294,6 +327,7 @@ def write_results(
     per line, scores written to round-trip exactly."""
     split = params.dataset.eval_split
     directory = params.layout.action_results(net, variant, params.dataset.year)
+    clear_skipped(directory.parents[1])
     for column, action in enumerate(params.action.actions):
         lines = "".join(
             f"{image_id} {int(person)} {float(score)!r}\n"

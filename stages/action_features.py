@@ -9,6 +9,7 @@ import logging
 
 import torch
 
+from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
 from pipeline.atomic import write_text
 from pipeline.devices import resolve_device, resolve_workers
 from pipeline.errors import PipelineError
@@ -19,6 +20,7 @@ from pipeline.nets import Backbone, build_backbone
 from pipeline.params import Params
 
 log = logging.getLogger("pipeline")
+KINDS = ("action-features", "action-below-fc6")  # the caches this stage writes per net and split
 
 
 def below_fc6_backbone(backbone: Backbone, patch_size: int) -> Backbone | str:
@@ -54,6 +56,9 @@ def run(
     )
     layout, size = params.layout, params.tiling.patch_size
     for name in params.net_names(net):
+        splits = splits_with_persons(params, name, params.splits(split))
+        if not splits:
+            continue
         backbone = build_backbone(name, params.nets.options(name))
         kinds = {
             "action-features": backbone,
@@ -61,17 +66,33 @@ def run(
         }
         for kind, described in kinds.items():
             if isinstance(described, str):
-                for one_split in params.splits(split):
+                for one_split in splits:
                     write_text(described + "\n", layout.cache(kind, name, one_split) / NO_FC6)
                 log.info("%s; no update variant", described)
                 continue
             extractor = FeatureExtractor(described, torch_device, batch)
             identity = backbone_identity(name, described, size)
-            for one_split in params.splits(split):
+            for one_split in splits:
+                out = layout.cache(kind, name, one_split)
+                clear_skipped(out)
                 planned = ShardSource.plan(
-                    layout.action_patches(one_split), layout.cache(kind, name, one_split),
-                    identity, batch, writer="action-samples",
+                    layout.action_patches(one_split), out, identity, batch,
+                    writer="action-samples",
                 )  # fmt: skip
                 timing = layout.timing(name, f"{kind}-{one_split}")
-                out = layout.cache(kind, name, one_split)
                 fill_cache(out, planned, extractor, n_workers, timing, shard_attributes(identity))
+
+
+def splits_with_persons(params: Params, net: str, splits: list[str]) -> list[str]:
+    """The splits of `splits` whose person patches exist; for the others (a dataset without an
+    Action subset) the reason `action-samples` gave is written in place of both caches."""
+    kept = []
+    for split in splits:
+        reason = skipped_reason(params.layout.action_patches(split))
+        if reason is None:
+            kept.append(split)
+            continue
+        for kind in KINDS:
+            mark_skipped(params.layout.cache(kind, net, split), reason)
+        log.warning("%s", reason)
+    return kept

@@ -40,6 +40,15 @@ def draw_maps(params: Params, net: str) -> None:
         raise PipelineError(
             f"{path}: trained for another net or action list; re-run `pipeline fit-action`"
         )
+    if "no_action_subset" in checkpoint:
+        layout.action_maps(net).mkdir(parents=True, exist_ok=True)
+        reason = checkpoint["no_action_subset"]
+        write_json(
+            {"rendered": 0, "images": [], "action_subset": False, "reason": reason},
+            layout.metrics(net) / "action-maps.json",
+        )
+        log.warning("%s", reason)
+        return
     shape = checkpoint["shape"]
     head = build_head(
         shape["dim"], shape["outputs"], layers=shape["layers"], hidden=shape["hidden"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipeline.action_subset import clear_skipped, mark_skipped, missing_action_subset
 from pipeline.actions import (
     NO_ACTION,
     SEVERAL_ACTIONS,
@@ -33,11 +34,31 @@ log = logging.getLogger("pipeline")
 def run(params: Params, split: str | None, *, strict: bool, jobs: int) -> None:
     """Read and cut the persons of `split`, or of the training then the evaluation split, over
     `jobs` processes (on the cluster of ``cluster`` when it is Dask)."""
+    missing = missing_action_subset(params.dataset.root)
+    if missing:
+        log.warning("%s", missing)
+        for one_split in params.splits(split):
+            with exclusive(params.layout.action_manifests(one_split)):
+                write_no_persons(params, one_split, missing)
+        return
     with cluster_jobs(params.cluster, jobs) as workers:
         for one_split in params.splits(split):
             with exclusive(params.layout.action_manifests(one_split)):
                 persons = index_persons(params, one_split, strict=strict, jobs=workers)
             write_samples(params, one_split, persons, jobs=workers)
+
+
+def write_no_persons(params: Params, split: str, reason: str) -> None:
+    """The outputs of a split of a dataset without an Action subset: an empty persons table,
+    a problems file that says why, and the reason in place of the patch shards."""
+    out = params.layout.action_manifests(split)
+    write_parquet(
+        persons_table([], params.dataset.root, params.action.actions), out / "persons.parquet"
+    )
+    Problems(strict=False).write(
+        out / "problems.json", persons=0, images=0, action_subset=False, reason=reason
+    )
+    mark_skipped(params.layout.action_patches(split), reason)
 
 
 def index_persons(params: Params, split: str, *, strict: bool, jobs: int) -> pa.Table:
@@ -116,5 +137,6 @@ def write_samples(params: Params, split: str, persons: pa.Table, *, jobs: int) -
         mirrored=True,
     )  # fmt: skip
 
+    clear_skipped(out)
     write_patch_shards(out, tasks, jobs=jobs, desc=f"action samples {split}")
     log.info("%s: %d person patches in %d shards", split, len(squares), len(tasks))

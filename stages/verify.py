@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.action_models import VARIANTS
+from pipeline.action_subset import skipped_reason
 from pipeline.actions import PERSONS_SCHEMA
 from pipeline.dense_cache import open_dense_cache
 from pipeline.errors import PipelineError
@@ -64,7 +65,10 @@ def _action_task(params: Params) -> Iterator[Checked]:
             {"persons.parquet": PERSONS_SCHEMA},
             {"persons.parquet": "action-samples"},
         )
-        yield shard_directory_problems(layout.action_patches(split), "action-samples")
+        if skipped_reason(layout.action_patches(split)) is None:
+            yield shard_directory_problems(layout.action_patches(split), "action-samples")
+    if any(skipped_reason(layout.action_patches(split)) for split in splits):
+        return  # no Action subset: the later action stages wrote the reason, nothing to check
     for net in params.features.nets:
         without_fc6 = (layout.cache("action-below-fc6", net, splits[0]) / NO_FC6).is_file()
         for split in splits:

@@ -200,3 +200,41 @@ def test_no_pretrain_is_the_same_architecture_with_other_random_weights():
         state["trunk.model.conv_stem.weight"], pretrained["trunk.model.conv_stem.weight"]
     )
     assert all(p.requires_grad for p in untrained.parameters())
+
+
+def test_a_dataset_without_an_action_subset_skips_the_task_in_one_line_and_then_runs_it(
+    action_project,
+):
+    # most VOC-format datasets have no ImageSets/Action: every action stage exits 0 and says
+    # so, writing the reason where its output would be; adding the subset runs the task
+    subset = Path("VOCdevkit/VOC2007/ImageSets/Action")
+    aside = subset.rename("Action-aside")
+    reason = f"{subset.resolve()}: no Action subset in this dataset; the action task is skipped"
+    for split in ("trainval", "test"):
+        done = run_cli("action-samples", "--split", split)
+        assert reason in done.stderr and "Traceback" not in done.stderr
+        assert pq.read_table(f"manifests/test-voc/action/{split}/persons.parquet").num_rows == 0
+        assert not Path(f"data/action-patches/test-voc/{split}/index.parquet").exists()
+        run_cli("action-features", "--net", "tiny", "--split", split)
+    for variant in ("frozen", "update", "scratch"):
+        done = run_cli("fit-action", "--net", "tiny", "--variant", variant)
+        assert reason in done.stderr
+        metrics = json.loads(Path(f"metrics/test-voc/tiny/action-{variant}.json").read_text())
+        assert metrics == {"action_subset": False, "reason": reason, "mAP": None, "eval_persons": 0}
+        results = Path(f"data/action-results/test-voc/tiny/{variant}")
+        assert [p.name for p in results.rglob("*.txt")] == ["no-action-subset.txt"]
+    run_cli("action-maps", "--net", "tiny")
+    assert not list(Path("data/action-maps/test-voc/tiny").iterdir())
+    assert "action" not in run_cli("verify", check=False).stderr
+
+    aside.rename(subset)
+    for split in ("trainval", "test"):
+        run_cli("action-samples", "--split", split)
+        run_cli("action-features", "--net", "tiny", "--split", split)
+    run_cli("fit-action", "--net", "tiny", "--variant", "frozen")
+    metrics = json.loads(Path("metrics/test-voc/tiny/action-frozen.json").read_text())
+    assert metrics["eval_persons"] > 0 and 0 <= metrics["mAP"] <= 1
+    remaining = sorted(str(p.parent) for p in Path("data").rglob("no-action-subset.txt"))
+    assert remaining == [f"data/action-results/test-voc/tiny/{v}" for v in ("scratch", "update")]
+    run_cli("action-maps", "--net", "tiny")
+    assert len(list(Path("data/action-maps/test-voc/tiny").glob("*.png"))) == 2

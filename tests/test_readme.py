@@ -43,7 +43,13 @@ def make_real_devkit(root: Path, *, n_trainval: int, n_test: int, n_action: int 
     )  # fmt: skip
     (root / MARKER).unlink()
     for path in [root, *root.rglob("*")]:
-        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        writable(path, False)
+
+
+def writable(path: Path, write: bool) -> None:
+    """Give the owner write permission on `path`, or take everyone's away."""
+    mode, everyone = path.stat().st_mode, stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    path.chmod(mode | stat.S_IWUSR if write else mode & ~everyone)
 
 
 def git_project(tmp: Path) -> Path:
@@ -118,9 +124,21 @@ def test_readme_voc2007_and_voc2012_recipes_run_verbatim_on_read_only_devkits(tm
     run_block(readme_block("VOC2007"), devkits, project)
     metrics = check_evaluation(project, voc2007, "voc2007", "test", "trainval")
     assert metrics["method"] == "VOC2007 11-point"
+    # a VOC2012 copy without the Action files: the object task runs alone, the action stages
+    # say so; with the subset put back, the same block runs the action task too
+    action_set = voc2012 / "ImageSets/Action"
+    writable(action_set.parent, True)
+    action_set.rename(tmp_path / "Action")
     run_block(readme_block("VOC2012"), devkits, project)
     metrics = check_evaluation(project, voc2012, "voc2012", "val", "train")
     assert metrics["method"] == "VOC2012 area"
+    for variant in ("frozen", "update", "scratch"):
+        path = project / f"metrics/voc2012/effnet-lite0/action-{variant}.json"
+        assert json.loads(path.read_text())["action_subset"] is False
+
+    (tmp_path / "Action").rename(action_set)
+    writable(action_set.parent, False)
+    run_block(readme_block("VOC2012"), devkits, project)
     listed = (voc2012 / "ImageSets/Action/val.txt").read_text().splitlines()
     for variant in ("frozen", "update", "scratch"):
         path = project / f"metrics/voc2012/effnet-lite0/action-{variant}.json"
