@@ -83,7 +83,7 @@ def variant_inputs(layout: Layout, variant: str, net: str, split: str) -> dict[s
     cache = variant_directory(layout, variant, net, split)
     if (cache / NO_FC6).is_file():
         raise PipelineError((cache / NO_FC6).read_text().strip())
-    rows, attrs = read_feature_cache(cache)
+    rows, attrs = read_feature_cache(cache, writer="action-features")
     if attrs.get("net") != net:
         raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}, not {net!r}")
     return rows

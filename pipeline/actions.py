@@ -9,6 +9,8 @@ the 1-based index of an ``<object>`` of the image's annotation; each such object
 
 from __future__ import annotations
 
+import logging
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.image_sets import image_set_lines
 from pipeline.images import check_image
 from pipeline.voc import (
-    annotation_path,
-    check_image_id,
+    dataset_paths,
     image_path,
     object_box,
     read_annotation_root,
@@ -42,6 +43,7 @@ VOC_ACTIONS: tuple[str, ...] = (
     "walking",
     "other",
 )
+log = logging.getLogger("pipeline")
 SEVERAL_ACTIONS = -1  # label of a person with several of the listed actions: never trained on
 NO_ACTION = -2  # label of a person with none of them (e.g. only `other` when it is not listed)
 
@@ -79,7 +81,8 @@ def read_action_set(root: Path, split: str) -> dict[str, list[int]]:
     """``{image_id: [person indices]}`` of ``ImageSets/Action/<split>.txt`` (file order).
 
     PipelineError naming the file when it is missing or lists nothing, and naming the line
-    when it is not ``<image_id> <person index>``.
+    when it is not ``<image_id> <person index>`` (the index in ASCII digits). A line that
+    repeats a person is logged and taken once.
     """
     path = root / "ImageSets" / "Action" / f"{split}.txt"
     if not path.is_file():
@@ -87,15 +90,25 @@ def read_action_set(root: Path, split: str) -> dict[str, list[int]]:
             f"{path}: action split file is missing (is dataset.root a VOC2010+ dir?)"
         )
     persons: dict[str, list[int]] = {}
+    repeated: list[int] = []
     for number, line in enumerate(image_set_lines(path), start=1):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+        if len(fields) != 2 or not re.fullmatch("[0-9]+", fields[1]) or int(fields[1]) < 1:
             raise PipelineError(
                 f"{path}:{number}: expected '<image_id> <person index>', got {line!r}"
             )
-        persons.setdefault(fields[0], []).append(int(fields[1]))
+        listed = persons.setdefault(fields[0], [])
+        if int(fields[1]) in listed:
+            repeated.append(number)
+            continue
+        listed.append(int(fields[1]))
+    if repeated:
+        log.warning(
+            "%s: %d repeated lines (line %s first) name a person already listed; each person "
+            "is taken once", path, len(repeated), repeated[0],
+        )  # fmt: skip
     if not persons:
         raise PipelineError(f"{path}: action split file lists no persons")
     return persons
@@ -139,8 +152,7 @@ def read_persons(
     image). Checks that the JPEG decodes at the annotated size. PipelineError naming the file
     for anything that makes the image unusable: malformed XML or ``<actions>``, an unknown
     action, a person index beyond the image's objects, a corrupt image."""
-    check_image_id(root, image_id)
-    path = annotation_path(root, image_id)
+    path, image = dataset_paths(root, image_id)
     tree, width, height = read_annotation_root(path)
     objects = tree.findall("object")
     found, dropped = [], []
@@ -159,7 +171,7 @@ def read_persons(
             dropped.append(f"{why} (person {index})")
             continue
         found.append(Person(image_id, index, width, height, box, done))
-    check_image(image_path(root, image_id), width, height)
+    check_image(image, width, height)
     return found, dropped
 
 

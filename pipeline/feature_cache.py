@@ -33,21 +33,21 @@ from pipeline.shards import (
 FEATURE_FORMAT_VERSION = 1
 
 
-def read_features(shard: ShardFile) -> dict[str, np.ndarray]:
+def read_features(shard: ShardFile, writer: str = "features") -> dict[str, np.ndarray]:
     """Read a feature shard listed in its cache's index, checked before use: ``features``
     float16 ``[N, d]``, ``label``, ``image_id`` (str), ``patch``.
 
     The file is read once and its bytes checked against the recorded SHA-256. Raises
-    PipelineError naming the shard when it is missing, damaged, of another format version, or
-    holds non-finite descriptors."""
-    data = verified_bytes(shard, writer="features")
+    PipelineError naming the shard, and the stage `writer` that rewrites it, when it is
+    missing, damaged, of another format version, or holds non-finite descriptors."""
+    data = verified_bytes(shard, writer=writer)
     with h5py.File(io.BytesIO(data), "r") as f:
         check_format_version(f, FEATURE_FORMAT_VERSION, shard.path)
         rows = {"features": f["features"][:], **read_row_keys(f)}
     if not np.isfinite(rows["features"]).all():
         raise PipelineError(
             f"{shard.path}: holds non-finite descriptors (NaN or inf); re-run `pipeline "
-            "features` (and check the backbone's weights)"
+            f"{writer}` (and check the backbone's weights)"
         )
     return rows
 
@@ -61,14 +61,16 @@ def feature_cache_shards(directory: Path) -> list[ShardFile]:
     return shards
 
 
-def read_feature_cache(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_feature_cache(
+    directory: Path, writer: str = "features"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All rows of a feature cache directory (its shards in index order, each checked) and
     the attributes of its first shard (net, layer, weights_digest, transform). Raises
-    PipelineError when the cache or one of its shards is missing, damaged or of another
-    format version. Holds every descriptor in memory: for training sets; stream test sets
+    PipelineError naming the stage `writer` when the cache or one of its shards is missing,
+    damaged or of another format version. Holds every descriptor in memory: for training sets; stream test sets
     shard by shard instead."""
     shards = feature_cache_shards(directory)
-    parts = [read_features(shard) for shard in shards]
+    parts = [read_features(shard, writer) for shard in shards]
     rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return rows, read_shard_attrs(shards[0].path)
 

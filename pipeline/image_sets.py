@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.dataset_files import MAX_LIST_BYTES, regular_file
 from pipeline.errors import PipelineError
 
 
 def image_set_lines(path: Path) -> list[str]:
-    """The lines of an ImageSets file (UTF-8, a leading BOM dropped, any line ending)."""
+    """The lines of an ImageSets file (UTF-8, a leading BOM dropped, any line ending).
+    PipelineError naming the file when it is not a regular file, larger than
+    `MAX_LIST_BYTES`, or not UTF-8."""
+    regular_file(path, "image set file", MAX_LIST_BYTES)
     try:
         return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as err:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.dataset_files import regular_file
 from pipeline.errors import PipelineError
 
 MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000; VOC images have about 0.2 Mpx
@@ -21,8 +22,11 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 def open_image(path: Path) -> Image.Image:
     """Open an image lazily (header only) and return the PIL image.
 
-    Raises PipelineError naming the file when it is missing, not an image, or larger than
+    Raises PipelineError naming the file when it is missing, not a regular file, not an image
+    (its header or metadata chunks unreadable or oversized), or larger than
     `MAX_IMAGE_PIXELS` (refused before any pixel is decoded, so memory stays bounded)."""
+    if path.exists():  # a missing file is said below, as the listed image it is
+        regular_file(path, "image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -31,7 +35,8 @@ def open_image(path: Path) -> Image.Image:
         raise PipelineError(f"{path}: image is listed but missing") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise PipelineError(f"{path}: image too large to decode safely ({err})") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+        # PIL raises ValueError for oversized text or ICC chunks, SyntaxError for bad headers
         raise PipelineError(f"{path}: not a readable image ({err})") from None
     width, height = img.size
     if width * height > MAX_IMAGE_PIXELS:
@@ -75,7 +80,7 @@ def load_rgb(path: Path, expected_size: tuple[int, int] | None = None) -> np.nda
         try:
             img.load()
             return _rgb_pixels(img, path)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
             raise PipelineError(f"{path}: corrupt or truncated image ({err})") from None
 
 

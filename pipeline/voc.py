@@ -7,7 +7,7 @@ Coordinates: VOC XML boxes are 1-based and inclusive; everything returned here i
 
 from __future__ import annotations
 
-import math
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipeline.dataset_files import MAX_ANNOTATION_BYTES, inside_root, regular_file
 from pipeline.errors import PipelineError
 from pipeline.images import check_image
 from pipeline.labeling import OUTSIDE_CLASSES
@@ -87,15 +88,26 @@ def text_field(node: ET.Element, tag: str, path: Path) -> str:
     return child.text.strip()
 
 
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")  # VOC numbers: plain decimals
+
+
 def _number(node: ET.Element, tag: str, path: Path) -> float:
+    """The plain decimal number of `node`'s child `tag` (no exponent, ``_``, ``inf`` or
+    ``nan``, which Python's float() would take); PipelineError naming the file otherwise."""
     text = text_field(node, tag, path)
-    try:
-        value = float(text)
-    except ValueError:
-        raise PipelineError(f"{path}: malformed annotation: <{tag}> is {text!r}") from None
-    if not math.isfinite(value):
+    if not DECIMAL.fullmatch(text):
         raise PipelineError(f"{path}: malformed annotation: <{tag}> is {text!r}")
-    return value
+    return float(text)
+
+
+def _whole(node: ET.Element, tag: str, path: Path) -> int:
+    """The whole number of `node`'s child `tag` (an image size: ``500`` or ``500.0``, not
+    ``333.9``); PipelineError naming the file otherwise."""
+    value = _number(node, tag, path)
+    if not value.is_integer():
+        text = text_field(node, tag, path)
+        raise PipelineError(f"{path}: malformed annotation: <{tag}> is {text!r}, not whole")
+    return int(value)
 
 
 def _flag(node: ET.Element, tag: str) -> bool:
@@ -145,16 +157,17 @@ def read_annotation_root(path: Path) -> tuple[ET.Element, int, int]:
     """Parse an annotation file; return its root element and the image's ``<size>`` (width,
     height in pixels). PipelineError naming the file when it is missing, not well-formed XML,
     or without a positive size."""
+    regular_file(path, "annotation file", MAX_ANNOTATION_BYTES)
     try:
         root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: annotation file is missing") from None
     except ET.ParseError as err:
         raise PipelineError(f"{path}: malformed XML ({err})") from None
+    except OSError as err:
+        raise PipelineError(f"{path}: annotation file cannot be read ({err.strerror})") from None
     size = root.find("size")
     if size is None:
         raise PipelineError(f"{path}: malformed annotation: missing <size>")
-    width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
+    width, height = _whole(size, "width", path), _whole(size, "height", path)
     if width <= 0 or height <= 0:
         raise PipelineError(f"{path}: image size {width}x{height} is empty")
     return root, width, height
@@ -195,13 +208,23 @@ def check_image_id(root: Path, image_id: str) -> None:
         )
 
 
+def dataset_paths(root: Path, image_id: str) -> tuple[Path, Path]:
+    """The annotation and image files of `image_id` in the dataset at `root`, checked: the id
+    is a plain file name and both files, links followed, lie inside `root`."""
+    check_image_id(root, image_id)
+    annotation, image = annotation_path(root, image_id), image_path(root, image_id)
+    inside_root(root, annotation, "annotation file")
+    inside_root(root, image, "image")
+    return annotation, image
+
+
 def read_annotated_image(root: Path, image_id: str, box_tolerance: float) -> Annotation:
     """Parse an image's annotation (see `parse_annotation`) and check that its JPEG decodes
     at the annotated size; PipelineError naming the file otherwise, or naming the id when it
     is not a plain file name."""
-    check_image_id(root, image_id)
-    annotation = parse_annotation(annotation_path(root, image_id), box_tolerance)
-    check_image(image_path(root, image_id), annotation.width, annotation.height)
+    annotation_file, image_file = dataset_paths(root, image_id)
+    annotation = parse_annotation(annotation_file, box_tolerance)
+    check_image(image_file, annotation.width, annotation.height)
     return annotation
 
 

@@ -177,6 +177,12 @@ def test_the_three_variants_train_verify_checks_them_and_a_net_without_fc6_says_
     done = run_cli("action-features", "--net", "tiny", "--split", "test", check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {shard}: bytes do not match")
+    # a damaged descriptor shard names the stage that rewrites it: action-features
+    described = next(Path("data/action-features/test-voc/tiny/trainval").glob("*.h5"))
+    flip_a_byte_in_the_middle(described)
+    done = run_cli("fit-action", "--net", "tiny", "--variant", "frozen", check=False)
+    assert done.returncode == 1
+    assert "re-run `pipeline action-features`, which rewrites it" in done.stderr.splitlines()[-1]
 
 
 @pytest.mark.parametrize("net", ["tiny", "effnet-lite0"])
@@ -238,3 +244,24 @@ def test_a_dataset_without_an_action_subset_skips_the_task_in_one_line_and_then_
     assert remaining == [f"data/action-results/test-voc/tiny/{v}" for v in ("scratch", "update")]
     run_cli("action-maps", "--net", "tiny")
     assert len(list(Path("data/action-maps/test-voc/tiny").glob("*.png"))) == 2
+
+
+def test_an_action_list_line_with_a_non_ascii_digit_is_one_line_naming_it(action_project):
+    listed = Path("VOCdevkit/VOC2007/ImageSets/Action/trainval.txt")
+    image_id = listed.read_text().split()[0]
+    listed.write_text(listed.read_text() + f"{image_id} ²\n")  # str.isdigit() says yes
+    done = run_cli("action-samples", "--split", "trainval", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    number = len(listed.read_text().splitlines())
+    line = f"error: {listed.resolve()}:{number}: expected '<image_id> <person index>', got"
+    assert done.stderr.strip().splitlines()[-1].startswith(line)
+
+
+def test_a_repeated_action_list_line_is_said_once_and_the_person_taken_once(action_project):
+    listed = Path("VOCdevkit/VOC2007/ImageSets/Action/trainval.txt")
+    first = listed.read_text().splitlines()[0]
+    listed.write_text(listed.read_text() + f"{first}\n{first}\n")
+    done = run_cli("action-samples", "--split", "trainval")
+    assert "2 repeated lines" in done.stderr and "each person is taken once" in done.stderr
+    persons = pq.read_table("manifests/test-voc/action/trainval/persons.parquet").to_pandas()
+    assert not persons.duplicated(["image_id", "person"]).any()

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from pipeline.params import validate_params
 from stages import index, tile
@@ -77,6 +77,39 @@ EXTERNAL_ENTITY = (
 )
 
 BOM = b"\xef\xbb\xbf"
+
+
+def png_with(path: Path, *, text: bool = False, icc: bool = False) -> None:
+    """Replace an image by a PNG of its size whose text or ICC chunk inflates to 4 MB (a few
+    KB on disk): PIL refuses to decompress it."""
+    image = Image.open(path)
+    info = PngImagePlugin.PngInfo()
+    if text:
+        info.add_text("comment", "0" * (4 << 20), zip=True)
+    image.save(path, format="PNG", pnginfo=info, icc_profile=b"\0" * (4 << 20) if icc else None)
+
+
+def fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def padded(path: Path, size: int) -> None:
+    text = path.read_text()
+    path.write_text(text.replace("</annotation>", " " * size + "</annotation>"))
+
+
+def linked_outside(path: Path) -> None:
+    """Move the file out of the dataset (beside the VOCdevkit) and link it back."""
+    outside = path.parents[3] / f"elsewhere-{path.name}"
+    path.rename(outside)
+    path.symlink_to(outside)
+
 
 # (case, how to break the devkit, needle of the one line / summary, skipped?)
 Breaker = Callable[[Path, str], None]  # breaks one image (by id) of a devkit
@@ -136,6 +169,21 @@ SKIPPED: list[tuple[str, Breaker, str]] = [
     ("external entity", lambda r, i: xml(r, i).write_text(EXTERNAL_ENTITY), "malformed XML"),
     ("nan coordinate", lambda r, i: first_box(r, i, "nan", "1", "10", "10"), "<xmin> is 'nan'"),
     ("box far outside", lambda r, i: first_box(r, i, "1", "1", "9999", "10"), "px outside the"),
+    ("png text bomb", lambda r, i: png_with(jpg(r, i), text=True), "not a readable image"),
+    ("png icc bomb", lambda r, i: png_with(jpg(r, i), icc=True), "not a readable image"),
+    ("image is a fifo", lambda r, i: fifo(jpg(r, i)), "image is a FIFO, not a file"),
+    ("xml is a directory", lambda r, i: directory(xml(r, i)), "annotation file is a directory"),
+    ("xml is a fifo", lambda r, i: fifo(xml(r, i)), "annotation file is a FIFO, not a file"),
+    ("2 MB xml", lambda r, i: padded(xml(r, i), 2 << 20), "more than the 1,048,576 this reader"),
+    ("xml linked outside", lambda r, i: linked_outside(xml(r, i)), "outside dataset.root"),
+    ("image linked outside", lambda r, i: linked_outside(jpg(r, i)), "outside dataset.root"),
+    (
+        "fractional size",
+        lambda r, i: rewrite(xml(r, i), lambda t: re.sub(r"<width>\d+<", "<width>333.9<", t)),
+        "<width> is '333.9', not whole",
+    ),
+    ("underscored number", lambda r, i: first_box(r, i, "1_1", "1", "30", "30"), "'1_1'"),
+    ("exponent number", lambda r, i: first_box(r, i, "1e1", "1", "30", "30"), "'1e1'"),
     (
         "no size",
         lambda r, i: rewrite(xml(r, i), lambda t: re.sub(r"<size>.*?</size>", "", t, flags=re.S)),
