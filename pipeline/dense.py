@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from pipeline.cutting import resize_for_patches
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
+from pipeline.heap import release_free_heap
 from pipeline.images import load_rgb
 from pipeline.nets import normalise
 
@@ -66,6 +67,7 @@ def trunk_maps(
     """The trunk maps ``[C, h, w]`` float32 (on the CPU) of an image's resized versions, one
     forward pass each, on the extractor's device and precision; each input padded at the
     right and bottom to an `aligned` size, so that the window of a cell is a patch's map."""
+    release_free_heap()  # the last image's blocks, of other sizes than this one's
     dense, backbone = extractor.backbone.dense_trunk(), extractor.backbone
     out = []
     for pixels, _ in resized:

@@ -31,6 +31,7 @@ import torch
 from pipeline.atomic import atomic_path, write_bytes
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
+from pipeline.heap import release_free_heap
 from pipeline.shards import (
     ShardFile,
     check_format_version,
@@ -200,6 +201,7 @@ def window_boxes(
 def image_windows(rule: WindowRule, image: ImageMaps, device: torch.device) -> Windows:
     """The descriptor and patch of every window of every scale of an image's maps (the dense
     rule of the net applied as a convolution), scales in order, positions row-major."""
+    release_free_heap()  # the last image's blocks, of other sizes than this one's
     descriptors, boxes, scale_index = [], [], []
     for n, (factor, maps) in enumerate(zip(image.factors, image.maps, strict=True)):
         # one memory layout whatever the array's strides: the trunk's own (channels last)

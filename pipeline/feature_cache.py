@@ -67,8 +67,8 @@ def read_feature_cache(
     """All rows of a feature cache directory (its shards in index order, each checked) and
     the attributes of its first shard (net, layer, weights_digest, transform). Raises
     PipelineError naming the stage `writer` when the cache or one of its shards is missing,
-    damaged or of another format version. Holds every descriptor in memory: for training sets; stream test sets
-    shard by shard instead."""
+    damaged or of another format version. Holds every descriptor in memory: for the action
+    task's persons; `feature_cache_on_disk` trains on a patch cache, scoring streams shards."""
     shards = feature_cache_shards(directory)
     parts = [read_features(shard, writer) for shard in shards]
     rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
