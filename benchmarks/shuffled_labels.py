@@ -64,7 +64,7 @@ def main() -> None:
     params = load_params(args.params)
     net = args.net or params.features.nets[0]
     layout, dataset = params.layout, params.dataset
-    device = resolve_device(params.head.device)
+    device = resolve_device(params.head.device, "head.device")
     rng = np.random.default_rng(args.seed)
     train_split, eval_split = dataset.train_split, dataset.eval_split
     train_dense = open_dense_cache(

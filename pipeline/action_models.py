@@ -28,7 +28,7 @@ from torch import nn
 
 from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
 from pipeline.atomic import atomic_path, write_json, write_text
-from pipeline.devices import resolve_device
+from pipeline.devices import chosen_device
 from pipeline.errors import PipelineError
 from pipeline.evaluation import class_aps, mean_ap
 from pipeline.fc6_split import NO_FC6
@@ -207,7 +207,7 @@ def fit_and_score(
     x, y = torch.from_numpy(train[inputs][usable]), torch.from_numpy(labels)
     dim = int(np.prod(train[inputs].shape[1:]))
     model = build(dim)
-    torch_device = resolve_device(device or params.head.device)
+    torch_device = chosen_device(device, params.head.device, "head.device")
     history = train_head(
         model.module, (x[~held], y[~held]), (x[held], y[held]), model.config, torch_device,
         epoch_logger(), model.prepare, lr_key=lr_key(variant),

@@ -15,6 +15,7 @@ from distributed import Client, LocalCluster, Worker, WorkerPlugin
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+CONNECT_SECONDS = 10  # a scheduler on the network answers in well under a second
 
 
 class ProjectDirectory(WorkerPlugin):
@@ -43,7 +44,7 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
             )
             client = Client(local)
         else:
-            local, client = None, Client(scheduler, timeout="30s")
+            local, client = None, Client(scheduler, timeout=f"{CONNECT_SECONDS}s")
     except OSError as err:
         raise PipelineError(f"cluster.scheduler: cannot reach {scheduler!r} ({err})") from None
     try:

@@ -12,17 +12,26 @@ from pipeline.errors import PipelineError
 MAX_CUDA_WORKERS = 8  # DataLoader workers of `auto` on CUDA: enough to keep one GPU fed
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named torch device."""
+def resolve_device(name: str, source: str = "features.device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named torch device. `source`
+    (the param or option that named it) starts the one-line error of an unknown or absent
+    device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise PipelineError(f"features.device: unknown device {name!r}") from None
+        raise PipelineError(f"{source}: unknown device {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"features.device: {name} asked for but no CUDA GPU is visible")
+        raise PipelineError(f"{source}: {name} asked for but no CUDA GPU is visible")
     return device
+
+
+def chosen_device(option: str | None, param: str, key: str) -> torch.device:
+    """The device of a stage: its ``--device`` `option` when given, else its `param` (the
+    value of the params key `key`), resolved by `resolve_device`, whose errors name the one
+    used."""
+    return resolve_device(option or param, "--device" if option else key)
 
 
 def resolve_workers(setting: int | str, device: torch.device) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import reprlib
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -35,8 +36,11 @@ REFERENCE_IMAGE = (500, 375)
 Fraction = Annotated[float, Field(gt=0, le=1)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Seed = Annotated[int, Field(strict=True, ge=0)]
-NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+NAME_PATTERN = r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*$"  # a file name: no separator, no leading dot
 Name = Annotated[str, Field(min_length=1, pattern=NAME_PATTERN)]
+NAME_WORDS = "(a name: letters, digits, _ . + -, not starting with .)"
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")]
+SCHEDULER_PATTERN = r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s/:]+(:[0-9]{1,5})?/?$"
 
 
 def _listed_once(names: list[str]) -> list[str]:
@@ -53,7 +57,7 @@ DistinctNames = Annotated[list[Name], AfterValidator(_listed_once)]
 class Block(BaseModel):
     """A params block: every key required, no unknown key, read-only."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Dataset(Block):
@@ -107,8 +111,8 @@ class Demo(Block):
 class Tiling(Block):
     """The multi-scale square patch grid."""
 
-    scales: list[Annotated[float, Field(gt=0)]] = Field(
-        min_length=1, description="λ: patch side = min(w, h) / λ"
+    scales: list[Annotated[float, Field(ge=1)]] = Field(
+        min_length=1, description="λ: patch side = min(w, h) / λ (1: the whole short side)"
     )
     min_overlap: Annotated[float, Field(ge=0, lt=1)] = Field(
         description="least overlap of neighbouring patches, as a fraction of the side"
@@ -201,7 +205,7 @@ class Features(Block):
     nets: list[Annotated[str, Field(min_length=1)]] = Field(
         min_length=1, description="backbones whose features dvc repro computes (README)"
     )
-    device: str = Field(description="auto (CUDA when present), cpu, cuda, cuda:N")
+    device: Device = Field(description="auto (CUDA when present), cpu, cuda, cuda:N")
     batch_size: PositiveInt = Field(description="patches per forward pass")
     workers: Annotated[int, Field(strict=True, ge=0)] | Literal["auto"] = Field(
         description="DataLoader workers; auto: 0 on CPU, up to 8 on CUDA"
@@ -232,7 +236,7 @@ class Head(Block):
         description="training images held out (whole images)"
     )
     seed: Seed = Field(description="seeds initialisation, order and hold-out")
-    device: str = Field(description="auto (CUDA when present), cpu, cuda, cuda:N")
+    device: Device = Field(description="auto (CUDA when present), cpu, cuda, cuda:N")
 
 
 class Scoring(Block):
@@ -308,7 +312,7 @@ class Cluster(Block):
     backend: Literal["local", "dask"] = Field(
         description="local: `jobs` processes here; dask: a Dask cluster (joblib's dask backend)"
     )
-    scheduler: str | None = Field(
+    scheduler: Annotated[str, Field(pattern=SCHEDULER_PATTERN)] | None = Field(
         description="dask: the scheduler's address (tcp://host:8786); null: a local cluster of "
         "`jobs` worker processes"
     )
@@ -398,7 +402,7 @@ def _one_line(errors: list[dict[str, Any]]) -> str:
     same_key = [e for e in errors if _key_path(tuple(e["loc"])) == path]
     rules = dict.fromkeys(str(e["msg"]).removeprefix("Value error, ") for e in same_key)
     given = first.get("input")
-    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    shown = "" if isinstance(given, dict) else f" (got {reprlib.repr(given)})"
     return f"{key}: {' or '.join(rules)}{shown}"
 
 
@@ -417,11 +421,56 @@ def validate_params(raw: Any, source: str) -> Params:
         raise PipelineError(f"{source}: {_one_line(errors)}{more}") from None
 
 
+MAX_YAML_NODES = 100_000  # params.yaml has about 200; aliases may not expand it past this
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    """The nodes directly inside a YAML node (a mapping's keys and values)."""
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (YAML keeps the last
+    silently) and aliases that expand the document past `MAX_YAML_NODES` nodes (an alias
+    bomb: a few lines that expand to millions of values)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        expanded: dict[int, int] = {}
+
+        def size(n: yaml.Node) -> int:
+            if id(n) not in expanded:
+                expanded[id(n)] = -1  # met again before it is counted: a cycle, too large
+                expanded[id(n)] = 1 + sum(size(child) for child in _children(n))
+            if not 0 < expanded[id(n)] <= MAX_YAML_NODES:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"aliases expand past {MAX_YAML_NODES} values", n.start_mark
+                )
+            return expanded[id(n)]
+
+        size(node)
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: Path) -> Params:
     """Read and validate a YAML parameters file; PipelineError naming `path` when it is
     missing, malformed or breaks a rule of the schema."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=ParamsLoader)
     except FileNotFoundError:
         raise PipelineError(f"{path}: parameters file is missing") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -444,12 +493,12 @@ def _constraints(metadata: list[Any]) -> list[str]:
                 f"{s} {getattr(m, a)}" for a, s in BOUND_SYMBOLS if getattr(m, a, None) is not None
             ]
             if getattr(m, "pattern", None) == NAME_PATTERN:
-                words.append("(a name: letters, digits, _ . + -)")
+                words.append(NAME_WORDS)
             elif getattr(m, "pattern", None):
                 words.append(f"(matching `{m.pattern}`)")
             elif getattr(m, "min_length", None) == 1:
                 words.append("(non-empty)")
-    named = "(a name: letters, digits, _ . + -)" in words
+    named = NAME_WORDS in words
     return [w for w in words if not (named and w == "(non-empty)")]  # a name is never empty
 
 

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
 from pipeline.atomic import write_text
-from pipeline.devices import resolve_device, resolve_workers
+from pipeline.devices import chosen_device, resolve_workers
 from pipeline.errors import PipelineError
 from pipeline.fc6_split import NO_FC6, split_below_fc6
 from pipeline.feature_shards import ShardSource, fill_cache
@@ -49,7 +49,7 @@ def run(
     """Describe the person patches of `split` (default: the training then the evaluation
     split) with `net` (default: every net of ``features.nets``) into
     ``data/action-features/...`` and ``data/action-below-fc6/...``, resuming."""
-    torch_device = resolve_device(device or params.features.device)
+    torch_device = chosen_device(device, params.features.device, "features.device")
     batch = batch_size or params.features.batch_size
     n_workers = resolve_workers(
         params.features.workers if workers is None else workers, torch_device

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from pipeline.dense import ResizedImages, trunk_maps
 from pipeline.dense_cache import ImageMaps, write_dense_shard, write_window_rule
-from pipeline.devices import resolve_device, resolve_workers
+from pipeline.devices import chosen_device, resolve_workers
 from pipeline.features import FeatureExtractor, backbone_identity, chunk_loader, shard_attributes
 from pipeline.hashing import digest_of
 from pipeline.manifests import image_digests, image_files, read_manifest
@@ -42,7 +42,7 @@ def run(
     """Cache the trunk maps of `split` (default: the training then the evaluation split) for
     `net` (default: every net of ``features.nets``) in ``data/dense/<dataset>/<net>/<split>/``;
     options left None take their ``features`` params."""
-    torch_device = resolve_device(device or params.features.device)
+    torch_device = chosen_device(device, params.features.device, "features.device")
     n_workers = resolve_workers(
         params.features.workers if workers is None else workers, torch_device
     )

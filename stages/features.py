@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
-from pipeline.devices import resolve_device, resolve_workers
+from pipeline.devices import chosen_device, resolve_workers
 from pipeline.feature_shards import FeatureSource, ImageSource, ShardSource, fill_cache
 from pipeline.features import (
     FeatureExtractor,
@@ -45,7 +45,7 @@ def run(
     evaluation split) for `net` (default: every net of ``features.nets``) to
     ``data/features/<dataset>/<net>/<split>/``, resuming from the shards already finished.
     Options left None take their ``features`` params."""
-    torch_device = resolve_device(device or params.features.device)
+    torch_device = chosen_device(device, params.features.device, "features.device")
     cutting = resolve_cutting(params.features.cutting, torch_device)
     batch = batch_size or params.features.batch_size
     n_workers = resolve_workers(

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.atomic import exclusive
 from pipeline.dense_cache import DenseImageReader, open_dense_cache
-from pipeline.devices import resolve_device
+from pipeline.devices import chosen_device
 from pipeline.head import epoch_logger
 from pipeline.image_level import image_labels, save_fitted, schedule
 from pipeline.params import Params
@@ -34,7 +34,7 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     config = schedule(
         params, params.cam.lr, params.cam.images_per_batch, layers=1, hidden=1, dropout=0.0
     )
-    torch_device = resolve_device(device or config.device)
+    torch_device = chosen_device(device, config.device, "head.device")
     split, layout = params.dataset.train_split, params.layout
     cache = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
     images = DenseImageReader(cache.shards)  # one image's maps in memory at a time

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path, exclusive, write_json
-from pipeline.devices import resolve_device
+from pipeline.devices import chosen_device
 from pipeline.errors import PipelineError
 from pipeline.feature_cache import feature_cache_on_disk
 from pipeline.head import epoch_logger, fit_head, head_checkpoint
@@ -45,7 +45,7 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
                 f"{cache}: labels span {labels.min()}..{labels.max()}, expected "
                 f"0..{len(classes)} for {len(classes)} classes; re-run the stages after `index`"
             )
-        torch_device = resolve_device(device or params.head.device)
+        torch_device = chosen_device(device, params.head.device, "head.device")
         fitted = fit_head(
             descriptors, labels, train["image_id"], len(classes), params.head, torch_device,
             on_epoch=epoch_logger(),

@@ -42,7 +42,17 @@ def test_the_repository_params_are_valid_and_typed():
         ("tiling.min_overlap", 1.0, "tiling.min_overlap: Input should be less than 1"),
         ("tiling.min_overlap", -1, "tiling.min_overlap: Input should be greater than or equal"),
         ("tiling.min_overlap", 0.99999, "tiling: scales and min_overlap give"),
-        ("tiling.scales", [0], "tiling.scales.0: Input should be greater than 0"),
+        ("tiling.scales", [0], "tiling.scales.0: Input should be greater than or equal to 1"),
+        ("tiling.scales", [1e-12], "tiling.scales.0: Input should be greater than or equal to 1"),
+        ("tiling.scales", [float("inf")], "tiling.scales.0: Input should be a finite number"),
+        ("scoring.k", float("inf"), "scoring.k: Input should be a finite number"),
+        ("head.lr", float("nan"), "head.lr: Input should be a finite number"),
+        ("dataset.name", "..", "dataset.name: String should match pattern"),
+        ("dataset.train_split", "..", "dataset.train_split: String should match pattern"),
+        ("dataset.eval_split", ".hidden", "dataset.eval_split: String should match pattern"),
+        ("head.device", "tpu", "head.device: String should match pattern"),
+        ("features.device", "cuda:x", "features.device: String should match pattern"),
+        ("cluster.scheduler", "not a url at all", "cluster.scheduler: String should match"),
         ("tiling.scales", [], "tiling.scales: List should have at least 1 item"),
         ("tiling.patch_size", "big", "tiling.patch_size: Input should be a valid integer"),
         ("tiling.patch_size", 12.7, "tiling.patch_size: Input should be a valid integer"),
@@ -108,3 +118,21 @@ def test_docs_params_md_is_the_schema_reference_and_documents_every_key():
     for key in keys(RAW):
         assert f"| `{key}` |" in text, key
     assert "| None |" not in text  # every key has a meaning
+
+
+def test_a_key_given_twice_is_refused_in_one_line(tmp_path):
+    text = REPO_PARAMS.read_text().replace("  k: 5 ", "  k: 5\n  k: 50 ", 1)
+    (tmp_path / "twice.yaml").write_text(text)
+    with pytest.raises(PipelineError, match=r"twice.yaml: malformed YAML \(key 'k' given twice"):
+        load_params(tmp_path / "twice.yaml")
+
+
+def test_an_alias_bomb_is_refused_in_one_short_line(tmp_path):
+    # nine levels of ten aliases: a billion class names from a few lines
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    text = "bomb:\n" + "".join(f"  {line}\n" for line in levels) + REPO_PARAMS.read_text()
+    (tmp_path / "bomb.yaml").write_text(text)
+    with pytest.raises(PipelineError, match="aliases expand past 100000 values") as err:
+        load_params(tmp_path / "bomb.yaml")
+    assert len(str(err.value)) < 500
