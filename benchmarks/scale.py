@@ -11,9 +11,17 @@ process tree is sampled every 0.1 s. Run on demand (the copies go to --workdir, 
 --n 400):
 
     python benchmarks/scale.py [--n 100] [--net tiny] [--size 32] [--workdir /tmp/scale]
+        [--calibrate 6] [--calibrate-nets effnet-lite0 pre1512] [--calibrate-epochs 3]
 
-It prints one table per size and the growth table (4N over N): a stage whose memory does not
-grow with the dataset has an RSS ratio near 1; time and bytes grow with the images.
+It prints the growth table (4N over N): a stage whose memory does not grow with the dataset has
+an RSS ratio near 1; time and bytes grow with the images. Then, per net of --calibrate-nets, the
+real profile (224 px) on K and 4K images (`--calibrate K`; trained layers capped at
+--calibrate-epochs) gives each stage's seconds per image (per image and epoch for trained
+layers), bytes per image and peak memory, extrapolated to VOC2007 and VOC2012 on this CPU and,
+as an estimate from a published GPU rate, on one GPU (benchmarks/projection.py). `pre1512` runs
+with seeded random weights written to the work directory: the AlexNet geometry of the paper's
+network (FC 6144; torchvision's alexnet, FC 4096, costs less), whose ImageNet weights cannot be
+downloaded here.
 """
 
 from __future__ import annotations
@@ -30,7 +38,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+import torch
 import yaml
+from projection import Measured, fit_line, projection_table, role
+
+from pipeline.nets import PRE1512_CONV, AlexNetFC7, build_untrained, normalise
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_SECONDS = 0.1
@@ -53,8 +65,20 @@ def copy_project(destination: Path) -> None:
     subprocess.run(["git", "clone", "-q", str(REPO), str(destination)], check=True)
 
 
-def set_size(project: Path, n: int, net: str, size: int) -> None:
-    """Rewrite the project's params.yaml for `n` trainval and `n` test images with `net`."""
+TRAINED = {  # trained stages and the metrics file (metrics/<dataset>/<net>/) with their epochs
+    "fit-head": "train.json",
+    "fit-weak": "train-weak.json",
+    "fit-cam": "train-cam.json",
+    "fit-action-frozen": "action-frozen.json",
+    "fit-action-update": "action-update.json",
+    "fit-action-scratch": "action-scratch.json",
+}
+
+
+def set_size(project: Path, n: int, net: str, size: int, max_epochs: int | None = None) -> None:
+    """Rewrite the project's params.yaml for `n` trainval and `n` test images with `net` at
+    `size` px (trained layers capped at `max_epochs` when given). `pre1512` gets seeded random
+    weights written beside the project."""
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
     params["demo"].update(
@@ -62,6 +86,15 @@ def set_size(project: Path, n: int, net: str, size: int) -> None:
     )
     params["features"]["nets"] = [net]
     params["tiling"]["patch_size"] = size
+    if max_epochs is not None:
+        params["head"]["max_epochs"] = max_epochs
+        params["action"]["scratch"]["max_epochs"] = max_epochs
+    if net == "pre1512":
+        weights = project.parent / "pre1512-random.pt"
+        if not weights.exists():
+            torch.manual_seed(0)
+            torch.save(AlexNetFC7(PRE1512_CONV, fc=6144, classes=1512).state_dict(), weights)
+        params["nets"]["pre1512"] = {"weights": str(weights), "sha256": None}
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -106,21 +139,63 @@ def run_stage(project: Path, stage: str) -> StageRun:
     return StageRun(stage, seconds, peak / 2**20, outputs_bytes(project, stage))
 
 
-def rehearse(workdir: Path, n: int, net: str, size: int) -> list[StageRun]:
-    """Make a project of size `n` under `workdir` and run every stage of it."""
-    project = workdir / f"n{n}"
+def rehearse(
+    workdir: Path, n: int, net: str, size: int, max_epochs: int | None = None
+) -> list[Measured]:
+    """Make a project of size `n` under `workdir`, run every stage of it and measure each."""
+    project = workdir / f"{net}-{size}-n{n}"
     shutil.rmtree(project, ignore_errors=True)
     copy_project(project)
-    set_size(project, n, net, size)
+    set_size(project, n, net, size, max_epochs)
     runs = []
     for stage in stage_order(project):
         run = run_stage(project, stage)
         print(f"  n={n} {stage}: {run.seconds:.1f} s, {run.peak_rss_mib:.0f} MiB", flush=True)
         runs.append(run)
-    return runs
+    return measured(project, runs)
 
 
-def table(small: list[StageRun], large: list[StageRun], n: int) -> str:
+def measured(project: Path, runs: list[StageRun]) -> list[Measured]:
+    """The runs of a rehearsed project with the images of each stage's role (from its image
+    sets) and the epochs its trained layers ran (from their metrics)."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    sets = project / params["demo"]["root"] / "ImageSets"
+    images = {
+        split: len((sets / "Main" / f"{split}.txt").read_text().split())
+        for split in ("trainval", "test")
+    }
+    for split in ("trainval", "test"):
+        listed = (sets / "Action" / f"{split}.txt").read_text().split()
+        images[f"action-{split}"] = len(set(listed[0::2]))  # lines: image id, person index
+    images["fixed"] = 0
+    metrics = project / "metrics" / params["dataset"]["name"] / params["features"]["nets"][0]
+    out = []
+    for run in runs:
+        name = run.stage.split("@")[0]
+        epochs = 1
+        if name in TRAINED:
+            epochs = json.loads((metrics / TRAINED[name]).read_text())["epochs"]
+        out.append(Measured(**asdict(run), images=images[role(run.stage)], epochs=epochs))
+    return out
+
+
+def cpu_forward_rate(net: str, size: int, batch: int = 32, repeats: int = 3) -> float:
+    """Patches/s of `net`'s forward pass (random weights) on this machine's CPU at `size` px:
+    the best of `repeats` batches after one warm-up."""
+    model, mean, std = build_untrained(net, {}, seed=0)
+    model.eval()
+    pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    best = float("inf")
+    with torch.inference_mode():
+        for attempt in range(repeats + 1):
+            started = time.perf_counter()
+            model(normalise(pixels, mean, std))
+            if attempt:
+                best = min(best, time.perf_counter() - started)
+    return batch / best
+
+
+def table(small: list[Measured], large: list[Measured], n: int) -> str:
     """The growth table (markdown) of two rehearsals of `n` and `4n` images."""
     rows = [
         f"| stage | s ({n}) | s ({4 * n}) | time x | MiB ({n}) | MiB ({4 * n}) | RSS x "
@@ -139,29 +214,75 @@ def table(small: list[StageRun], large: list[StageRun], n: int) -> str:
     return "\n".join(rows)
 
 
+def generic(stage: str, net: str) -> str:
+    """A stage instance's name with its net replaced by ``N``, to match it across nets."""
+    return stage.replace(net, "N")
+
+
+def rss_slopes(small: list[Measured], large: list[Measured], net: str) -> dict[str, float]:
+    """MiB of peak RSS per image of its role that each stage grew by from N to 4N."""
+    slopes = {}
+    for a, b in zip(small, large, strict=True):
+        grown = b.images - a.images
+        slopes[generic(a.stage, net)] = (b.peak_rss_mib - a.peak_rss_mib) / grown if grown else 0
+    return slopes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100, help="trainval (and test) images, >= 100")
     parser.add_argument("--net", default="tiny")
     parser.add_argument("--size", type=int, default=32, help="tiling.patch_size")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/voc-transfer-scale"))
-    parser.add_argument("--json", type=Path, help="Also write the measurements here.")
+    parser.add_argument("--json", type=Path, help="Write the measurements here.")
+    parser.add_argument(
+        "--growth-json", type=Path, help="Take the N / 4N runs from this --json of a past run."
+    )
+    parser.add_argument("--calibrate", type=int, default=6, help="K (0: no projection)")
+    parser.add_argument("--calibrate-nets", nargs="+", default=["effnet-lite0", "pre1512"])
+    parser.add_argument("--calibrate-epochs", type=int, default=3)
+    parser.add_argument("--calibrate-size", type=int, default=224)
     args = parser.parse_args()
-    if args.n < 100:
-        raise SystemExit("--n: at least 100 images, so that fixed costs do not hide growth")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    small = rehearse(args.workdir, args.n, args.net, args.size)
-    large = rehearse(args.workdir, 4 * args.n, args.net, args.size)
+    if args.growth_json:
+        past = json.loads(args.growth_json.read_text())
+        args.n, args.net = past["n"], past["net"]
+        small = [Measured(**r) for r in past["small"]]
+        large = [Measured(**r) for r in past["large"]]
+    else:
+        if args.n < 100:
+            raise SystemExit("--n: at least 100 images, so that fixed costs do not hide growth")
+        small = rehearse(args.workdir, args.n, args.net, args.size)
+        large = rehearse(args.workdir, 4 * args.n, args.net, args.size)
+    records = {
+        "n": args.n,
+        "net": args.net,
+        "size": args.size,
+        "small": [asdict(r) for r in small],
+        "large": [asdict(r) for r in large],
+    }
     print(table(small, large, args.n))
+    slopes = rss_slopes(small, large, args.net)
+    k, size, epochs = args.calibrate, args.calibrate_size, args.calibrate_epochs
+    for net in args.calibrate_nets if k else []:
+        low = rehearse(args.workdir, k, net, size, epochs)
+        high = rehearse(args.workdir, 4 * k, net, size, epochs)
+        rate = cpu_forward_rate(net, size)
+        records[f"calibration-{net}"] = {
+            "k": k, "size": size, "cpu_patches_per_s": rate,
+            "small": [asdict(r) for r in low], "large": [asdict(r) for r in high],
+        }  # fmt: skip
+        lines = [
+            fit_line(a, b, slopes.get(generic(a.stage, net), 0.0))
+            for a, b in zip(low, high, strict=True)
+        ]
+        print(f"\n{net} at {size} px: {k} and {4 * k} images, {rate:.1f} patches/s forward")
+        max_epochs = yaml.safe_load((REPO / "params.yaml").read_text())["head"]["max_epochs"]
+        print(projection_table(lines, net, rate, max_epochs, list(TRAINED)), flush=True)
+        if args.json:  # after each net: a later failure keeps what was measured
+            args.json.write_text(json.dumps(records, indent=2) + "\n")
     if args.json:
-        records = {
-            "n": args.n,
-            "net": args.net,
-            "size": args.size,
-            "small": [asdict(r) for r in small],
-            "large": [asdict(r) for r in large],
-        }
-        args.json.write_text(json.dumps(records, indent=2) + "\n")  # fmt: skip
+        args.json.write_text(json.dumps(records, indent=2) + "\n")
     sys.exit(0)
 
 
