@@ -42,6 +42,7 @@ from pipeline.head import (
     epoch_logger,
     head_checkpoint,
     holdout_mask,
+    sealed,
     train_head,
 )
 from pipeline.layout import Layout
@@ -294,10 +295,10 @@ def write_skipped(params: Params, net: str, variant: str, reason: str) -> None:
     checkpoint without weights that holds the reason (``no_action_subset``), the reason in
     place of the result files, metrics without an mAP, an empty training log."""
     layout = params.layout
-    checkpoint = {
+    checkpoint = sealed({
         "state_dict": {}, "no_action_subset": reason, "net": net, "variant": variant,
         "classes": list(params.action.actions),
-    }  # fmt: skip
+    })  # fmt: skip
     with atomic_path(layout.head(net, f"action-{variant}")) as tmp:
         torch.save(checkpoint, tmp)
     mark_skipped(layout.action_results(net, variant, params.dataset.year).parents[1], reason)

@@ -9,6 +9,7 @@ number of times, then stop; the weights of the best hold-out epoch are kept.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -272,25 +273,66 @@ def fit_head(
     return FittedHead(head, history, shape, held_out)
 
 
+def checkpoint_digest(checkpoint: dict[str, Any]) -> str:
+    """SHA-256 over a checkpoint's tensors (names, shapes, dtypes, bytes, in key order) and its
+    other entries (as sorted JSON), the recorded ``digest`` left out."""
+    h = hashlib.sha256()
+    for key, value in checkpoint["state_dict"].items():
+        h.update(f"{key} {tuple(value.shape)} {value.dtype}".encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    rest = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "digest")}
+    h.update(json.dumps(rest, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def sealed(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """`checkpoint` with its ``digest`` (`checkpoint_digest`), checked when it is read back."""
+    return {**checkpoint, "digest": checkpoint_digest(checkpoint)}
+
+
 def head_checkpoint(head: nn.Module, **identity: Any) -> dict[str, Any]:
     """A checkpoint dict: the head's weights plus everything that identifies what it was trained
-    on (net name, weights digest, descriptor size, class list, params)."""
-    return {"state_dict": {k: v.cpu() for k, v in head.state_dict().items()}, **identity}
+    on (net name, weights digest, descriptor size, class list, params), sealed by its digest."""
+    return sealed({"state_dict": {k: v.cpu() for k, v in head.state_dict().items()}, **identity})
 
 
 def read_checkpoint(path: Path, net: str, writer: str = "fit-head") -> dict[str, Any]:
-    """Load a head checkpoint written by `head_checkpoint` (``weights_only``: no pickle runs).
+    """Load a checkpoint written by `head_checkpoint` (``weights_only``: no pickle runs) and
+    check it before use: its contents against the digest recorded when it was written, and
+    every weight finite.
 
-    Raises PipelineError naming the file when it is missing (saying to run the stage `writer`)
-    or not a checkpoint."""
+    Raises PipelineError naming the file and the stage `writer` that rewrites it when it is
+    missing, not a checkpoint, damaged (or written by hand), or holds NaN or inf."""
+    rerun = f"re-run `pipeline {writer} --net {net}`"
     checkpoint = load_weights_only(
-        path,
-        if_missing=f"no trained layers; run `pipeline {writer} --net {net}`",
+        path, if_missing=f"no trained layers; run `pipeline {writer} --net {net}`",
         kind="head checkpoint",
-    )
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise PipelineError(f"{path}: not a head checkpoint; re-run `pipeline {writer}`")
+    )  # fmt: skip
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PipelineError(f"{path}: not a head checkpoint; {rerun}")
+    if checkpoint.get("digest") != checkpoint_digest(checkpoint):
+        raise PipelineError(
+            f"{path}: contents do not match the digest recorded when `pipeline {writer}` wrote "
+            f"it (damaged, or not written by it); {rerun}"
+        )
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise PipelineError(f"{path}: {key} holds NaN or inf; {rerun}")
     return checkpoint
+
+
+def load_state(module: nn.Module, checkpoint: dict[str, Any], source: str) -> nn.Module:
+    """Load a checked checkpoint's weights into `module` (built from the shape it records);
+    PipelineError naming `source` when they do not fit (names or shapes)."""
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise PipelineError(
+            f"{source}: weights do not fit the layers it records ({first})"
+        ) from None
+    return module
 
 
 def load_head(
@@ -322,8 +364,7 @@ def load_head(
     shape = checkpoint["shape"]
     outputs = shape.get("outputs", len(classes) + 1)  # image-level layers: no background
     head = build_head(shape["dim"], outputs, layers=shape["layers"], hidden=shape["hidden"])
-    head.load_state_dict(checkpoint["state_dict"])
-    return head.eval()
+    return load_state(head, checkpoint, source).eval()
 
 
 def check_unseen(

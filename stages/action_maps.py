@@ -13,7 +13,7 @@ from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
-from pipeline.head import build_head, read_checkpoint
+from pipeline.head import build_head, load_state, read_checkpoint
 from pipeline.heatmaps import render_top_classes
 from pipeline.images import load_rgb
 from pipeline.nets import build_backbone
@@ -53,8 +53,7 @@ def draw_maps(params: Params, net: str) -> None:
     head = build_head(
         shape["dim"], shape["outputs"], layers=shape["layers"], hidden=shape["hidden"]
     )
-    head.load_state_dict(checkpoint["state_dict"])
-    head.eval()
+    load_state(head, checkpoint, str(path)).eval()
     persons_path = layout.action_manifests(params.dataset.eval_split) / "persons.parquet"
     if not persons_path.is_file():
         raise PipelineError(f"{persons_path}: missing; run `pipeline action-samples`")

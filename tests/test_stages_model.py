@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from pipeline.evaluation import average_precision
+from pipeline.head import sealed
 from tests.cli import run_cli
+from tests.conftest import flip_a_byte_in_the_middle
 from tests.devkit import devkit_ap
 
 
@@ -182,3 +185,51 @@ def test_an_evaluation_image_skipped_by_index_is_ranked_last_and_counted(workdir
     ]
     assert holds and all(metrics["ap"][n] < 1 for n in holds)
     assert_files_give_the_reported_ap(yaml.safe_load(Path("params.yaml").read_text()), "test")
+
+
+def changed_weight(checkpoint: dict) -> dict:
+    state = dict(checkpoint["state_dict"])
+    first = next(iter(state))
+    state[first] = state[first].clone()
+    state[first].view(-1)[0] += 0.001  # what four flipped bytes do to a float
+    return {**checkpoint, "state_dict": state}
+
+
+def nan_weights(checkpoint: dict) -> dict:
+    state = {k: v.clone().fill_(float("nan")) for k, v in checkpoint["state_dict"].items()}
+    return sealed({**checkpoint, "state_dict": state})  # even re-sealed: never used
+
+
+def missing_key(checkpoint: dict) -> dict:
+    state = dict(checkpoint["state_dict"])
+    state.pop(next(iter(state)))
+    return sealed({**checkpoint, "state_dict": state})
+
+
+@pytest.mark.parametrize(
+    ("tamper", "needle"),
+    [
+        (changed_weight, "contents do not match the digest recorded when `pipeline fit-head`"),
+        (lambda c: {**c, "state_dict": {}}, "contents do not match the digest recorded"),
+        (nan_weights, "holds NaN or inf; re-run `pipeline fit-head --net tiny`"),
+        (missing_key, "weights do not fit the layers it records (Error(s) in loading"),
+    ],
+    ids=["changed weight", "empty state dict", "nan weights", "missing key"],
+)
+def test_a_damaged_head_is_one_line_in_evaluate_and_verify(trained, tamper, needle):
+    path = Path("data/heads/test-voc/tiny/head.pt")
+    torch.save(tamper(torch.load(path, weights_only=True)), path)
+    done = run_cli("evaluate", "--net", "tiny", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}: ") and needle in line
+    if tamper is not missing_key:  # verify reads the checkpoint, it does not build the layers
+        assert f"{path}: " in run_cli("verify", check=False).stderr
+
+
+def test_four_flipped_bytes_in_a_head_file_are_named(trained):
+    path = Path("data/heads/test-voc/tiny/head.pt")
+    flip_a_byte_in_the_middle(path)
+    done = run_cli("evaluate", "--net", "tiny", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {path}: ")
