@@ -22,7 +22,6 @@ from typing import Any
 import h5py
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -50,6 +49,7 @@ from pipeline.params import Head as HeadParams
 from pipeline.params import Params
 from pipeline.patch_codecs import PATCH_FORMAT_VERSION, read_pixels
 from pipeline.shards import check_format_version, read_row_keys, read_shard_index, verified_bytes
+from pipeline.tables import read_parquet
 
 log = logging.getLogger("pipeline")
 VARIANTS = ("frozen", "update", "scratch")
@@ -154,7 +154,7 @@ def persons_of(params: Params, split: str, rows: dict[str, np.ndarray]) -> np.nd
     path = params.layout.action_manifests(split) / "persons.parquet"
     if not path.is_file():
         raise PipelineError(f"{path}: missing; run `pipeline action-samples --split {split}`")
-    table = pq.read_table(path)
+    table = read_parquet(path, f"re-run `pipeline action-samples --split {split}`")
     same = table["image_id"].to_pylist() == rows["image_id"].tolist() and np.array_equal(
         table["person"].to_numpy(), rows["patch"]
     )

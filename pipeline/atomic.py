@@ -17,8 +17,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from pipeline.errors import PipelineError
@@ -111,13 +109,6 @@ def exclusive(directory: Path) -> Iterator[None]:
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
-
-
-def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> None:
-    """Write `table` to Parquet at `path` atomically, with settings that make the bytes
-    reproducible (no pandas index metadata, fixed compression)."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", store_schema=True)
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> None:

@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
+from pipeline.tables import read_parquet
 
 IMAGES_SCHEMA = pa.schema(
     [
@@ -91,7 +91,9 @@ def read_manifest(directory: Path, name: str, columns: list[str] | None = None) 
             f"{path}: manifest is missing; run `pipeline {WRITTEN_BY[name]} --split "
             f"{directory.name}`"
         )
-    return pq.read_table(path, columns=columns)
+    return read_parquet(
+        path, f"re-run `pipeline {WRITTEN_BY[name]} --split {directory.name}`", columns
+    )
 
 
 def label_counts(table: pa.Table) -> dict[str, int]:
@@ -117,9 +119,9 @@ def manifest_problems(
     written_by: dict[str, str] = WRITTEN_BY,
 ) -> tuple[int, list[str]]:
     """Check the manifests of a split (file name -> schema, and -> the stage that writes it;
-    by default the object task's): each present, readable to its last row and of its schema.
-    Returns how many files were checked and one line per problem, naming the file and the
-    stage that rewrites it."""
+    by default the object task's): each present, readable to its last row (its pages and
+    digest checked) and of its schema. Returns how many files were checked and one line per
+    problem, naming the file and the stage that rewrites it."""
     problems = []
     for name, schema in schemas.items():
         path, rerun = (
@@ -127,12 +129,12 @@ def manifest_problems(
             f"re-run `pipeline {written_by[name]} --split {directory.name}`",
         )
         try:
-            table = pq.read_table(path)
+            table = read_parquet(path, rerun)
         except FileNotFoundError:
             problems.append(f"{path}: missing; {rerun}")
             continue
-        except (OSError, pa.ArrowException) as err:
-            problems.append(f"{path}: unreadable ({' '.join(str(err).split())}); {rerun}")
+        except PipelineError as err:
+            problems.append(str(err))
             continue
         if not table.schema.equals(schema):
             problems.append(f"{path}: columns are not those of this version; {rerun}")

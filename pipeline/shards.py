@@ -22,11 +22,11 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import h5py
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, exclusive, remove_stale_temporaries, write_parquet
+from pipeline.atomic import atomic_path, exclusive, remove_stale_temporaries
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
+from pipeline.tables import read_parquet, write_parquet
 
 INDEX_NAME = "index.parquet"
 log = logging.getLogger("pipeline")
@@ -124,12 +124,15 @@ class ShardFile(NamedTuple):
     sha256: str
 
 
-def read_shard_index(directory: Path) -> list[ShardFile]:
-    """The shards listed in ``<directory>/index.parquet``, in order."""
+def read_shard_index(directory: Path, writer: str | None = None) -> list[ShardFile]:
+    """The shards listed in ``<directory>/index.parquet``, in order; PipelineError when it is
+    missing or damaged, naming the stage `writer` that rewrites it when given."""
     index_path = directory / INDEX_NAME
     if not index_path.is_file():
         raise PipelineError(f"{index_path}: shard index is missing; run the stage that writes it")
-    table = pq.read_table(index_path, columns=["shard", "rows", "sha256"]).to_pydict()
+    columns = ["shard", "rows", "sha256"]
+    rerun = f"re-run `pipeline {writer}`" if writer else f"re-run the stage that writes {directory}"
+    table = read_parquet(index_path, rerun, columns).to_pydict()
     return [
         ShardFile(directory / name, int(rows), sha)
         for name, rows, sha in zip(table["shard"], table["rows"], table["sha256"], strict=True)
@@ -239,13 +242,13 @@ def _recorded(directory: Path) -> dict[str, tuple[str, str]]:
     records: dict[str, tuple[str, str]] = {}
     index_path = directory / INDEX_NAME
     try:
-        table = pq.read_table(index_path).to_pydict()
+        table = read_parquet(index_path, "its shards will be checked again").to_pydict()
         for name, sha, digest in zip(table["shard"], table["sha256"], table["digest"], strict=True):
             records[name] = (sha, digest)
     except FileNotFoundError:
         pass
-    except (OSError, KeyError, pa.ArrowException) as err:
-        log.warning("%s: unreadable (%s); its shards will be written again", index_path, err)
+    except (KeyError, PipelineError) as err:
+        log.warning("%s", err)
     journal = directory / JOURNAL_NAME
     if journal.is_file():
         for line in journal.read_text().splitlines():
@@ -316,9 +319,9 @@ def shard_directory_problems(directory: Path, writer: str) -> tuple[int, list[st
     if not (directory / INDEX_NAME).is_file():
         return 0, [f"{directory / INDEX_NAME}: missing; {rerun}"]
     try:
-        shards = read_shard_index(directory)
-    except (OSError, pa.ArrowException) as err:
-        return 1, [f"{directory / INDEX_NAME}: unreadable ({err}); {rerun}"]
+        shards = read_shard_index(directory, writer)
+    except PipelineError as err:
+        return 1, [str(err)]
     problems = []
     if (directory / JOURNAL_NAME).is_file():
         problems.append(f"{directory}: a run of `pipeline {writer}` did not finish; {rerun}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.devices import resolve_device
@@ -18,6 +17,7 @@ from pipeline.heatmaps import render_top_classes
 from pipeline.images import load_rgb
 from pipeline.nets import build_backbone
 from pipeline.params import Params
+from pipeline.tables import read_parquet
 from pipeline.uncached_maps import image_heat_maps
 
 log = logging.getLogger("pipeline")
@@ -57,7 +57,8 @@ def draw_maps(params: Params, net: str) -> None:
     persons_path = layout.action_manifests(params.dataset.eval_split) / "persons.parquet"
     if not persons_path.is_file():
         raise PipelineError(f"{persons_path}: missing; run `pipeline action-samples`")
-    persons = pq.read_table(persons_path).to_pandas()
+    rerun = f"re-run `pipeline action-samples --split {params.dataset.eval_split}`"
+    persons = read_parquet(persons_path, rerun).to_pandas()
     chosen = list(dict.fromkeys(persons.image_id))[: params.action.map_images]
     extractor = FeatureExtractor(
         build_backbone(net, params.nets.options(net)), resolve_device(params.features.device),

@@ -20,13 +20,14 @@ from pipeline.actions import (
     read_action_set,
     read_persons,
 )
-from pipeline.atomic import exclusive, write_parquet
+from pipeline.atomic import exclusive
 from pipeline.errors import PipelineError
 from pipeline.manifests import image_digests
 from pipeline.parallel import Problems, cluster_jobs, parallel_map
 from pipeline.params import Params
 from pipeline.patch_codecs import shard_codec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
+from pipeline.tables import write_parquet
 
 log = logging.getLogger("pipeline")
 

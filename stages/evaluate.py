@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from pipeline.atomic import exclusive, write_json, write_parquet, write_text
+from pipeline.atomic import exclusive, write_json, write_text
 from pipeline.dense_cache import open_dense_cache
 from pipeline.evaluation import (
     Evaluation,
@@ -23,6 +23,7 @@ from pipeline.layout import Layout
 from pipeline.manifests import read_manifest
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
+from pipeline.tables import write_parquet
 
 log = logging.getLogger("pipeline")
 

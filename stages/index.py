@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from pipeline.atomic import exclusive, write_parquet
+from pipeline.atomic import exclusive
 from pipeline.errors import PipelineError
 from pipeline.image_sets import read_image_set
 from pipeline.parallel import Problems, cluster_jobs, parallel_map
 from pipeline.params import Params
+from pipeline.tables import write_parquet
 from pipeline.voc import annotation_summary, annotation_tables, read_annotated_image
 
 log = logging.getLogger("pipeline")

@@ -7,10 +7,11 @@ from functools import partial
 
 from tqdm import tqdm
 
-from pipeline.atomic import exclusive, write_parquet
+from pipeline.atomic import exclusive
 from pipeline.manifests import label_counts, read_manifest
 from pipeline.params import Params
 from pipeline.patches_table import patches_table
+from pipeline.tables import write_parquet
 
 log = logging.getLogger("pipeline")
 

@@ -21,6 +21,7 @@ from pipeline.nets import build_backbone
 from pipeline.patch_chunks import ImagePatchChunks, ShardPixelChunks
 from pipeline.patch_codecs import PATCH_FORMAT_VERSION
 from pipeline.shards import read_shard_attrs
+from pipeline.tables import write_parquet
 from tests.cli import run_cli
 from tests.conftest import as_stored
 
@@ -57,7 +58,7 @@ def set_attribute_keeping_the_index(shard: Path, key: str, value: object) -> Non
     index = shard.parent / "index.parquet"
     table = pq.read_table(index).to_pandas()
     table.loc[table.shard == shard.name, "sha256"] = file_sha256(shard)
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), index)
+    write_parquet(pa.Table.from_pandas(table, preserve_index=False), index)
 
 
 def shard_hashes(directory: Path) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pipeline.patch_codecs import (
     write_patch_shard,
 )
 from pipeline.shards import read_shard_index
+from pipeline.tables import write_parquet
 from pipeline.tiling import patch_grid
 from tests.cli import run_cli
 from tests.conftest import shard_rows
@@ -102,7 +103,7 @@ def test_jpeg_stays_within_its_stated_error_and_every_reader_decodes_it(tmp_path
 
 
 def read_shard_index_of(directory: Path, name: str, rows: int, sha: str):
-    pq.write_table(
+    write_parquet(
         pa.table({"shard": [name], "rows": [rows], "sha256": [sha], "digest": ["d"]}),
         directory / "index.parquet",
     )
@@ -141,7 +142,7 @@ def test_a_shard_of_the_previous_format_is_rewritten_not_read(cached):
         del f.attrs["codec"]
     index = pq.read_table(PATCHES / "index.parquet").to_pandas()
     index.loc[index.shard == shard.name, ["sha256", "digest"]] = [file_sha256(shard), "old"]
-    pq.write_table(pa.Table.from_pandas(index, preserve_index=False), PATCHES / "index.parquet")
+    write_parquet(pa.Table.from_pandas(index, preserve_index=False), PATCHES / "index.parquet")
     done = run_cli("features", "--net", "tiny", "--split", "trainval", check=False)
     assert done.returncode == 1
     assert f"shard format version 1 is not {PATCH_FORMAT_VERSION}" in done.stderr

@@ -18,6 +18,7 @@ from PIL import Image
 
 from pipeline.atomic import exclusive
 from pipeline.hashing import file_sha256
+from pipeline.tables import write_parquet
 from tests.cli import run_cli
 from tests.conftest import Payload, flip_a_byte_in_the_middle
 
@@ -90,7 +91,7 @@ def test_non_finite_descriptors_are_refused_naming_the_shard(cached):
     index = FEATURES / "trainval" / "index.parquet"
     table = pq.read_table(index).to_pandas()
     table.loc[table.shard == shard.name, "sha256"] = file_sha256(shard)  # consistent, but NaN
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), index)
+    write_parquet(pa.Table.from_pandas(table, preserve_index=False), index)
     line = one_error_line(run_cli("fit-head", check=False))
     assert line.startswith(f"error: {shard}: holds non-finite descriptors")
 
