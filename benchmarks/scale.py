@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -125,8 +126,9 @@ def outputs_bytes(project: Path, stage: str) -> int:
 def run_stage(project: Path, stage: str) -> StageRun:
     """Run one stage instance alone and measure it."""
     started = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(project))  # the copy's code, not an editable install's
     child = subprocess.Popen(
-        ["dvc", "repro", "--single-item", stage], cwd=project,
+        ["dvc", "repro", "--single-item", stage], cwd=project, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     watched, peak = psutil.Process(child.pid), 0
