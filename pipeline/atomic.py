@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -99,9 +100,9 @@ def exclusive(directory: Path) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        holder = owner.read_text().strip() if owner.is_file() else "another process"
+        holder = owner.read_text().strip() if owner.is_file() else "a stage reading it"
         raise PipelineError(
-            f"{directory}: another pipeline run ({holder}) is writing it; wait for it to finish"
+            f"{directory}: another pipeline run ({holder}) is using it; wait for it to finish"
         ) from None
     try:
         owner.write_text(f"pid {os.getpid()}\n")
@@ -109,6 +110,30 @@ def exclusive(directory: Path) -> Iterator[None]:
     finally:
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+@contextmanager
+def reading(directory: Path) -> Iterator[None]:
+    """Hold a shared lock on an input directory while a stage reads it: the stage that writes
+    it (holding `exclusive`) cannot change it meanwhile, so the bytes a reader checked are the
+    bytes it uses, and readers do not block each other. PipelineError naming the directory
+    when a writer holds it."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = directory.parent / f".{directory.name}.lock"
+    owner = directory.parent / f".{directory.name}.owner"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = owner.read_text().strip() if owner.is_file() else "another process"
+            raise PipelineError(
+                f"{directory}: another pipeline run ({holder}) is writing it; wait for it to "
+                "finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> None:

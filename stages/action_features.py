@@ -10,7 +10,7 @@ import logging
 import torch
 
 from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
-from pipeline.atomic import write_text
+from pipeline.atomic import reading, write_text
 from pipeline.devices import chosen_device, resolve_workers
 from pipeline.errors import PipelineError
 from pipeline.fc6_split import NO_FC6, split_below_fc6
@@ -75,12 +75,14 @@ def run(
             for one_split in splits:
                 out = layout.cache(kind, name, one_split)
                 clear_skipped(out)
-                planned = ShardSource.plan(
-                    layout.action_patches(one_split), out, identity, batch,
-                    writer="action-samples",
-                )  # fmt: skip
                 timing = layout.timing(name, f"{kind}-{one_split}")
-                fill_cache(out, planned, extractor, n_workers, timing, shard_attributes(identity))
+                with reading(layout.action_patches(one_split)):  # read as checked
+                    planned = ShardSource.plan(
+                        layout.action_patches(one_split), out, identity, batch,
+                        writer="action-samples",
+                    )  # fmt: skip
+                    attrs = shard_attributes(identity)
+                    fill_cache(out, planned, extractor, n_workers, timing, attrs)
 
 
 def splits_with_persons(params: Params, net: str, splits: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
+from pipeline.atomic import reading
 from pipeline.devices import chosen_device, resolve_workers
 from pipeline.feature_shards import FeatureSource, ImageSource, ShardSource, fill_cache
 from pipeline.features import (
@@ -126,8 +127,25 @@ def extract_split(
     """Compute the missing feature shards of one split and write its index; patches that come
     from the images are cut by `cutting`; with `remote`, each shard is computed by a worker of
     the active Dask cluster (`fill_cache`)."""
-    backbone = extractor.backbone
     kind = source_kind(params, split, source)
+    # the patch shards cannot change between their check and their use: `sample` is refused
+    with reading(params.layout.patches(split)) if kind == "shards" else nullcontext():
+        fill_split(params, net, extractor, split, kind, workers, cutting, remote)
+
+
+def fill_split(
+    params: Params,
+    net: str,
+    extractor: FeatureExtractor,
+    split: str,
+    kind: str,
+    workers: int,
+    cutting: Literal["pil", "torch"],
+    remote: WorkerExtractor | None,
+) -> None:
+    """Plan the feature shards of one split from `kind` (``shards`` or ``images``) and compute
+    the missing ones (see `extract_split`)."""
+    backbone = extractor.backbone
     identity = backbone_identity(net, backbone, params.tiling.patch_size)
     out = params.layout.features(net, split)
     planned = plan_source(params, split, kind, identity, extractor.batch_size, out, cutting)

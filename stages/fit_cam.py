@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from pipeline.atomic import exclusive
+from pipeline.atomic import exclusive, reading
 from pipeline.dense_cache import DenseImageReader, open_dense_cache
 from pipeline.devices import chosen_device
 from pipeline.head import epoch_logger
@@ -24,7 +24,8 @@ def run(params: Params, net: str | None, *, device: str | None) -> None:
     """Train the full-image layer of `net` (default: every net of ``features.nets``) on the
     scale-1 dense maps of the training split; `device` overrides ``head.device``."""
     for name in params.net_names(net):
-        with exclusive(params.layout.head(name).parent):
+        dense = params.layout.dense(name, params.dataset.train_split)
+        with exclusive(params.layout.head(name).parent), reading(dense):  # read as checked
             fit_one(params, name, device)
 
 

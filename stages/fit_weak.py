@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from pipeline.atomic import exclusive
+from pipeline.atomic import exclusive, reading
 from pipeline.dense_cache import DenseImageReader, open_dense_cache
 from pipeline.devices import chosen_device
 from pipeline.head import epoch_logger
@@ -21,7 +21,8 @@ def run(params: Params, net: str | None, *, device: str | None) -> None:
     """Train the weakly supervised layers of `net` (default: every net of ``features.nets``)
     on the dense maps of the training split; `device` overrides ``head.device``."""
     for name in params.net_names(net):
-        with exclusive(params.layout.head(name).parent):
+        dense = params.layout.dense(name, params.dataset.train_split)
+        with exclusive(params.layout.head(name).parent), reading(dense):  # read as checked
             fit_one(params, name, device)
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from pipeline.atomic import exclusive, reading
 from pipeline.errors import PipelineError
 from pipeline.feature_cache import feature_cache_shards, read_features
 from pipeline.features import FeatureExtractor, WorkerExtractor, rebatch
@@ -200,3 +201,25 @@ def test_data_loader_workers_do_not_change_the_cache(cached):
     shutil.rmtree(FEATURES / "trainval")
     run_cli("features", "--net", "tiny", "--split", "trainval", "--workers", "2")
     assert shard_hashes(FEATURES / "trainval") == hashes
+
+
+def test_sample_cannot_rewrite_the_patch_shards_while_features_reads_them(cached, edit_params):
+    # sample with other params, run while features read the shards, used to leave feature
+    # shards computed from patches other than those checked, and verify passed them
+    patches = Path("data/patches/test-voc/trainval")
+    before = {p.name: p.read_bytes() for p in patches.iterdir()}
+    edit_params({"sampling.seed": 7})
+    with reading(patches):  # what features holds while it reads them
+        done = run_cli("sample", "--split", "trainval", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert (
+        line == f"error: {patches}: another pipeline run (a stage reading it) is using it; "
+        "wait for it to finish"
+    )
+    assert {p.name: p.read_bytes() for p in patches.iterdir()} == before
+    next(Path("data/features/test-voc/tiny/trainval").glob("shard-*.h5")).unlink()
+    with exclusive(patches):  # what sample holds while it writes them
+        done = run_cli("features", "--net", "tiny", "--split", "trainval", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {patches}: another pipeline")
