@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
-from pipeline.atomic import atomic_path, write_json, write_text
+from pipeline.atomic import write_json, write_text
 from pipeline.devices import chosen_device
 from pipeline.errors import PipelineError
 from pipeline.evaluation import class_aps, mean_ap
@@ -41,6 +41,7 @@ from pipeline.head import (
     epoch_logger,
     head_checkpoint,
     holdout_mask,
+    save_checkpoint,
     sealed,
     train_head,
 )
@@ -299,8 +300,7 @@ def write_skipped(params: Params, net: str, variant: str, reason: str) -> None:
         "state_dict": {}, "no_action_subset": reason, "net": net, "variant": variant,
         "classes": list(params.action.actions),
     })  # fmt: skip
-    with atomic_path(layout.head(net, f"action-{variant}")) as tmp:
-        torch.save(checkpoint, tmp)
+    save_checkpoint(checkpoint, layout.head(net, f"action-{variant}"))
     mark_skipped(layout.action_results(net, variant, params.dataset.year).parents[1], reason)
     metrics = {"action_subset": False, "reason": reason, "mAP": None, "eval_persons": 0}
     write_json(metrics, layout.metrics(net) / f"action-{variant}.json")
@@ -317,8 +317,7 @@ def save_model(
         shape=model.shape, params=model.config.model_dump(), train_split=params.dataset.train_split,
         train_images=train_images,
     )  # fmt: skip
-    with atomic_path(params.layout.head(net, f"action-{variant}")) as tmp:
-        torch.save(checkpoint, tmp)
+    save_checkpoint(checkpoint, params.layout.head(net, f"action-{variant}"))
 
 
 def write_results(

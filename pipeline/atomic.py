@@ -9,8 +9,8 @@ path and the cause, and leaves no temporary file behind.
 from __future__ import annotations
 
 import errno
-import json
 import fcntl
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -24,7 +24,7 @@ from pipeline.errors import PipelineError
 
 TMP_MARK = ".tmp-"
 # causes of a failed write that the user fixes (space, permissions), not bugs
-CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def temporary_name(path: Path) -> Path:
@@ -44,6 +44,20 @@ def write_failure(err: OSError) -> int | None:
     if "No space left on device" in str(err):
         return errno.ENOSPC
     return None
+
+
+@contextmanager
+def writing_errors(path: Path) -> Iterator[None]:
+    """Turn an OSError that means "cannot write here" (`write_failure`: a full disk, a file
+    size limit, a read-only place) raised in the block into a one-line PipelineError naming
+    `path` and the cause; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as err:
+        cause = write_failure(err)
+        if cause is None:
+            raise
+        raise PipelineError(f"{path}: cannot write ({os.strerror(cause)})") from None
 
 
 def _fsync(path: Path) -> None:
@@ -69,10 +83,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
         _fsync(target.parent)
     except OSError as err:
-        cause = write_failure(err)
-        if cause is None:
-            raise
-        raise PipelineError(f"{target}: cannot write ({os.strerror(cause)})") from None
+        with writing_errors(target):
+            raise err from None
     finally:
         with suppress(OSError):  # on a read-only file system there is nothing to remove
             tmp.unlink(missing_ok=True)
@@ -98,14 +110,16 @@ def exclusive(directory: Path) -> Iterator[None]:
     owner = directory.parent / f".{directory.name}.owner"
     lock = FileLock(lock_path)
     try:
-        lock.acquire(timeout=0)
+        with writing_errors(lock_path):
+            lock.acquire(timeout=0)
     except Timeout:
         holder = owner.read_text().strip() if owner.is_file() else "a stage reading it"
         raise PipelineError(
             f"{directory}: another pipeline run ({holder}) is using it; wait for it to finish"
         ) from None
     try:
-        owner.write_text(f"pid {os.getpid()}\n")
+        with writing_errors(owner):
+            owner.write_text(f"pid {os.getpid()}\n")
         yield
     finally:
         owner.unlink(missing_ok=True)
@@ -121,15 +135,15 @@ def reading(directory: Path) -> Iterator[None]:
     directory.parent.mkdir(parents=True, exist_ok=True)
     lock_path = directory.parent / f".{directory.name}.lock"
     owner = directory.parent / f".{directory.name}.owner"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    with writing_errors(lock_path):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = owner.read_text().strip() if owner.is_file() else "another process"
             raise PipelineError(
-                f"{directory}: another pipeline run ({holder}) is writing it; wait for it to "
-                "finish"
+                f"{directory}: another pipeline run ({holder}) is writing it; wait for it to finish"
             ) from None
         yield
     finally:

@@ -28,9 +28,8 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.atomic import atomic_path, write_bytes
+from pipeline.atomic import write_bytes
 from pipeline.errors import PipelineError
-from pipeline.hashing import file_sha256
 from pipeline.heap import release_free_heap
 from pipeline.shards import (
     ShardFile,
@@ -39,6 +38,7 @@ from pipeline.shards import (
     read_shard_index,
     verified_bytes,
     verify_shards,
+    write_hdf5,
 )
 from pipeline.torch_files import load_weights_only
 from pipeline.trunks import Window, WindowRule, rule_from_state, rule_state
@@ -85,20 +85,21 @@ def write_dense_shard(
         "offset": np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
         "image_size": np.array([(image.width, image.height) for image, _ in maps], np.int32),
     }
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.create_dataset(
-                "cells", data=cells, chunks=(min(CELL_CHUNK_ROWS, len(cells)), channels),
-                track_times=False,
-            )  # fmt: skip
-            for name, values in columns.items():
-                kind = h5py.string_dtype() if name == "image_id" else None
-                f.create_dataset(name, data=values, dtype=kind, track_times=False)
-            f.attrs["format_version"] = DENSE_FORMAT_VERSION
-            f.attrs["digest"] = digest
-            for key, value in attrs.items():
-                f.attrs[key] = value
-        sha = file_sha256(tmp)
+
+    def build(f: h5py.File) -> None:
+        f.create_dataset(
+            "cells", data=cells, chunks=(min(CELL_CHUNK_ROWS, len(cells)), channels),
+            track_times=False,
+        )  # fmt: skip
+        for name, values in columns.items():
+            kind = h5py.string_dtype() if name == "image_id" else None
+            f.create_dataset(name, data=values, dtype=kind, track_times=False)
+        f.attrs["format_version"] = DENSE_FORMAT_VERSION
+        f.attrs["digest"] = digest
+        for key, value in attrs.items():
+            f.attrs[key] = value
+
+    sha = write_hdf5(path, build)
     return sha
 
 

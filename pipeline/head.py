@@ -9,6 +9,7 @@ number of times, then stop; the weights of the best hold-out epoch are kept.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.atomic import write_bytes
 from pipeline.disk_rows import DiskRows
 from pipeline.errors import PipelineError
 from pipeline.params import Head as HeadParams
@@ -288,6 +290,14 @@ def checkpoint_digest(checkpoint: dict[str, Any]) -> str:
 def sealed(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """`checkpoint` with its ``digest`` (`checkpoint_digest`), checked when it is read back."""
     return {**checkpoint, "digest": checkpoint_digest(checkpoint)}
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically: serialised in memory, then written as plain bytes (so a
+    full disk is a one-line error, not a torch stream error)."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_bytes(buffer.getvalue(), path)
 
 
 def head_checkpoint(head: nn.Module, **identity: Any) -> dict[str, Any]:

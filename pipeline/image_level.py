@@ -7,11 +7,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
 
-from pipeline.atomic import atomic_path, write_json
+from pipeline.atomic import write_json
 from pipeline.evaluation import image_truth
-from pipeline.head import FittedHead, head_checkpoint
+from pipeline.head import FittedHead, head_checkpoint, save_checkpoint
 from pipeline.image_sets import read_class_image_sets
 from pipeline.manifests import read_manifest
 from pipeline.params import Head as HeadParams
@@ -48,8 +47,7 @@ def save_fitted(
         params=config.model_dump(), best_epoch=best.epoch,
         train_split=params.dataset.train_split, train_images=sorted(ids),
     )  # fmt: skip
-    with atomic_path(layout.head(net, method)) as tmp:
-        torch.save(checkpoint, tmp)
+    save_checkpoint(checkpoint, layout.head(net, method))
     history = [dataclasses.asdict(e) for e in fitted.history]
     write_json(history, layout.plots(net) / f"train-{method}.json")
     write_json(

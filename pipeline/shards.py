@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import pyarrow as pa
 
-from pipeline.atomic import atomic_path, exclusive, remove_stale_temporaries
+from pipeline.atomic import atomic_path, exclusive, remove_stale_temporaries, writing_errors
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
 from pipeline.tables import read_parquet, write_parquet
@@ -35,6 +35,22 @@ log = logging.getLogger("pipeline")
 def shard_name(number: int) -> str:
     """Return the file name of shard `number`: ``shard-NNNNN.h5``."""
     return f"shard-{number:05d}.h5"
+
+
+def write_hdf5(path: Path, build: Callable[[h5py.File], None]) -> str:
+    """Write the HDF5 file that `build` fills (given the open file) atomically at `path`, and
+    return the SHA-256 of its bytes. The file is built in memory and written as plain bytes:
+    a full disk or a file size limit is then a failed write of one buffer (a one-line
+    PipelineError, no temporary left), never a failure inside HDF5; the bytes are those HDF5
+    writes to disk."""
+    with h5py.File(f"{path.name}.image", "w", track_order=True, driver="core",
+                   backing_store=False) as f:  # fmt: skip
+        build(f)
+        f.flush()
+        image = f.id.get_file_image()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(image)
+    return hashlib.sha256(image).hexdigest()
 
 
 def write_shard(
@@ -55,26 +71,27 @@ def write_shard(
     attributes ``format_version``, ``digest`` and `attrs`. No timestamps are stored, so the
     same content gives the same bytes.
     """
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            store(f)
-            # Write the store's cached chunks now, not when its dataset object happens to be
-            # freed (a profiler holding a frame delays that): the layout, and so the bytes, of
-            # the file must not depend on garbage collection.
-            f.flush()
-            f.create_dataset("label", data=np.asarray(label, np.int16), track_times=False)
-            f.create_dataset(
-                "image_id",
-                data=np.asarray(image_id, dtype=object),
-                dtype=h5py.string_dtype(),
-                track_times=False,
-            )
-            f.create_dataset("patch", data=np.asarray(patch, np.int32), track_times=False)
-            f.attrs["format_version"] = format_version
-            f.attrs["digest"] = digest
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-        sha = file_sha256(tmp)
+
+    def build(f: h5py.File) -> None:
+        store(f)
+        # Write the store's cached chunks now, not when its dataset object happens to be
+        # freed (a profiler holding a frame delays that): the layout, and so the bytes, of
+        # the file must not depend on garbage collection.
+        f.flush()
+        f.create_dataset("label", data=np.asarray(label, np.int16), track_times=False)
+        f.create_dataset(
+            "image_id",
+            data=np.asarray(image_id, dtype=object),
+            dtype=h5py.string_dtype(),
+            track_times=False,
+        )
+        f.create_dataset("patch", data=np.asarray(patch, np.int32), track_times=False)
+        f.attrs["format_version"] = format_version
+        f.attrs["digest"] = digest
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+
+    sha = write_hdf5(path, build)
     return sha
 
 
@@ -276,7 +293,8 @@ def update_shards(
     ``index.parquet`` lists the plan with hashes that were all just written or verified. The
     directory is locked for the whole update. Returns the tasks written.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    with writing_errors(directory):
+        directory.mkdir(parents=True, exist_ok=True)
     with exclusive(directory):
         recorded = _recorded(directory)
 
@@ -289,9 +307,10 @@ def update_shards(
         kept = {t.path: sha for t in planned if (sha := verified(t)) is not None}
         todo = [t for t in planned if t.path not in kept]
         log.info("%s: %d of %d shards to write", directory, len(todo), len(planned))
-        remove_stale_temporaries(directory)
+        with writing_errors(directory):
+            remove_stale_temporaries(directory)
         journal = directory / JOURNAL_NAME
-        with journal.open("a") as entries:
+        with writing_errors(journal), journal.open("a") as entries:
             for task, sha in write_missing(todo):
                 kept[task.path] = sha
                 entries.write(

@@ -21,10 +21,18 @@ from pipeline.errors import PipelineError
 DIGEST_KEY = b"voc_transfer.sha256"
 
 
+def _type_text(kind: pa.DataType) -> str:
+    """A type in words, a list's item field unnamed (Parquet names it ``element``, Arrow
+    ``item``: the same column either way)."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return f"list<{_type_text(kind.value_type)}>"
+    return str(kind)
+
+
 def table_digest(table: pa.Table) -> str:
     """SHA-256 over a table's schema (names and types, metadata left out) and values, column
     by column: the same values give the same digest however the table is chunked."""
-    h = hashlib.sha256(str(table.schema.remove_metadata()).encode())
+    h = hashlib.sha256(repr([(f.name, _type_text(f.type)) for f in table.schema]).encode())
     for column in table.columns:
         values = column.combine_chunks()
         h.update(values.is_null().to_numpy(zero_copy_only=False).tobytes())

@@ -7,13 +7,12 @@ import logging
 import time
 
 import numpy as np
-import torch
 
-from pipeline.atomic import atomic_path, exclusive, write_json
+from pipeline.atomic import exclusive, write_json
 from pipeline.devices import chosen_device
 from pipeline.errors import PipelineError
 from pipeline.feature_cache import feature_cache_on_disk
-from pipeline.head import epoch_logger, fit_head, head_checkpoint
+from pipeline.head import epoch_logger, fit_head, head_checkpoint, save_checkpoint
 from pipeline.params import Params
 
 log = logging.getLogger("pipeline")
@@ -64,8 +63,7 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
         train_split=split,
         train_images=sorted(set(train["image_id"].tolist())),
     )
-    with atomic_path(layout.head(net)) as tmp:
-        torch.save(checkpoint, tmp)
+    save_checkpoint(checkpoint, layout.head(net))
     write_json([dataclasses.asdict(e) for e in fitted.history], layout.plots(net) / "train.json")
     write_json(
         {

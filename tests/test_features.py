@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -223,3 +226,34 @@ def test_sample_cannot_rewrite_the_patch_shards_while_features_reads_them(cached
         done = run_cli("features", "--net", "tiny", "--split", "trainval", check=False)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {patches}: another pipeline")
+
+
+@pytest.mark.parametrize(
+    ("stage", "directory"),
+    [
+        (["features", "--net", "tiny", "--split", "trainval"], "data/features/test-voc/tiny"),
+        (["sample", "--split", "trainval", "--jobs", "2"], "data/patches/test-voc"),
+    ],
+)
+def test_a_full_disk_is_one_line_and_leaves_no_temporary(cached, edit_params, stage, directory):
+    # a file size limit fails writes as a full disk does (EFBIG / ENOSPC): workers used to
+    # segfault inside HDF5, leaving temporaries
+    out = Path(directory) / "trainval"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    edit_params({"sampling.seed": 7})  # every shard of the stage is to be written again
+    for shard in out.glob("shard-*.h5"):
+        shard.unlink()
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.cli", *stage], capture_output=True, text=True,
+        preexec_fn=small_files,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "cannot write (File too large)" in line
+    assert not [p for p in Path("data").rglob(".*") if ".tmp" in p.name]
+    left = {p.name for p in out.iterdir()} - {".written.jsonl"}  # the resume journal stays
+    assert left <= set(before)

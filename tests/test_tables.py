@@ -81,3 +81,14 @@ def test_a_manifest_written_by_other_means_is_refused(workdir, name):
     pq.write_table(pq.read_table(path).replace_schema_metadata(None), path)
     with pytest.raises(PipelineError, match="not written by this version"):
         read_parquet(path, "re-run")
+
+
+def test_a_list_column_reads_back_under_its_digest(tmp_path):
+    # Parquet renames a list's item field (item -> element): the same column
+    table = pa.table({"actions": pa.array([["jumping"], [], ["reading", "walking"]])})
+    write_parquet(table, tmp_path / "persons.parquet")
+    assert read_parquet(tmp_path / "persons.parquet", "re-run").column(0).to_pylist() == [
+        ["jumping"],
+        [],
+        ["reading", "walking"],
+    ]
