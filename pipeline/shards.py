@@ -310,14 +310,15 @@ def update_shards(
         with writing_errors(directory):
             remove_stale_temporaries(directory)
         journal = directory / JOURNAL_NAME
-        with writing_errors(journal), journal.open("a") as entries:
+        with writing_errors(journal):
+            entries = journal.open("a")
+        with entries:
             for task, sha in write_missing(todo):
                 kept[task.path] = sha
-                entries.write(
-                    json.dumps({"shard": task.path.name, "sha256": sha, "digest": task.digest})
-                    + "\n"
-                )
-                entries.flush()
+                record = {"shard": task.path.name, "sha256": sha, "digest": task.digest}
+                with writing_errors(journal):
+                    entries.write(json.dumps(record) + "\n")
+                    entries.flush()
         prune_shards(directory, [t.path.name for t in planned])
         write_shard_index(
             directory,

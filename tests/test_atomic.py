@@ -10,7 +10,6 @@ import os
 import shutil
 from pathlib import Path
 
-import h5py
 import pytest
 
 from pipeline.atomic import atomic_path, write_text
@@ -63,17 +62,17 @@ def test_sample_on_a_full_disk_stops_in_one_line_and_resumes_to_the_same_shards(
     assert len(complete) > 4
     shutil.rmtree(PATCHES)
 
-    real_file, opened = h5py.File, []
+    real_write, opened = Path.write_bytes, []
 
-    def full_at_the_third_shard(path, mode="r", **kwargs):
-        if mode == "w":
+    def full_at_the_third_shard(path: Path, data: bytes) -> int:
+        if path.name.startswith(".shard-"):
             opened.append(path)
             if len(opened) == 3:
-                Path(path).write_bytes(b"the first bytes, then the disk was full")
+                real_write(path, data[:100])  # the first bytes, then the disk was full
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return real_file(path, mode, **kwargs)
+        return real_write(path, data)
 
-    monkeypatch.setattr(h5py, "File", full_at_the_third_shard)
+    monkeypatch.setattr(Path, "write_bytes", full_at_the_third_shard)
     params = load_params(Path("params.yaml"))
     with pytest.raises(PipelineError) as err:
         sample.run(params, "trainval", jobs=1)
@@ -83,7 +82,7 @@ def test_sample_on_a_full_disk_stops_in_one_line_and_resumes_to_the_same_shards(
     journal = [json.loads(line)["shard"] for line in (PATCHES / ".written.jsonl").open()]
     assert journal == ["shard-00000.h5", "shard-00001.h5"]  # what a resume may trust
 
-    monkeypatch.setattr(h5py, "File", real_file)
+    monkeypatch.setattr(Path, "write_bytes", real_write)
     done = run_cli("sample", "--split", "trainval")
     assert f"{len(complete) - 2} of {len(complete)} shards to write" in done.stderr
     assert shards() == complete
