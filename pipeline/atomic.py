@@ -113,9 +113,9 @@ def exclusive(directory: Path) -> Iterator[None]:
         with writing_errors(lock_path):
             lock.acquire(timeout=0)
     except Timeout:
-        holder = owner.read_text().strip() if owner.is_file() else "a stage reading it"
+        doing = f"({owner.read_text().strip()}) is writing" if owner.is_file() else "is reading"
         raise PipelineError(
-            f"{directory}: another pipeline run ({holder}) is using it; wait for it to finish"
+            f"{directory}: another pipeline run {doing} it; wait for it to finish"
         ) from None
     try:
         with writing_errors(owner):

@@ -216,10 +216,7 @@ def test_sample_cannot_rewrite_the_patch_shards_while_features_reads_them(cached
         done = run_cli("sample", "--split", "trainval", check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert (
-        line == f"error: {patches}: another pipeline run (a stage reading it) is using it; "
-        "wait for it to finish"
-    )
+    assert line == f"error: {patches}: another pipeline run is reading it; wait for it to finish"
     assert {p.name: p.read_bytes() for p in patches.iterdir()} == before
     next(Path("data/features/test-voc/tiny/trainval").glob("shard-*.h5")).unlink()
     with exclusive(patches):  # what sample holds while it writes them
