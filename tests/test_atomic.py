@@ -87,3 +87,23 @@ def test_sample_on_a_full_disk_stops_in_one_line_and_resumes_to_the_same_shards(
     assert f"{len(complete) - 2} of {len(complete)} shards to write" in done.stderr
     assert shards() == complete
     assert not [p for p in PATCHES.iterdir() if p.name.startswith(".")]
+
+
+def test_a_read_only_shard_directory_is_one_line_naming_what_cannot_be_written(
+    workdir, monkeypatch
+):
+    # a read-only patch directory (its parent writable, where the lock lies) used to end
+    # `sample` with an OSError traceback on its resume journal
+    for stage in ("index", "tile"):
+        run_cli(stage, "--split", "trainval")
+    real_open = Path.open
+
+    def read_only(path: Path, mode: str = "r", *args, **kwargs):
+        if path.parent.resolve() == PATCHES.resolve() and mode != "r":
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    with pytest.raises(PipelineError) as err:
+        sample.run(load_params(Path("params.yaml")), "trainval", jobs=1)
+    assert str(err.value) == f"{PATCHES / '.written.jsonl'}: cannot write (Read-only file system)"
