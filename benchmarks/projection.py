@@ -32,7 +32,9 @@ LOADER_BOUND = 8 * 1200.0
 @dataclass(frozen=True)
 class Measured:
     """One stage instance at one size: seconds, peak RSS (MiB), bytes written, and the work it
-    did: images of its split times epochs (1 for a stage that trains nothing)."""
+    did: images of its split times epochs (1 for a stage that trains nothing); for trained
+    layers, the seconds of training they record themselves (`work_seconds`, without the
+    process's start)."""
 
     stage: str
     seconds: float
@@ -40,6 +42,7 @@ class Measured:
     bytes_written: int
     images: int
     epochs: int
+    work_seconds: float | None = None
 
 
 def role(stage: str) -> str:
@@ -56,12 +59,14 @@ def role(stage: str) -> str:
 
 @dataclass(frozen=True)
 class Line:
-    """A stage's cost as ``fixed + per_unit * images * epochs`` seconds, and its bytes and
-    peak MiB per image of its role (from the larger run) over a fixed part."""
+    """A stage's cost as ``fixed + per_unit * images * epochs`` seconds, its bytes as
+    ``fixed_bytes + bytes_per_image * images`` (a trained layer's file does not grow), and its
+    peak MiB (at the larger size) with what it grows by per image."""
 
     stage: str
     fixed: float
     per_unit: float
+    fixed_bytes: float
     bytes_per_image: float
     rss_mib: float
     rss_per_image_mib: float
@@ -72,11 +77,21 @@ def fit_line(small: Measured, large: Measured, rss_slope: float = 0.0) -> Line:
     of the role that the fast-net rehearsal saw grow from N to 4N (0 when it did not)."""
     work_small, work_large = small.images * small.epochs, large.images * large.epochs
     per_unit = 0.0
-    if work_large > work_small:
+    if large.work_seconds is not None and work_large:
+        # a few epochs on a few images: training is a second next to the process's start, so
+        # the slope between two sizes is noise; the time the stage measured itself, over its
+        # work, is an upper bound (it includes reading its inputs)
+        per_unit = large.work_seconds / work_large
+    elif work_large > work_small:
         per_unit = max((large.seconds - small.seconds) / (work_large - work_small), 0.0)
     fixed = max(large.seconds - per_unit * work_large, 0.0)
-    per_image = large.bytes_written / large.images if large.images else 0.0
-    return Line(large.stage, fixed, per_unit, per_image, large.peak_rss_mib, max(rss_slope, 0.0))
+    grown = large.images - small.images
+    per_image = max((large.bytes_written - small.bytes_written) / grown, 0.0) if grown else 0.0
+    fixed_bytes = max(large.bytes_written - per_image * large.images, 0.0)
+    return Line(
+        large.stage, fixed, per_unit, fixed_bytes, per_image, large.peak_rss_mib,
+        max(rss_slope, 0.0),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ def project(line: Line, images: int, epochs: int, cpu_rate: float, gpu_rate: flo
         seconds / 3600,
         gpu_seconds / 3600,
         (line.rss_mib + line.rss_per_image_mib * images) / 1024,
-        line.bytes_per_image * images / 1e9,
+        (line.fixed_bytes + line.bytes_per_image * images) / 1e9,
     )
 
 

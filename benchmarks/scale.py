@@ -60,6 +60,11 @@ class StageRun:
     bytes_written: int
 
 
+def stage_run(record: dict) -> StageRun:
+    """A `StageRun` from a record of a --json file (which holds more fields)."""
+    return StageRun(**{key: record[key] for key in StageRun.__dataclass_fields__})
+
+
 def copy_project(destination: Path) -> None:
     """A fresh clone of this repository's last commit (git + DVC, no outputs) at
     `destination`."""
@@ -174,10 +179,15 @@ def measured(project: Path, runs: list[StageRun]) -> list[Measured]:
     out = []
     for run in runs:
         name = run.stage.split("@")[0]
-        epochs = 1
+        epochs, work = 1, None
         if name in TRAINED:
-            epochs = json.loads((metrics / TRAINED[name]).read_text())["epochs"]
-        out.append(Measured(**asdict(run), images=images[role(run.stage)], epochs=epochs))
+            recorded = json.loads((metrics / TRAINED[name]).read_text())
+            epochs = recorded["epochs"]
+            work = recorded.get("seconds", recorded.get("train_seconds"))
+        fields = {k: v for k, v in asdict(run).items() if k in StageRun.__dataclass_fields__}
+        out.append(
+            Measured(**fields, images=images[role(run.stage)], epochs=epochs, work_seconds=work)
+        )
     return out
 
 
@@ -241,6 +251,12 @@ def main() -> None:
         "--growth-json", type=Path, help="Take the N / 4N runs from this --json of a past run."
     )
     parser.add_argument("--calibrate", type=int, default=6, help="K (0: no projection)")
+    parser.add_argument(
+        "--calibration-json",
+        type=Path,
+        help="Project from the calibrations of this --json of a past run (its copies, under "
+        "--workdir, give the trained stages' own seconds) instead of running them.",
+    )
     parser.add_argument("--calibrate-nets", nargs="+", default=["effnet-lite0", "pre1512"])
     parser.add_argument("--calibrate-epochs", type=int, default=3)
     parser.add_argument("--calibrate-size", type=int, default=224)
@@ -266,10 +282,19 @@ def main() -> None:
     print(table(small, large, args.n))
     slopes = rss_slopes(small, large, args.net)
     k, size, epochs = args.calibrate, args.calibrate_size, args.calibrate_epochs
+    past = json.loads(args.calibration_json.read_text()) if args.calibration_json else {}
     for net in args.calibrate_nets if k else []:
-        low = rehearse(args.workdir, k, net, size, epochs)
-        high = rehearse(args.workdir, 4 * k, net, size, epochs)
-        rate = cpu_forward_rate(net, size)
+        if f"calibration-{net}" in past:
+            record = past[f"calibration-{net}"]
+            k, size, rate = record["k"], record["size"], record["cpu_patches_per_s"]
+            low, high = (
+                measured(args.workdir / f"{net}-{size}-n{n}", [stage_run(r) for r in runs])
+                for n, runs in ((k, record["small"]), (4 * k, record["large"]))
+            )
+        else:
+            low = rehearse(args.workdir, k, net, size, epochs)
+            high = rehearse(args.workdir, 4 * k, net, size, epochs)
+            rate = cpu_forward_rate(net, size)
         records[f"calibration-{net}"] = {
             "k": k, "size": size, "cpu_patches_per_s": rate,
             "small": [asdict(r) for r in low], "large": [asdict(r) for r in high],
