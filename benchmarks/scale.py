@@ -248,6 +248,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/voc-transfer-scale"))
     parser.add_argument("--json", type=Path, help="Write the measurements here.")
     parser.add_argument(
+        "--growth-epochs",
+        type=int,
+        help="Cap the trained layers' epochs in the N / 4N runs (memory does not depend on them).",
+    )
+    parser.add_argument(
         "--growth-json", type=Path, help="Take the N / 4N runs from this --json of a past run."
     )
     parser.add_argument("--calibrate", type=int, default=6, help="K (0: no projection)")
@@ -270,8 +275,8 @@ def main() -> None:
     else:
         if args.n < 100:
             raise SystemExit("--n: at least 100 images, so that fixed costs do not hide growth")
-        small = rehearse(args.workdir, args.n, args.net, args.size)
-        large = rehearse(args.workdir, 4 * args.n, args.net, args.size)
+        small = rehearse(args.workdir, args.n, args.net, args.size, args.growth_epochs)
+        large = rehearse(args.workdir, 4 * args.n, args.net, args.size, args.growth_epochs)
     records = {
         "n": args.n,
         "net": args.net,
