@@ -11,6 +11,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.errors import PipelineError
+from pipeline.heap import release_free_heap
 
 PANEL_GAP = 6  # white pixels between two panels
 CAPTION_FONT_SIZE = 16  # pixels; legible on a 500x375 VOC image
@@ -128,6 +129,7 @@ def heat_maps(probabilities: np.ndarray, boxes: np.ndarray, width: int, height: 
     in pixels; a patch covers the pixels whose centres fall inside it. Returns float32
     ``[C + 1, height, width]`` (map 0 = background). Pixels no patch covers are 0.
     """
+    release_free_heap()  # the last image's maps, of another size than this one's
     boxes = np.asarray(boxes, dtype=np.float64)
     xa = np.clip(np.ceil(boxes[:, 0] - 0.5), 0, width).astype(int)
     ya = np.clip(np.ceil(boxes[:, 1] - 0.5), 0, height).astype(int)
