@@ -71,6 +71,14 @@ class PooledFullyConnected(nn.Module):
         """``[N, C, h, w]`` -> ``[N, d, h - kh + 1, w - kw + 1]``: the post-ReLU output of the
         last layer at every window position."""
         first = self.layers[0]
+        if tuple(maps.shape[-2:]) == tuple(window):
+            # one position (a whole image's map): pool, then the layers as they are, as patch
+            # mode does; a kernel composed for every map size would be cached per size
+            # (hundreds of MB each for AlexNet's FC6), growing with the images' sizes
+            x = F.adaptive_avg_pool2d(maps, self.grid).flatten(1)
+            for layer in self.layers:
+                x = F.relu(layer(x))
+            return x[:, :, None, None]
         x = F.relu(F.conv2d(maps, self.first_kernel(window), first.bias))
         for layer in self.layers[1:]:
             x = F.relu(F.conv2d(x, layer.weight[:, :, None, None], layer.bias))

@@ -191,3 +191,22 @@ def test_a_window_rule_of_other_weights_or_a_damaged_one_is_one_line_naming_dens
         read_window_rule(path, net="tiny", weights_digest=backbone.weights_digest)
     with pytest.raises(PipelineError, match=r"missing\.rule\.pt: no window rule; re-run"):
         read_window_rule(tmp_path / "missing.rule.pt", net="tiny", weights_digest="x")
+
+
+def test_a_whole_map_window_is_pooled_then_passed_through_the_layers_without_a_cached_kernel():
+    # a whole image's window (CAM, fit-cam) has the map's own size: a kernel composed and kept
+    # for every size grew AlexNet-type runs by 300 MB per new image size
+    torch.manual_seed(0)
+    rule = PooledFullyConnected(6, [torch.nn.Linear(8 * 36, 32), torch.nn.Linear(32, 16)])
+    for height, width in ((10, 6), (6, 9), (7, 7)):
+        maps = torch.rand(1, 8, height, width)
+        one = rule(maps, (height, width))
+        composed = F.relu(F.conv2d(maps, rule.first_kernel((height, width)), rule.layers[0].bias))
+        composed = F.relu(
+            F.conv2d(composed, rule.layers[1].weight[:, :, None, None], rule.layers[1].bias)
+        )
+        assert one.shape == (1, 16, 1, 1)
+        torch.testing.assert_close(one, composed, rtol=1e-5, atol=1e-6)
+        rule._kernels.clear()  # what the test composed by hand
+    rule(torch.rand(1, 8, 10, 6), (10, 6))
+    assert rule._kernels == {}
