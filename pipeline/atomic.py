@@ -100,23 +100,34 @@ def remove_stale_temporaries(directory: Path) -> int:
     return len(stale)
 
 
+def _lock_files(directory: Path) -> tuple[Path, Path]:
+    """The lock file of a directory and the file naming its writer, both beside it."""
+    return (
+        directory.parent / f".{directory.name}.lock",
+        directory.parent / f".{directory.name}.owner",
+    )
+
+
+def _held(directory: Path, owner: Path, unnamed: str) -> PipelineError:
+    """The error of a directory locked by another run: its writer, named by `owner` (which
+    only a writer leaves), else `unnamed` (what holds it when no writer is named)."""
+    doing = f"({owner.read_text().strip()}) is writing" if owner.is_file() else unnamed
+    return PipelineError(f"{directory}: another pipeline run {doing} it; wait for it to finish")
+
+
 @contextmanager
 def exclusive(directory: Path) -> Iterator[None]:
     """Hold the lock of an output directory (a file beside it, not in it, so the directory's
     content stays exactly the output). A second writer stops with one line naming the
     process that holds it."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = directory.parent / f".{directory.name}.lock"
-    owner = directory.parent / f".{directory.name}.owner"
+    lock_path, owner = _lock_files(directory)
     lock = FileLock(lock_path)
     try:
         with writing_errors(lock_path):
             lock.acquire(timeout=0)
     except Timeout:
-        doing = f"({owner.read_text().strip()}) is writing" if owner.is_file() else "is reading"
-        raise PipelineError(
-            f"{directory}: another pipeline run {doing} it; wait for it to finish"
-        ) from None
+        raise _held(directory, owner, "is reading") from None
     try:
         with writing_errors(owner):
             owner.write_text(f"pid {os.getpid()}\n")
@@ -133,18 +144,14 @@ def reading(directory: Path) -> Iterator[None]:
     bytes it uses, and readers do not block each other. PipelineError naming the directory
     when a writer holds it."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = directory.parent / f".{directory.name}.lock"
-    owner = directory.parent / f".{directory.name}.owner"
+    lock_path, owner = _lock_files(directory)
     with writing_errors(lock_path):
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = owner.read_text().strip() if owner.is_file() else "another process"
-            raise PipelineError(
-                f"{directory}: another pipeline run ({holder}) is writing it; wait for it to finish"
-            ) from None
+            raise _held(directory, owner, "(another process) is writing") from None
         yield
     finally:
         os.close(fd)  # releases the lock

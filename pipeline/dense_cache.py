@@ -99,8 +99,7 @@ def write_dense_shard(
         for key, value in attrs.items():
             f.attrs[key] = value
 
-    sha = write_hdf5(path, build)
-    return sha
+    return write_hdf5(path, build)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from torch import nn
 
 from pipeline.cutting import cut_patches
 from pipeline.features import FeatureExtractor
-from pipeline.heap import release_free_heap
 from pipeline.heatmaps import heat_maps
 from pipeline.scoring import patch_probabilities
 from pipeline.tiling import patch_grid
@@ -29,7 +28,6 @@ def image_heat_maps(
 ) -> np.ndarray:
     """Per-class heat maps ``[C + 1, H, W]`` of any RGB image ``[H, W, 3]``, tiled and
     described on the fly (nothing cached): the grid of `patch_grid`, cut at `patch_size`."""
-    release_free_heap()  # the last image's blocks, of other sizes than this one's
     height, width = image.shape[:2]
     _, boxes = patch_grid(width, height, tuple(scales), min_overlap)
     pixels = torch.from_numpy(cut_patches(image, boxes, patch_size))
