@@ -1,10 +1,12 @@
-"""The four methods of the comparison, each turning the cached evaluation split into image
+"""The methods of the comparison, each turning the cached evaluation split into image
 scores and per-class maps (``[C, H, W]`` at the image's pixels, values in [0, 1], the map of
 label l at ``l - 1``), image by image:
 
 - ``patches``: the 2014 head on the grid's patches (mean of ``y^k``; maps: mean probability
   of the patches covering a pixel);
 - ``dense``: the same head on every window of the dense maps;
+- ``windows``: the head trained on the windows of the training split's dense maps (fit-windows)
+  on every window of the dense maps, as ``dense``;
 - ``weak``: the layers trained from image labels, score = max logit over windows and scales,
   maps: mean sigmoid of the windows covering a pixel;
 - ``cam``: the full-image linear layer, score = its logit, maps: the sigmoid of its class
@@ -32,6 +34,7 @@ from pipeline.weak import class_activation_maps, whole_image_descriptor
 METHODS = {
     "patches": "patches 2014",
     "dense": "dense patches",
+    "windows": "dense windows",
     "weak": "weak max-pool",
     "cam": "full image + CAM",
 }
@@ -78,7 +81,8 @@ def dense_method(
     k: float,
     pool: str,
 ) -> Iterator[Scored]:
-    """The 2014 head on every window of every scale of the dense maps."""
+    """A patch-class head (the 2014 head, or the one trained on windows) on every window of
+    every scale of the dense maps."""
     for s in dense_probabilities(head, rule, shards):
         maps = heat_maps(s.probabilities[:, 1:], s.windows.boxes, s.image.width, s.image.height)
         yield Scored(s.image.image_id, pooled(s.probabilities, k, pool), maps)

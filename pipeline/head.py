@@ -352,29 +352,33 @@ def load_head(
     classes: list[str],
     weights_digest: str | None,
     source: str,
+    writer: str = "fit-head",
 ) -> nn.Module:
-    """Rebuild a head from its checkpoint in eval mode, refusing (PipelineError naming `source`)
-    one trained for another net, class list, or backbone weights (`weights_digest` of the
-    features it will be applied to)."""
+    """Rebuild a head from its checkpoint in eval mode, refusing (PipelineError naming `source`
+    and the stage `writer` that trains it again) one trained for another net, class list, or
+    backbone weights (`weights_digest` of the features it will be applied to)."""
     if checkpoint.get("net") != net:
         raise PipelineError(
             f"{source}: head was trained on net {checkpoint.get('net')!r}, not {net!r}; "
-            "run `pipeline fit-head` for this net"
+            f"run `pipeline {writer}` for this net"
         )
     if list(checkpoint.get("classes", [])) != list(classes):
         raise PipelineError(
             f"{source}: head was trained for classes {checkpoint.get('classes')}, not "
-            f"{list(classes)}; run `pipeline fit-head` again"
+            f"{list(classes)}; run `pipeline {writer}` again"
         )
     if checkpoint.get("weights_digest") != weights_digest:
         raise PipelineError(
             f"{source}: head was trained on features of other {net} weights than the cached "
-            "ones; re-run `pipeline fit-head`"
+            f"ones; re-run `pipeline {writer}`"
         )
     shape = checkpoint["shape"]
     outputs = shape.get("outputs", len(classes) + 1)  # image-level layers: no background
     head = build_head(shape["dim"], outputs, layers=shape["layers"], hidden=shape["hidden"])
     return load_state(head, checkpoint, source).eval()
+
+
+TRAINED_BY = {"head": "fit-head", "windows": "fit-windows", "weak": "fit-weak", "cam": "fit-cam"}
 
 
 def check_unseen(

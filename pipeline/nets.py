@@ -431,12 +431,12 @@ def global_pool_node(model: nn.Module, nodes: list[str], node: str) -> bool:
     return all(n == "flatten" or isinstance(modules.get(n), nn.Dropout) for n in between)
 
 
-def _build_torchvision(model_name: str, node: str | None) -> Backbone:
+def _torchvision_model(model_name: str, node: str | None) -> tuple[nn.Module, Any, list, str]:
+    """A torchvision classification model with random weights (none read), its default
+    weights enum, its graph's node names and the descriptor node (default: the input of the
+    classifier); PipelineError for an unknown model or node."""
     import torchvision
-    from torchvision.models.feature_extraction import (
-        create_feature_extractor,
-        get_graph_node_names,
-    )
+    from torchvision.models.feature_extraction import get_graph_node_names
 
     try:
         weights = torchvision.models.get_model_weights(model_name).DEFAULT
@@ -444,29 +444,51 @@ def _build_torchvision(model_name: str, node: str | None) -> Backbone:
         raise PipelineError(
             f"torchvision:{model_name}: no such torchvision classification model"
         ) from None
-    model = torchvision.models.get_model(model_name)
-    model.load_state_dict(torchvision_state(model_name, weights))
-    model.eval()
+    model = torchvision.models.get_model(model_name).eval()
     nodes = get_graph_node_names(model)[1]
     node = node or nodes[-2]  # default: the input of the last layer (the classifier)
     if node not in nodes and not any(n.startswith(node + ".") for n in nodes):
         raise PipelineError(
             f"torchvision:{model_name}: no node {node!r}; the last nodes are {nodes[-6:]}"
         )
-    dense, no_dense = (
-        None,
-        (
-            "dense mode takes the pooled features of a model ending in global average pooling, "
-            f"not node {node!r}"
-        ),
-    )
+    return model, weights, nodes, node
+
+
+def _no_dense_reason(model: nn.Module, nodes: list[str], node: str) -> str:
+    """Why descriptor `node` of a torchvision model has no dense mode ('' when it has)."""
     if global_pool_node(model, nodes, node):
+        return ""
+    return (
+        "dense mode takes the pooled features of a model ending in global average pooling, "
+        f"not node {node!r}"
+    )
+
+
+def dense_mode_refusal(name: str) -> str:
+    """Why net `name` has no dense mode, '' when it has one, decided from its architecture
+    alone (no weights are read or downloaded). PipelineError for an unknown net."""
+    if name.startswith("torchvision:"):
+        _, model_name, *node = name.split(":")
+        model, _, nodes, node_name = _torchvision_model(model_name, node[0] if node else None)
+        return _no_dense_reason(model, nodes, node_name)
+    if name not in REGISTRY:
+        raise PipelineError(f"unknown net {name!r}; known nets: {', '.join(known_nets())}")
+    return ""  # every registry net runs densely
+
+
+def _build_torchvision(model_name: str, node: str | None) -> Backbone:
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    model, weights, nodes, node = _torchvision_model(model_name, node)
+    model.load_state_dict(torchvision_state(model_name, weights))
+    dense, no_dense = None, _no_dense_reason(model, nodes, node)
+    if not no_dense:
         trunk_node = nodes[nodes.index("avgpool") - 1]
         trunk = NodeOutput(create_feature_extractor(model, {trunk_node: "out"}))
         module = _freeze(WindowedTrunk(trunk, WindowAverage()))
         with torch.no_grad():
             cells = trunk(torch.zeros(1, 3, STRIDE_PROBE, STRIDE_PROBE)).shape[-1]
-        dense, no_dense = dense_trunk(module, round(STRIDE_PROBE / cells)), ""
+        dense = dense_trunk(module, round(STRIDE_PROBE / cells))
     else:
         module = _freeze(
             nn.Sequential(NodeOutput(create_feature_extractor(model, {node: "out"})), nn.Flatten())

@@ -250,6 +250,11 @@ class Scoring(Block):
     pool: Literal["mean", "max"] = Field(
         description="an image's score: mean of y^k over its patches, or their max of y"
     )
+    head: Literal["head", "windows"] = Field(
+        description="the adaptation layers evaluate and heatmaps apply: head (fit-head, trained "
+        "on the patches) or windows (fit-windows, trained on the dense maps' windows); names "
+        "the file data/heads/<dataset>/<net>/<head>.pt"
+    )
 
 
 class ImageLevel(Block):

@@ -71,15 +71,16 @@ def image_probabilities(head: nn.Module, shards: Sequence[ShardFile]) -> Iterato
 
 
 def load_head_for_cache(
-    path: Path, cache: Path, *, net: str, classes: Sequence[str]
+    path: Path, cache: Path, *, net: str, classes: Sequence[str], writer: str = "fit-head"
 ) -> tuple[nn.Module, dict[str, Any], list[ShardFile]]:
-    """The trained head at `path` for the feature cache directory `cache`: the module (eval
-    mode), its checkpoint, and the cache's shards in order. PipelineError when either is
-    missing or the head was trained for another net, class list or backbone weights."""
-    checkpoint = read_checkpoint(path, net)
+    """The trained head at `path` (written by the stage `writer`) for the cache directory
+    `cache`: the module (eval mode), its checkpoint, and the cache's shards in order.
+    PipelineError when either is missing or the head was trained for another net, class list
+    or backbone weights."""
+    checkpoint = read_checkpoint(path, net, writer)
     shards = feature_cache_shards(cache)
     head = load_head(
-        checkpoint, net=net, classes=list(classes), source=str(path),
+        checkpoint, net=net, classes=list(classes), source=str(path), writer=writer,
         weights_digest=read_shard_attrs(shards[0].path).get("weights_digest"),
     )  # fmt: skip
     return head, checkpoint, shards

@@ -26,6 +26,7 @@ STAGE_MODULES: dict[str, str] = {
     "features": "stages.features",
     "dense": "stages.dense",
     "fit-head": "stages.fit_head",
+    "fit-windows": "stages.fit_windows",
     "fit-weak": "stages.fit_weak",
     "fit-cam": "stages.fit_cam",
     "compare": "stages.compare",
@@ -220,6 +221,12 @@ trained_layers_command(
     "fit-head",
     "Train FCa + FCb on the cached features of dataset.train_split; write "
     "data/heads/<dataset>/<net>/head.pt.",
+)
+trained_layers_command(
+    "fit-windows",
+    "Train FCa + FCb, as fit-head does, on the windows of the dense maps of "
+    "dataset.train_split where its sampled patches lie (no patch pixel is read); write "
+    "data/heads/<dataset>/<net>/windows.pt.",
 )
 trained_layers_command(
     "fit-weak",

@@ -1,6 +1,7 @@
-"""Stage `compare`: the 2014 patches, dense patches, weak max-pool and full image + CAM side by
-side on the evaluation split: mAP, pointing, CorLoc, training and test time per method, and
-pictures of their maps on the same images and classes."""
+"""Stage `compare`: the 2014 patches, dense patches (the 2014 head, then the head trained on
+windows), weak max-pool and full image + CAM side by side on the evaluation split: mAP,
+pointing, CorLoc, training and test time per method, and pictures of their maps on the same
+images and classes."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pipeline.comparison import (
 )
 from pipeline.dense_cache import open_dense_cache
 from pipeline.evaluation import ap_method, evaluate_scores
-from pipeline.head import check_unseen, load_head, read_checkpoint
+from pipeline.head import TRAINED_BY, check_unseen, load_head, read_checkpoint
 from pipeline.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
 from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.images import load_rgb
@@ -34,25 +35,24 @@ from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache
 
 log = logging.getLogger("pipeline")
-WRITERS = {"head": "fit-head", "weak": "fit-weak", "cam": "fit-cam"}
 
 
 def run(params: Params, net: str | None) -> None:
-    """Compare the four methods for `net` (default: every net of ``features.nets``)."""
+    """Compare the methods for `net` (default: every net of ``features.nets``)."""
     for name in params.net_names(net):
         with exclusive(params.layout.comparison(name)):
             compare_one(params, name)
 
 
 def load_layers(params: Params, net: str, method: str, weights_digest: str, images: list[str]):
-    """The trained layers of `method` (``head``, ``weak``, ``cam``) of `net`, refused when
-    trained on other weights or on images of the evaluation split."""
+    """The trained layers of `method` (``head``, ``windows``, ``weak``, ``cam``) of `net`,
+    refused when trained on other weights or on images of the evaluation split."""
     path = params.layout.head(net, method)
-    checkpoint = read_checkpoint(path, net, WRITERS[method])
+    checkpoint = read_checkpoint(path, net, TRAINED_BY[method])
     check_unseen(checkpoint, images, params.dataset.eval_split, str(path))
     return load_head(
         checkpoint, net=net, classes=list(params.dataset.classes),
-        weights_digest=weights_digest, source=str(path),
+        weights_digest=weights_digest, source=str(path), writer=TRAINED_BY[method],
     )  # fmt: skip
 
 
@@ -68,8 +68,8 @@ def recorded(path: Path, key: str) -> float | None:
 
 
 def compare_one(params: Params, net: str) -> None:
-    """Run the four methods of one net over the evaluation split; write the comparison
-    metrics and the side-by-side pictures."""
+    """Run the methods of one net over the evaluation split; write the comparison metrics and
+    the side-by-side pictures."""
     layout, split, root = params.layout, params.dataset.eval_split, params.dataset.root
     classes, k, pool = params.dataset.classes, params.scoring.k, params.scoring.pool
     image_ids = read_image_set(root, split)
@@ -85,6 +85,7 @@ def compare_one(params: Params, net: str) -> None:
     digest = dense.attrs.get("weights_digest")
     known = images.index.tolist()
     patch_head = load_layers(params, net, "head", digest, known)
+    window_head = load_layers(params, net, "windows", digest, known)
     weak = load_layers(params, net, "weak", digest, known)
     cam = load_layers(params, net, "cam", digest, known)
     patches = read_manifest(manifests, "patches.parquet", ["x0", "y0", "side"])
@@ -93,6 +94,7 @@ def compare_one(params: Params, net: str) -> None:
     streams = {
         "patches": patch_method(head, feature_shards, boxes, sizes, k=k, pool=pool),
         "dense": dense_method(patch_head, dense.rule, dense.shards, k=k, pool=pool),
+        "windows": dense_method(window_head, dense.rule, dense.shards, k=k, pool=pool),
         "weak": weak_method(weak, dense.rule, dense.shards),
         "cam": cam_method(cam, dense.rule, dense.shards),
     }
@@ -112,6 +114,7 @@ def compare_one(params: Params, net: str) -> None:
     trained = {
         "patches": recorded(layout.metrics(net) / "train.json", "seconds"),
         "dense": recorded(layout.metrics(net) / "train.json", "seconds"),
+        "windows": recorded(layout.metrics(net) / "train-windows.json", "seconds"),
         "weak": recorded(layout.metrics(net) / "train-weak.json", "seconds"),
         "cam": recorded(layout.metrics(net) / "train-cam.json", "seconds"),
     }

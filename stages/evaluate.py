@@ -17,7 +17,7 @@ from pipeline.evaluation import (
     evaluate_scores,
     precision_recall,
 )
-from pipeline.head import check_unseen
+from pipeline.head import TRAINED_BY, check_unseen
 from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.layout import Layout
 from pipeline.manifests import read_manifest
@@ -47,10 +47,12 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
     method = ap_method(year)
     image_ids = read_image_set(root, split)
     mode, pool = params.scoring.cache, params.scoring.pool
+    trained = params.scoring.head
     head, checkpoint, shards = load_head_for_cache(
-        layout.head(net), layout.cache(mode, net, split), net=net, classes=classes
-    )
-    check_unseen(checkpoint, image_ids, split, str(layout.head(net)))
+        layout.head(net, trained), layout.cache(mode, net, split), net=net, classes=classes,
+        writer=TRAINED_BY[trained],
+    )  # fmt: skip
+    check_unseen(checkpoint, image_ids, split, str(layout.head(net, trained)))
     if mode == "dense":
         dense = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
         scores, counts = score_images_dense(head, dense.rule, shards, image_ids, k=k, pool=pool)
@@ -86,8 +88,8 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
     write_json(summary, layout.metrics(net) / f"{split}.json")
     write_outputs(layout, net, split, year, classes, result)
     log.info(
-        "%s %s: mAP %.4f (%s, %s, %s k=%g) | %s",
-        net, split, m_ap, method, mode, pool, k,
+        "%s %s: mAP %.4f (%s, %s, layers %s, %s k=%g) | %s",
+        net, split, m_ap, method, mode, trained, pool, k,
         " ".join(f"{c} {v:.3f}" for c, v in result.ap.items()),
     )  # fmt: skip
 

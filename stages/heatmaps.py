@@ -17,7 +17,7 @@ from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
-from pipeline.head import check_unseen
+from pipeline.head import TRAINED_BY, check_unseen
 from pipeline.heatmaps import (
     boxes_by_image,
     chosen_images,
@@ -58,9 +58,11 @@ def render(params: Params, image: np.ndarray, maps: np.ndarray, boxes: dict) -> 
 def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> None:
     """Tile, describe and render any image files on the fly, into ``<heatmaps>/extra/``."""
     layout, split = params.layout, params.dataset.eval_split
+    trained = params.scoring.head
     head, _, _ = load_head_for_cache(
-        layout.head(net), layout.features(net, split), net=net, classes=params.dataset.classes
-    )
+        layout.head(net, trained), layout.features(net, split), net=net,
+        classes=params.dataset.classes, writer=TRAINED_BY[trained],
+    )  # fmt: skip
     backbone = build_backbone(net, params.nets.options(net))
     device = resolve_device(params.features.device)
     extractor = FeatureExtractor(backbone, device, params.features.batch_size)
@@ -125,11 +127,13 @@ def render_split(params: Params, net: str) -> None:
     layout, split = params.layout, params.dataset.eval_split
     cache = layout.cache(params.scoring.cache, net, split)
     manifests = layout.manifests(split)
+    trained = params.scoring.head
     head, checkpoint, shards = load_head_for_cache(
-        layout.head(net), cache, net=net, classes=params.dataset.classes
-    )
+        layout.head(net, trained), cache, net=net, classes=params.dataset.classes,
+        writer=TRAINED_BY[trained],
+    )  # fmt: skip
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
-    check_unseen(checkpoint, images.index.tolist(), split, str(layout.head(net)))
+    check_unseen(checkpoint, images.index.tolist(), split, str(layout.head(net, trained)))
     objects = read_manifest(manifests, "objects.parquet").to_pandas()
     chosen = chosen_images(params.heatmaps.images, images.index.tolist(), params.dataset.eval_split)
     boxes_of = boxes_by_image(objects)

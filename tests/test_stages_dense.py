@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import yaml
 from pipeline.shards import read_shard_index
 from tests.cli import run_cli
 
-METHODS = ("patches", "dense", "weak", "cam")
+METHODS = ("patches", "dense", "windows", "weak", "cam")
 
 
 def read_json(path: str):
@@ -61,7 +62,7 @@ def test_evaluate_and_heatmaps_in_dense_mode(dense_cached, edit_params):
 
 
 def test_compare_reports_every_method_and_draws_them_side_by_side(dense_cached):
-    for command in ("fit-head", "fit-weak", "fit-cam", "compare"):
+    for command in ("fit-head", "fit-windows", "fit-weak", "fit-cam", "compare"):
         run_cli(command, "--net", "tiny")
     report = read_json("metrics/test-voc/tiny/compare.json")
     assert set(report["methods"]) == set(METHODS) and report["images"] == 3
@@ -74,6 +75,50 @@ def test_compare_reports_every_method_and_draws_them_side_by_side(dense_cached):
     assert 0 <= report["methods"]["weak"]["corloc"] <= 1
     pictures = sorted(Path("data/compare/test-voc/tiny").glob("*.png"))
     assert [p.stem for p in pictures] == ["000007", "000008", "000009"]
+
+
+def window_head() -> tuple[dict, dict]:
+    checkpoint = torch.load("data/heads/test-voc/tiny/windows.pt", weights_only=True)
+    summary = read_json("metrics/test-voc/tiny/train-windows.json")
+    del summary["seconds"]
+    return checkpoint, summary
+
+
+def test_fit_windows_learns_the_sampled_patches_from_the_dense_maps_alone(
+    dense_cached, edit_params
+):
+    run_cli("fit-windows", "--net", "tiny")
+    checkpoint, summary = window_head()
+    assert checkpoint["method"] == "windows" and checkpoint["train_split"] == "trainval"
+    # one window per row of the patch shards: the same sampled patches, labels and background
+    sampled = sum(s.rows for s in read_shard_index(Path("data/patches/test-voc/trainval")))
+    assert summary["train_windows"] + summary["val_windows"] == sampled
+    # no patch pixel and no patch descriptor is read: without them, the same layers
+    shutil.rmtree("data/patches")
+    shutil.rmtree("data/features/test-voc/tiny/trainval")
+    run_cli("fit-windows", "--net", "tiny")
+    again, summary_again = window_head()
+    assert summary_again == summary
+    assert checkpoint["state_dict"].keys() == again["state_dict"].keys()
+    assert all(torch.equal(v, again["state_dict"][k]) for k, v in checkpoint["state_dict"].items())
+    # dense scoring with the layers scoring.head names
+    edit_params({"scoring.cache": "dense"})
+    refused = run_cli("evaluate", "--net", "tiny", check=False)  # head.pt: never trained here
+    assert "no trained layers; run `pipeline fit-head --net tiny`" in refused.stderr
+    edit_params({"scoring.head": "windows"})
+    run_cli("evaluate", "--net", "tiny")
+    metrics = read_json("metrics/test-voc/tiny/test.json")
+    assert metrics["cache"] == "dense" and 0 <= metrics["mAP"] <= 1
+    run_cli("heatmaps", "--net", "tiny")
+    assert len(list(Path("data/heatmaps/test-voc/tiny").glob("*.png"))) == 3
+
+
+def test_fit_windows_of_a_net_without_dense_mode_says_so_in_one_line(cached):
+    done = run_cli("fit-windows", "--net", "torchvision:vgg11", check=False)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: torchvision:vgg11: no dense mode (dense mode takes")
+    assert "Traceback" not in done.stderr
 
 
 BOX = re.compile(r"<bndbox>.*?</bndbox>", re.S)
