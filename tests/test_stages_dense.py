@@ -90,9 +90,9 @@ def test_fit_windows_learns_the_sampled_patches_from_the_dense_maps_alone(
     run_cli("fit-windows", "--net", "tiny")
     checkpoint, summary = window_head()
     assert checkpoint["method"] == "windows" and checkpoint["train_split"] == "trainval"
-    # one window per row of the patch shards: the same sampled patches, labels and background
+    # four windows per row of the patch shards: the same sampled patches, labels, background
     sampled = sum(s.rows for s in read_shard_index(Path("data/patches/test-voc/trainval")))
-    assert summary["train_windows"] + summary["val_windows"] == sampled
+    assert summary["train_windows"] + summary["val_windows"] == 4 * sampled
     # no patch pixel and no patch descriptor is read: without them, the same layers
     shutil.rmtree("data/patches")
     shutil.rmtree("data/features/test-voc/tiny/trainval")
