@@ -13,7 +13,7 @@ from pipeline.actions import PERSONS_SCHEMA
 from pipeline.dense_cache import open_dense_cache
 from pipeline.errors import PipelineError
 from pipeline.fc6_split import NO_FC6
-from pipeline.head import read_checkpoint
+from pipeline.head import TRAINED_BY, read_checkpoint
 from pipeline.layout import Layout
 from pipeline.manifests import manifest_problems
 from pipeline.params import Params
@@ -53,8 +53,8 @@ def _object_task(params: Params) -> Iterator[Checked]:
             yield shard_directory_problems(layout.features(net, split), "features")
             yield shard_directory_problems(layout.dense(net, split), "dense")
             yield _window_rule_problems(layout, net, split)
-        for method in ("head", "weak", "cam"):
-            yield _checkpoint_problems(layout.head(net, method), net, f"fit-{method}")
+        for method in ("head", "windows", "weak", "cam"):
+            yield _checkpoint_problems(layout.head(net, method), net, TRAINED_BY[method])
 
 
 def _action_task(params: Params) -> Iterator[Checked]:

@@ -111,10 +111,11 @@ def test_verify_says_what_is_wrong_and_which_stage_to_rerun(cached):
     missing = run_cli("verify", check=False).stderr
     assert "re-run `pipeline dense`" in missing
     assert "no trained layers; run `pipeline fit-weak --net tiny`" in missing
+    assert "no trained layers; run `pipeline fit-windows --net tiny`" in missing
     for split in ("trainval", "test"):
         run_cli("dense", "--split", split)
-    run_cli("fit-weak")
-    run_cli("fit-cam")
+    for stage in ("fit-windows", "fit-weak", "fit-cam"):
+        run_cli(stage)
     done = run_cli("verify")
     assert "all as their stages wrote them" in done.stderr
     rule = Path("data/dense/test-voc/tiny/test.rule.pt")
