@@ -1,16 +1,19 @@
-"""Test-split throughput of dense mode against patch mode, for the same net and patch size.
+"""Dense scoring against the 2014 patches on one dataset, in one run: the mAP and the test
+throughput (images/s of the evaluation split) of
+  1. patches 2014: `pipeline features --source images` (decode, cut every grid patch, forward),
+     then the `fit-head` layers over every patch's descriptor;
+  2. dense patches: `pipeline dense` (decode, resize once per scale, trunk forward), then the
+     same `fit-head` layers over every window of the maps;
+  3. dense windows: the same maps, the `fit-windows` layers (trained on the training split's
+     windows) over every window.
+A fresh project runs the training half first (index, tile, sample, features, fit-head, dense,
+fit-windows). The backbone time of each mode is what its stage records in
+``metrics/.../time/*.json``; the layers' time is measured here, image scores included. The
+dataset is the demo (params.yaml's sizes) or a generated VOC2012-layout devkit of photos
+(`photo_devkit.py`, train / val). Run on demand:
 
-In one run, on a fresh demo test split, measures images/s of
-  1. patch mode: `pipeline features --source images` (decode, cut every grid patch, forward),
-     then the adaptation layers over every patch's descriptor;
-  2. dense mode: `pipeline dense` (decode, resize once per scale, trunk forward), then the
-     same adaptation layers over every window of the maps.
-The backbone time is what each stage records in ``metrics/.../time/*.json``; the layers are a
-freshly initialised head of the project's shape (the cost does not depend on its weights).
-Run on demand:
-
-    python benchmarks/dense_throughput.py [--net effnet-lite0] [--size 128] [--images 12]
-        [--device auto]
+    python benchmarks/dense_throughput.py [--dataset demo|photos] [--net effnet-lite0]
+        [--size 128] [--device auto] [--train 60] [--val 40]
 """
 
 from __future__ import annotations
@@ -24,82 +27,129 @@ import time
 from pathlib import Path
 
 import yaml
+from photo_devkit import write_photo_devkit
 
-from pipeline.feature_cache import feature_cache_shards
-from pipeline.head import build_head
-from pipeline.nets import build_backbone
-from pipeline.params import load_params
-from pipeline.scoring import dense_probabilities, image_probabilities
-from pipeline.shards import read_shard_index
+from pipeline.dense_cache import open_dense_cache
+from pipeline.evaluation import ap_method, evaluate_scores
+from pipeline.image_sets import read_class_image_sets, read_image_set
+from pipeline.manifests import read_manifest
+from pipeline.params import Params, load_params
+from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def pipeline(project: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "stages.cli", *args], cwd=project, capture_output=True,
-        text=True, check=True,
-    )  # fmt: skip
+    """Run ``pipeline ARGS`` in `project`; its stderr is shown when it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.cli", *args], cwd=project, capture_output=True, text=True
+    )
+    if done.returncode:
+        sys.exit(f"pipeline {' '.join(args)} failed:\n{done.stderr}")
 
 
-def prepared_project(project: Path, net: str, size: int, images: int, device: str) -> None:
-    """A demo project with a test split of `images` images, indexed and tiled."""
+def write_params(project: Path, args: argparse.Namespace) -> None:
+    """params.yaml of the project: the repository's, on the chosen dataset, net and size."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    root = str(project / "VOCdevkit" / "VOC2007")
-    params["dataset"]["root"] = root
-    params["demo"].update(root=root, n_trainval=2, n_test=images)
-    params["tiling"]["patch_size"] = size
-    params["features"].update(nets=[net], device=device)
+    if args.dataset == "photos":
+        root = project / "VOCdevkit" / "VOC2012"
+        classes = write_photo_devkit(root, n_train=args.train, n_val=args.val, seed=args.seed)
+        params["dataset"].update(
+            root=str(root), name="photos-voc2012", year=2012, train_split="train",
+            eval_split="val", classes=classes,
+        )  # fmt: skip
+    else:
+        root = project / "VOCdevkit" / "VOC2007"
+        params["dataset"]["root"] = params["demo"]["root"] = str(root)
+    params["tiling"]["patch_size"] = args.size
+    params["features"].update(nets=[args.net], device=args.device)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    for command in (["demo"], ["index", "--split", "test"], ["tile", "--split", "test"]):
-        pipeline(project, *command)
 
 
-def backbone_seconds(project: Path, net: str, work: str) -> float:
-    record = project / "metrics" / "demo-voc2007" / net.replace(":", "-") / "time" / work
-    return float(json.loads(record.with_suffix(".json").read_text())["seconds"])
+def train(project: Path, params: Params, net: str, demo: bool) -> None:
+    """The stages before scoring: caches of both splits, the two heads."""
+    train_split, eval_split = params.dataset.train_split, params.dataset.eval_split
+    if demo:
+        pipeline(project, "demo")
+    for split in (train_split, eval_split):
+        pipeline(project, "index", "--split", split)
+        pipeline(project, "tile", "--split", split)
+    pipeline(project, "sample")
+    pipeline(project, "features", "--net", net, "--split", train_split, "--source", "shards")
+    pipeline(project, "features", "--net", net, "--split", eval_split, "--source", "images")
+    pipeline(project, "fit-head", "--net", net)
+    for split in (train_split, eval_split):
+        pipeline(project, "dense", "--net", net, "--split", split)
+    pipeline(project, "fit-windows", "--net", net)
+
+
+def backbone_seconds(project: Path, params: Params, net: str, work: str) -> float:
+    """The backbone seconds a stage recorded for the evaluation split."""
+    return float(json.loads((project / params.layout.timing(net, work)).read_text())["seconds"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=["demo", "photos"], default="demo")
     parser.add_argument("--net", default="effnet-lite0")
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--train", type=int, default=60, help="photos: training images")
+    parser.add_argument("--val", type=int, default=40, help="photos: evaluation images")
+    parser.add_argument("--seed", type=int, default=0, help="photos: the devkit's seed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
-        prepared_project(project, args.net, args.size, args.images, args.device)
-        pipeline(project, "features", "--net", args.net, "--split", "test", "--source", "images")
-        pipeline(project, "dense", "--net", args.net, "--split", "test")
+        write_params(project, args)
         params = load_params(project / "params.yaml")
-        layout = params.layout
-        backbone = build_backbone(args.net, params.nets.options(args.net))
-        head = build_head(backbone.dim, len(params.dataset.classes) + 1, hidden=params.head.hidden)
-        start = time.perf_counter()
-        patch_rows = sum(
-            len(rows.probabilities)
-            for rows in image_probabilities(
-                head, feature_cache_shards(project / layout.features(args.net, "test"))
-            )
+        train(project, params, args.net, args.dataset == "demo")
+        dataset, layout, net = params.dataset, params.layout, args.net
+        split, k, pool = dataset.eval_split, params.scoring.k, params.scoring.pool
+        image_ids = read_image_set(dataset.root, split)
+        objects = read_manifest(project / layout.manifests(split), "objects.parquet")
+        truth = read_class_image_sets(dataset.root, dataset.classes, split)
+        dense = open_dense_cache(
+            project / layout.dense(net, split), project / layout.window_rule(net, split), net
         )
-        patch_head = time.perf_counter() - start
-        start, windows = time.perf_counter(), 0
-        dense_shards = read_shard_index(project / layout.dense(args.net, "test"))
-        for scored in dense_probabilities(
-            head, backbone.dense_trunk().window_rule(args.size), dense_shards
-        ):
-            windows += len(scored.probabilities)
-        dense_head = time.perf_counter() - start
-        patch_total = backbone_seconds(project, args.net, "features-test") + patch_head
-        dense_total = backbone_seconds(project, args.net, "dense-test") + dense_head
-    n = args.images
-    print(f"{args.net}, {args.size}px patches, {n} demo test images, device {args.device}")
-    print(f"patch mode: {patch_rows} patches, {n / patch_total:7.2f} images/s "
-          f"(backbone {patch_total - patch_head:.1f} s, layers {patch_head:.1f} s)")  # fmt: skip
-    print(f"dense mode: {windows} windows, {n / dense_total:7.2f} images/s "
-          f"(backbone {dense_total - dense_head:.1f} s, layers {dense_head:.1f} s)")  # fmt: skip
-    print(f"dense / patch throughput: {patch_total / dense_total:.2f}x")
+
+        def layers(method: str, cache: str):
+            return load_head_for_cache(
+                project / layout.head(net, method), project / layout.cache(cache, net, split),
+                net=net, classes=dataset.classes,
+            )  # fmt: skip
+
+        head, _, feature_shards = layers("head", "features")
+        windows, _, _ = layers("windows", "dense")
+        runs = {
+            "patches 2014": (
+                "features", lambda: score_images(head, feature_shards, image_ids, k, pool)
+            ),
+            "dense patches": ("dense", lambda: score_images_dense(
+                head, dense.rule, dense.shards, image_ids, k=k, pool=pool
+            )),
+            "dense windows": ("dense", lambda: score_images_dense(
+                windows, dense.rule, dense.shards, image_ids, k=k, pool=pool
+            )),
+        }  # fmt: skip
+        rows = {}
+        for method, (mode, score) in runs.items():
+            started = time.perf_counter()
+            scores, counts = score()
+            seconds = time.perf_counter() - started
+            backbone = backbone_seconds(project, params, net, f"{mode}-{split}")
+            m_ap = evaluate_scores(
+                scores, counts, image_ids, objects, truth, dataset.classes,
+                method=ap_method(dataset.year),
+            ).mean_ap  # fmt: skip
+            rows[method] = (m_ap, len(image_ids) / (backbone + seconds), backbone, seconds)
+    base_map, base_rate = rows["patches 2014"][:2]
+    print(f"{net}, {args.size}px patches, {dataset.name} {split}: {len(image_ids)} images, "
+          f"device {args.device}")  # fmt: skip
+    print(f"{'method':15s} {'mAP':>7s} {'vs 2014':>8s} {'images/s':>9s} {'speed-up':>9s} "
+          "(backbone s, layers s)")  # fmt: skip
+    for method, (m_ap, rate, backbone, seconds) in rows.items():
+        print(f"{method:15s} {m_ap:7.4f} {100 * (m_ap - base_map):+8.2f} {rate:9.3f} "
+              f"{rate / base_rate:8.2f}x ({backbone:.1f}, {seconds:.1f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ labels: the check that each one learns from its labels and not from something el
 Uses the caches of a finished `dvc repro` (params.yaml in the current directory). For each
 method the layers are trained as their stage trains them, once on the true labels and once on
 labels permuted with a seed: the patch labels across training patches for the 2014 head (which
-the patch and dense methods share), the image labels across training images for the weak and
-full-image layers. The evaluation split is then scored as `compare` scores it. Run on demand
-after `dvc repro`:
+the patch and dense methods share) and for the head trained on windows, the image labels across
+training images for the weak and full-image layers. The evaluation split is then scored as
+`compare` scores it. Run on demand after `dvc repro`:
 
     python benchmarks/shuffled_labels.py [--net effnet-lite0] [--seed 0]
 """
@@ -32,6 +32,8 @@ from pipeline.image_level import image_labels, schedule
 from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.manifests import read_manifest
 from pipeline.params import Params, load_params
+from pipeline.patch_windows import window_descriptors_on_disk
+from pipeline.sampling import select_training_patches
 from pipeline.weak import (
     WindowDescriptors,
     fit_image_labels,
@@ -96,6 +98,25 @@ def main() -> None:
         )  # fmt: skip
         return fitted.module.cpu()
 
+    # the head trained on windows: the same patch labels, at the windows of the dense maps
+    selected = select_training_patches(
+        read_manifest(
+            layout.manifests(train_split), "patches.parquet",
+            ["image_id", "patch", "scale", "x0", "y0", "label"],
+        ),
+        params.sampling.background_fraction, params.sampling.seed,
+    )  # fmt: skip
+    window_rows, window_train = stack.enter_context(
+        window_descriptors_on_disk(train_dense, selected, layout.head(net).parent, device)
+    )
+
+    def window_head(labels: np.ndarray) -> nn.Module:
+        fitted = fit_head(
+            window_rows, labels, window_train["image_id"], len(dataset.classes), params.head,
+            device,
+        )  # fmt: skip
+        return fitted.module.cpu()
+
     # the image-level layers: image labels
     train_images = DenseImageReader(train_dense.shards)
     ids, windows = train_images.image_ids, WindowDescriptors(train_images, train_dense.rule, device)
@@ -126,6 +147,12 @@ def main() -> None:
         ),
         "dense": lambda shuffle: dense_method(
             patch_head(rng.permutation(train["label"]) if shuffle else train["label"]),
+            rule, test_shards, k=k, pool=pool,
+        ),
+        "windows": lambda shuffle: dense_method(
+            window_head(
+                rng.permutation(window_train["label"]) if shuffle else window_train["label"]
+            ),
             rule, test_shards, k=k, pool=pool,
         ),
         "weak": lambda shuffle: weak_method(
