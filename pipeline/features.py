@@ -45,6 +45,8 @@ class FeatureExtractor:
         self.device = device
         self.batch_size = batch_size
         self.module = backbone.module.to(device, memory_format=torch.channels_last)
+        if backbone.dense is not None:  # its own (folded) copy of the trunk
+            backbone.dense.trunk.to(device, memory_format=torch.channels_last)
         if device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             self.autocast: Any = torch.autocast("cuda", dtype=dtype)

@@ -56,11 +56,12 @@ def run(
 
 def dense_identity(params: Params, net: str, extractor: FeatureExtractor) -> dict:
     """What the maps depend on besides the pixels: the net, its weights and transform, the
-    patch size, the scales and the trunk's stride."""
+    patch size, the scales, the trunk's stride and its arithmetic (batch norms folded)."""
     backbone = extractor.backbone
     return backbone_identity(net, backbone, params.tiling.patch_size) | {
         "scales": list(params.tiling.scales),
         "stride": backbone.dense_trunk().stride,
+        "trunk": "batch norms folded" if backbone.dense_trunk().folded else "as in patch mode",
     }
 
 

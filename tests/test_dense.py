@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pipeline.cutting import cut_patches
 from pipeline.demo import generate_demo
@@ -22,7 +23,7 @@ from pipeline.features import FeatureExtractor
 from pipeline.images import load_rgb
 from pipeline.nets import build_backbone, normalise
 from pipeline.tiling import patch_grid
-from pipeline.trunks import PooledFullyConnected, adaptive_pool_matrix
+from pipeline.trunks import PooledFullyConnected, adaptive_pool_matrix, fold_batch_norms
 from tests.test_nets import serve_torchvision_weights
 
 CPU = torch.device("cpu")
@@ -63,7 +64,40 @@ def test_a_window_that_is_the_whole_resized_image_is_exactly_the_patch_descripto
         pixels = torch.from_numpy(cut_patches(image, np.array([[0.0, 0.0, 300.0]]), size))
         from_patch = backbone.module(normalise(pixels, backbone.mean, backbone.std))
     assert from_map.shape == (1, backbone.dim)
-    assert torch.equal(from_map, from_patch)
+    if backbone.dense_trunk().folded:  # effnet: batch norms folded into the convolutions
+        torch.testing.assert_close(from_map, from_patch, rtol=1e-4, atol=1e-5)
+    else:
+        assert torch.equal(from_map, from_patch)
+
+
+def random_batch_norm(channels: int) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(channels)
+    norm.running_mean.uniform_(-1, 1)
+    norm.running_var.uniform_(0.5, 2)
+    norm.weight.data.uniform_(0.5, 1.5)
+    norm.bias.data.uniform_(-1, 1)
+    return norm.eval()
+
+
+def test_batch_norms_are_folded_into_the_convolutions_before_them_only_when_that_is_exact():
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Conv2d(3, 8, 3), random_batch_norm(8), nn.ReLU()).eval()
+    folded, done = fold_batch_norms(trunk)
+    assert done and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(folded(x), trunk(x), rtol=1e-5, atol=1e-5)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in trunk.modules())  # the original kept
+
+    class NormFirst(nn.Module):  # children listed conv, norm; run norm, conv
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(3, 3, 1), random_batch_norm(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.norm(x))
+
+    other = NormFirst().eval()
+    assert fold_batch_norms(other) == (other, False)
 
 
 def test_fc6_over_any_window_is_adaptive_pooling_then_the_linear_layer():
