@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 from skimage import data as photos
 
-from pipeline.demo import DemoObject, annotation_xml, class_presence
+from pipeline.demo import DemoObject, annotation_xml, class_presence, write_main_sets
 
 # class -> (photo, region (x0, y0, x1, y1) of the object in it)
 SOURCES = {
@@ -137,12 +137,7 @@ def write_photo_devkit(year_dir: Path, *, n_train: int, n_val: int, seed: int) -
         (tmp / "Annotations" / f"{image_id}.xml").write_text(xml)
         for c in CLASSES:
             truth[c][image_id] = class_presence(objects, c)
-    main = tmp / "ImageSets" / "Main"
-    for split, members in splits.items():
-        (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in members))
-        for c in CLASSES:
-            lines = "".join(f"{i} {truth[c][i]:2d}\n" for i in members)
-            (main / f"{c}_{split}.txt").write_text(lines)
+    write_main_sets(tmp / "ImageSets" / "Main", splits, truth)
     if year_dir.exists():
         shutil.rmtree(year_dir)
     year_dir.parent.mkdir(parents=True, exist_ok=True)

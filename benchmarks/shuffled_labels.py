@@ -91,12 +91,13 @@ def main() -> None:
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     test_features = feature_cache_shards(layout.features(net, dataset.eval_split))
 
-    def patch_head(labels: np.ndarray) -> nn.Module:
-        fitted = fit_head(
-            descriptors, labels, train["image_id"], len(dataset.classes), params.head,
-            device,
-        )  # fmt: skip
+    def head_on(rows, image_ids: np.ndarray, labels: np.ndarray) -> nn.Module:
+        """The adaptation layers trained as fit-head trains them on these rows."""
+        fitted = fit_head(rows, labels, image_ids, len(dataset.classes), params.head, device)
         return fitted.module.cpu()
+
+    def patch_head(labels: np.ndarray) -> nn.Module:
+        return head_on(descriptors, train["image_id"], labels)
 
     # the head trained on windows: the same patch labels, at the windows of the dense maps
     selected = select_training_patches(
@@ -111,11 +112,7 @@ def main() -> None:
     )
 
     def window_head(labels: np.ndarray) -> nn.Module:
-        fitted = fit_head(
-            window_rows, labels, window_train["image_id"], len(dataset.classes), params.head,
-            device,
-        )  # fmt: skip
-        return fitted.module.cpu()
+        return head_on(window_rows, window_train["image_id"], labels)
 
     # the image-level layers: image labels
     train_images = DenseImageReader(train_dense.shards)

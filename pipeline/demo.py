@@ -368,6 +368,19 @@ def write_action_sets(
             (directory / f"{a}_{split}.txt").write_text(lines)
 
 
+def write_main_sets(
+    main: Path, splits: dict[str, list[str]], truth: dict[str, dict[str, int]]
+) -> None:
+    """Write a devkit's ``ImageSets/Main`` (the directory `main`): ``<split>.txt`` listing each
+    split's image ids, and ``<class>_<split>.txt`` with each image's presence (1 / -1 / 0,
+    `truth[class][image_id]`) for every class of `truth`."""
+    for split, members in splits.items():
+        (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in members))
+        for c, presence in truth.items():
+            lines = "".join(f"{i} {presence[i]:2d}\n" for i in members)
+            (main / f"{c}_{split}.txt").write_text(lines)
+
+
 def check_replaceable(year_dir: Path) -> None:
     """Raise PipelineError unless `year_dir` is absent, an empty directory, or a directory that
     `generate_demo` made (it holds the marker file): a real dataset is never replaced."""
@@ -428,12 +441,7 @@ def generate_demo(
         (tmp / "Annotations" / f"{image_id}.xml").write_text(xml)
         for c in classes:
             truth[c][image_id] = class_presence(objects, c)
-    main = tmp / "ImageSets" / "Main"
-    for split, members in splits.items():
-        (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in members))
-        for c in classes:
-            lines = "".join(f"{i} {truth[c][i]:2d}\n" for i in members)
-            (main / f"{c}_{split}.txt").write_text(lines)
+    write_main_sets(tmp / "ImageSets" / "Main", splits, truth)
     if n_action_trainval:
         first = len(ids) + 1
         action_ids = [f"{i:06d}" for i in range(first, first + n_action_trainval + n_action_test)]
