@@ -9,8 +9,8 @@ that scale's factor f (`pipeline.dense_cache.window_boxes`): a patch ``(x0, y0)`
 lies at ``(x0 f / stride, y0 f / stride)`` cells, between the windows of the floor and the
 ceiling of each coordinate. A patch takes those four windows (within the map), each with the
 patch's label: the windows dense scoring will meet wherever the patch's content lies between
-two cells (measured on the demo: 0.992 mAP against 0.981 for the nearest window alone and
-0.974 for every window labelled by its own box; docs/benchmarks.md). A patch on a window's
+two cells (measured on the demo: 0.992 mAP against 0.980 for the nearest window alone and
+0.974 for every window labelled by its own box: benchmarks/window_sets.py). A patch on a window's
 corner takes that window four times, so that every patch weighs the same.
 """
 
