@@ -78,4 +78,6 @@ def test_image_probabilities_join_an_image_split_across_shards(cached):
     assert len(shards) > 1 and len(images) == len(runs)
     for rows, (start, end) in zip(images, runs, strict=True):
         assert (rows.image_id, rows.first) == (everything["image_id"][start], start)
-        assert np.array_equal(rows.probabilities, expected[start:end])
+        # the same numbers, to rounding: a linear layer's float results may depend on how many
+        # rows its batch holds (MKL picks its kernel by size on some CPUs)
+        np.testing.assert_allclose(rows.probabilities, expected[start:end], rtol=1e-5, atol=1e-7)
