@@ -69,6 +69,7 @@ def trunk_maps(
     right and bottom to an `aligned` size, so that the window of a cell is a patch's map."""
     release_free_heap()  # the last image's blocks, of other sizes than this one's
     dense, backbone = extractor.backbone.dense_trunk(), extractor.backbone
+    trunk, _ = extractor.whole_image_trunk
     out = []
     for pixels, _ in resized:
         batch = torch.as_tensor(pixels)[None].to(extractor.device)  # numpy, or a loader's tensor
@@ -79,7 +80,7 @@ def trunk_maps(
         if any(padding):
             x = F.pad(x, padding).contiguous(memory_format=torch.channels_last)
         with extractor.autocast:
-            maps = dense.trunk(x)
+            maps = trunk(x)
         out.append(maps[0].float().cpu())
     return out
 

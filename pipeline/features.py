@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.errors import PipelineError
 from pipeline.nets import Backbone, build_backbone, normalise
+from pipeline.trunks import fold_batch_norms
 
 PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead
 
@@ -45,13 +46,18 @@ class FeatureExtractor:
         self.device = device
         self.batch_size = batch_size
         self.module = backbone.module.to(device, memory_format=torch.channels_last)
-        if backbone.dense is not None:  # its own (folded) copy of the trunk
-            backbone.dense.trunk.to(device, memory_format=torch.channels_last)
         if device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             self.autocast: Any = torch.autocast("cuda", dtype=dtype)
         else:
             self.autocast = nullcontext()
+
+    @functools.cached_property
+    def whole_image_trunk(self) -> tuple[torch.nn.Module, bool]:
+        """The trunk dense mode runs over whole images, built when first asked for (patch mode
+        never pays for it): the backbone's trunk with its batch norms folded into the
+        convolutions where that is exact to rounding (`fold_batch_norms`), and whether it is."""
+        return fold_batch_norms(self.backbone.dense_trunk().trunk)
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> np.ndarray:

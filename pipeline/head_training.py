@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipeline.atomic import write_json
-from pipeline.devices import chosen_device
 from pipeline.disk_rows import DiskRows
 from pipeline.errors import PipelineError
 from pipeline.head import epoch_logger, fit_head, head_checkpoint, save_checkpoint
@@ -31,7 +31,7 @@ def train_and_save(
     attrs: dict[str, Any],
     *,
     source: Path,
-    device: str | None,
+    device: torch.device,
     started: float,
 ) -> None:
     """Train the head of `net` on the training split's `descriptors` ``[N, d]`` with the
@@ -39,8 +39,8 @@ def train_and_save(
     whole images) and write it as trained layers `method` (``head``: ``head.pt``, metrics
     ``train.json``; another: ``<method>.pt``, ``train-<method>.json``), recording the weights
     digest of the backbone in `attrs` and the seconds since `started` (``time.perf_counter``).
-    `source` is the cache named in errors; `device` overrides ``head.device``. PipelineError
-    when a label lies outside ``0..C``."""
+    `source` is the cache named in errors; `device` is where it trains. PipelineError when a
+    label lies outside ``0..C``."""
     classes, split, layout = params.dataset.classes, params.dataset.train_split, params.layout
     labels = rows["label"].astype(np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() > len(classes)):
@@ -48,9 +48,8 @@ def train_and_save(
             f"{source}: labels span {labels.min()}..{labels.max()}, expected "
             f"0..{len(classes)} for {len(classes)} classes; re-run the stages after `index`"
         )
-    torch_device = chosen_device(device, params.head.device, "head.device")
     fitted = fit_head(
-        descriptors, labels, rows["image_id"], len(classes), params.head, torch_device,
+        descriptors, labels, rows["image_id"], len(classes), params.head, device,
         on_epoch=epoch_logger(),
     )  # fmt: skip
     n_val, best = int(fitted.held_out.sum()), fitted.best

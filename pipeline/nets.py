@@ -28,7 +28,6 @@ from pipeline.trunks import (
     PooledFullyConnected,
     WindowAverage,
     WindowedTrunk,
-    fold_batch_norms,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -573,8 +572,7 @@ def dense_trunk(module: nn.Module, stride: int) -> DenseTrunk:
             f"adaptive pooling to {rule.grid}x{rule.grid} and fully connected layers of "
             f"{sizes} as convolutions ({rule.grid}x{rule.grid}, then 1x1)"
         )
-    trunk, folded = fold_batch_norms(module.trunk)
-    return DenseTrunk(trunk, rule, stride, words, isinstance(rule, WindowAverage), folded)
+    return DenseTrunk(module.trunk, rule, stride, words, isinstance(rule, WindowAverage))
 
 
 def normalise(pixels: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:

@@ -154,6 +154,7 @@ def fold_batch_norms(trunk: nn.Module) -> tuple[nn.Module, bool]:
     if not changed:
         return trunk, False
     probe = torch.randn(1, 3, FOLD_PROBE, FOLD_PROBE, generator=torch.Generator().manual_seed(0))
+    probe = probe.to(next(trunk.parameters()).device)  # the trunk may be on a GPU already
     expected, got = trunk(probe), folded(probe)
     scale = expected.abs().max().clamp_min(1e-12)
     if expected.shape != got.shape or (got - expected).abs().max() > FOLD_TOLERANCE * scale:
@@ -203,18 +204,16 @@ def rule_from_state(state: dict[str, Any]) -> nn.Module:
 
 @dataclass(frozen=True)
 class DenseTrunk:
-    """How a backbone runs over whole images: its trunk (images -> maps; the patch-mode trunk
-    with its batch norms folded, when `folded`), its window rule (a module called as
-    ``rule(maps, window)``), the input pixels between two map cells, the rule in words, and
-    whether descriptors are window averages of the maps (then a class activation map is
-    defined)."""
+    """How a backbone runs over whole images: its trunk (images -> maps), its window rule (a
+    module called as ``rule(maps, window)``), the input pixels between two map cells, the rule
+    in words, and whether descriptors are window averages of the maps (then a class activation
+    map is defined)."""
 
     trunk: nn.Module
     rule: nn.Module
     stride: int
     description: str
     averages: bool
-    folded: bool = False
 
     @torch.inference_mode()
     def window(self, patch_size: int) -> Window:

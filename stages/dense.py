@@ -61,7 +61,7 @@ def dense_identity(params: Params, net: str, extractor: FeatureExtractor) -> dic
     return backbone_identity(net, backbone, params.tiling.patch_size) | {
         "scales": list(params.tiling.scales),
         "stride": backbone.dense_trunk().stride,
-        "trunk": "batch norms folded" if backbone.dense_trunk().folded else "as in patch mode",
+        "trunk": "batch norms folded" if extractor.whole_image_trunk[1] else "as in patch mode",
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from pipeline.atomic import exclusive
+from pipeline.devices import chosen_device
 from pipeline.errors import PipelineError
 from pipeline.feature_cache import feature_cache_on_disk
 from pipeline.head_training import train_and_save
@@ -28,7 +29,8 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     with feature_cache_on_disk(cache, scratch) as (descriptors, rows, attrs):
         if attrs.get("net") != net:
             raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}")
+        torch_device = chosen_device(device, params.head.device, "head.device")
         train_and_save(
-            params, net, "head", descriptors, rows, attrs, source=cache, device=device,
+            params, net, "head", descriptors, rows, attrs, source=cache, device=torch_device,
             started=started,
         )  # fmt: skip

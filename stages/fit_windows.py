@@ -60,5 +60,5 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     with window_descriptors_on_disk(cache, selected, scratch, torch_device) as (windows, rows):
         train_and_save(
             params, net, "windows", windows, rows, cache.attrs,
-            source=cache.shards[0].path.parent, device=device, started=started,
+            source=cache.shards[0].path.parent, device=torch_device, started=started,
         )  # fmt: skip

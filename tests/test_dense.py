@@ -64,7 +64,7 @@ def test_a_window_that_is_the_whole_resized_image_is_exactly_the_patch_descripto
         pixels = torch.from_numpy(cut_patches(image, np.array([[0.0, 0.0, 300.0]]), size))
         from_patch = backbone.module(normalise(pixels, backbone.mean, backbone.std))
     assert from_map.shape == (1, backbone.dim)
-    if backbone.dense_trunk().folded:  # effnet: batch norms folded into the convolutions
+    if extractor.whole_image_trunk[1]:  # effnet: batch norms folded into the convolutions
         torch.testing.assert_close(from_map, from_patch, rtol=1e-4, atol=1e-5)
     else:
         assert torch.equal(from_map, from_patch)
