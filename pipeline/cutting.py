@@ -7,11 +7,14 @@ Patches are ``(x0, y0, side)`` float pixels of the original image, 0-based.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
-from torchvision.transforms.v2.functional import InterpolationMode, resize
+
+if TYPE_CHECKING:
+    import torch
 
 RESAMPLE = Image.Resampling.BILINEAR
 TORCH_CUTTING_TOLERANCE = 1  # grey levels between `cut_patches_torch` and `cut_patches` (tested)
@@ -105,6 +108,11 @@ def cut_patches_torch(image: torch.Tensor, boxes: np.ndarray, size: int) -> torc
     which follows PIL's filter but rounds differently (`TORCH_CUTTING_TOLERANCE`). Returns
     ``[N, size, size, 3]`` uint8 on the image's device, in the order of `boxes`.
     """
+    # imported here: the stages that cut with PIL alone (sample, action-samples and their
+    # workers) start without loading torch and torchvision, seconds per process
+    import torch
+    from torchvision.transforms.v2.functional import InterpolationMode, resize
+
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 3)
     height, width = image.shape[:2]
     channels_first = image.permute(2, 0, 1)[None]  # [1, 3, H, W], channels_last in memory

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional
 from PIL import Image
 from skimage import data as photo_data
 from torchvision.transforms.v2.functional import resize
@@ -69,7 +70,7 @@ def test_torch_cutting_matches_pil_cutting_within_its_tolerance(
     photos_and_grids, path, monkeypatch
 ):
     if path.startswith("float"):
-        monkeypatch.setattr(cutting, "resize", float_resize)
+        monkeypatch.setattr(torchvision.transforms.v2.functional, "resize", float_resize)
     for image, boxes in photos_and_grids:
         reference = cut_patches(image, boxes, 96)
         cut = cutting.cut_patches_torch(torch.from_numpy(image.copy()), boxes, 96)
