@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from filelock import FileLock
 
 from pipeline.demo import generate_demo
 from pipeline.params import load_params
@@ -19,9 +21,31 @@ from pipeline.patch_codecs import read_pixels, shard_codec
 from tests.cli import run_cli
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat")
+SPLITS = ("trainval", "test")
+TRAINED_LAYERS = ("fit-head", "fit-windows", "fit-weak", "fit-cam")
 
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, share the cores among the workers: each worker, and every process it
+    starts (the `pipeline` commands, DVC), gets cores / workers threads for torch, OpenMP and
+    MKL, so that workers running torch at once do not fight over the same cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, threads)
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the tests marked `long` first (the order is otherwise kept), so that no worker
+    begins a test of minutes when the others are nearly done."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 def demo_params(root: Path) -> dict:
@@ -100,12 +124,50 @@ def edit_params() -> Callable[..., dict]:
     return set_params
 
 
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A directory that `build` fills once per test run and every test then only reads.
+
+    Under pytest-xdist each worker has its own session, so a session fixture alone would build
+    it once per worker: the first worker to ask builds it under a file lock in the run's shared
+    temporary directory, into a temporary name renamed when complete; the others wait for the
+    lock and reuse it. Returns the directory."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers of this run
+    target = base / f"shared-{name}"
+    with FileLock(f"{target}.lock"):
+        if not target.is_dir():
+            partial = base / f"shared-{name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            build(partial)
+            partial.rename(target)
+    return target
+
+
+def private_copy(template: Path, destination: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of a built project directory at `destination`, made the current directory."""
+    shutil.copytree(template, destination)
+    monkeypatch.chdir(destination)
+    return destination
+
+
+def run_stages(project: Path, *commands: tuple[str, ...]) -> None:
+    """Run `pipeline` commands in `project` as a user does, in order."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        for command in commands:
+            run_cli(*command)
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A read-only demo VOC2007 directory: 6 trainval and 3 test images, 4 classes."""
-    root = tmp_path_factory.mktemp("demo") / "VOCdevkit" / "VOC2007"
-    generate_demo(root, CLASSES, n_trainval=6, n_test=3, seed=7)
-    return root
+
+    def build(base: Path) -> None:
+        generate_demo(base / "VOCdevkit" / "VOC2007", CLASSES, n_trainval=6, n_test=3, seed=7)
+
+    return built_once(tmp_path_factory, "demo", build) / "VOCdevkit" / "VOC2007"
 
 
 @pytest.fixture
@@ -119,25 +181,74 @@ def workdir(tmp_path: Path, demo_root: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.fixture(scope="session")
-def cached_template(tmp_path_factory, demo_root) -> Path:
-    """A project directory after index/tile/sample and `features --net tiny` on both splits."""
-    project = tmp_path_factory.mktemp("cached")
-    (project / "params.yaml").write_text(yaml.safe_dump(demo_params(demo_root)))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(project)
-        for split in ("trainval", "test"):
-            run_cli("index", "--split", split)
-            run_cli("tile", "--split", split)
-        run_cli("sample", "--split", "trainval")
-        run_cli("features", "--net", "tiny", "--split", "trainval")
-        run_cli("features", "--net", "tiny", "--split", "test")
-    return project
+def cached_template(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Path:
+    """A project directory after index/tile/sample and `features --net tiny` on both splits
+    (read it only: tests change a private copy)."""
+
+    def build(project: Path) -> None:
+        (project / "params.yaml").write_text(yaml.safe_dump(demo_params(demo_root)))
+        data_half = [(stage, "--split", s) for s in SPLITS for stage in ("index", "tile")]
+        features = [("features", "--net", "tiny", "--split", s) for s in SPLITS]
+        run_stages(project, *data_half, ("sample", "--split", "trainval"), *features)
+
+    return built_once(tmp_path_factory, "cached", build)
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory, cached_template: Path) -> Path:
+    """`cached_template` after `fit-head` (the tiny net's head)."""
+
+    def build(project: Path) -> None:
+        shutil.copytree(cached_template, project, dirs_exist_ok=True)
+        run_stages(project, ("fit-head",))
+
+    return built_once(tmp_path_factory, "trained", build)
+
+
+@pytest.fixture(scope="session")
+def dense_template(tmp_path_factory: pytest.TempPathFactory, cached_template: Path) -> Path:
+    """`cached_template` after `dense --net tiny` on both splits."""
+
+    def build(project: Path) -> None:
+        shutil.copytree(cached_template, project, dirs_exist_ok=True)
+        run_stages(project, *[("dense", "--net", "tiny", "--split", s) for s in SPLITS])
+
+    return built_once(tmp_path_factory, "dense", build)
+
+
+@pytest.fixture(scope="session")
+def layers_template(tmp_path_factory: pytest.TempPathFactory, dense_template: Path) -> Path:
+    """`dense_template` after every trained layer of the object task: fit-head, fit-windows,
+    fit-weak and fit-cam."""
+
+    def build(project: Path) -> None:
+        shutil.copytree(dense_template, project, dirs_exist_ok=True)
+        run_stages(project, *[(stage, "--net", "tiny") for stage in TRAINED_LAYERS])
+
+    return built_once(tmp_path_factory, "layers", build)
 
 
 @pytest.fixture
-def cached(cached_template, tmp_path, monkeypatch) -> Path:
+def cached(cached_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private copy of the cached project directory, as the current directory."""
-    project = tmp_path / "project"
-    shutil.copytree(cached_template, project)
-    monkeypatch.chdir(project)
-    return project
+    return private_copy(cached_template, tmp_path / "project", monkeypatch)
+
+
+@pytest.fixture
+def trained(trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the project with the tiny net's head, as the current directory."""
+    return private_copy(trained_template, tmp_path / "project", monkeypatch)
+
+
+@pytest.fixture
+def dense_cached(dense_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the project with the dense maps of both splits, as the current
+    directory."""
+    return private_copy(dense_template, tmp_path / "project", monkeypatch)
+
+
+@pytest.fixture
+def all_layers(layers_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the project with dense maps and every trained layer of the object
+    task, as the current directory."""
+    return private_copy(layers_template, tmp_path / "project", monkeypatch)

@@ -21,7 +21,15 @@ from pipeline.fc6_split import split_below_fc6
 from pipeline.nets import build_backbone, build_untrained
 from pipeline.trunks import WindowAverage, WindowedTrunk
 from tests.cli import run_cli
-from tests.conftest import CLASSES, demo_params, flip_a_byte_in_the_middle
+from tests.conftest import (
+    CLASSES,
+    SPLITS,
+    built_once,
+    demo_params,
+    flip_a_byte_in_the_middle,
+    private_copy,
+    run_stages,
+)
 
 ACTIONS = ["jumping", "phoning", "ridingbike"]
 
@@ -48,12 +56,23 @@ def test_a_square_larger_than_the_image_folds_back_periodically():
 @pytest.fixture(scope="session")
 def action_root(tmp_path_factory) -> Path:
     """A demo devkit with an Action task: 8 trainval and 4 test images of persons."""
-    root = tmp_path_factory.mktemp("action") / "VOCdevkit" / "VOC2007"
-    generate_demo(
-        root, CLASSES, n_trainval=2, n_test=1, seed=5, actions=ACTIONS, n_action_trainval=8,
-        n_action_test=4,
-    )  # fmt: skip
-    return root
+
+    def build(base: Path) -> None:
+        generate_demo(
+            base / "VOCdevkit" / "VOC2007", CLASSES, n_trainval=2, n_test=1, seed=5,
+            actions=ACTIONS, n_action_trainval=8, n_action_test=4,
+        )  # fmt: skip
+
+    return built_once(tmp_path_factory, "action", build) / "VOCdevkit" / "VOC2007"
+
+
+def action_params(root: Path) -> dict:
+    """The test params pointed at the action devkit `root`, with short training schedules."""
+    params = demo_params(root)
+    params["action"]["actions"] = ACTIONS
+    params["action"]["scratch"]["max_epochs"] = 2
+    params["head"].update(max_epochs=3, hidden=32)
+    return params
 
 
 @pytest.fixture
@@ -61,13 +80,37 @@ def action_project(tmp_path, action_root, monkeypatch) -> Path:
     """A project directory (cwd) with its own copy of the action devkit."""
     root = tmp_path / "VOCdevkit" / "VOC2007"
     shutil.copytree(action_root, root)
-    params = demo_params(root)
-    params["action"]["actions"] = ACTIONS
-    params["action"]["scratch"]["max_epochs"] = 2
-    params["head"].update(max_epochs=3, hidden=32)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(action_params(root)))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def described_template(tmp_path_factory, action_root) -> Path:
+    """A project on the (shared, read-only) action devkit after `action-samples` and
+    `action-features --net tiny` on both splits."""
+
+    def build(project: Path) -> None:
+        (project / "params.yaml").write_text(yaml.safe_dump(action_params(action_root)))
+        run_stages(
+            project,
+            *[
+                command
+                for split in SPLITS
+                for command in (
+                    ("action-samples", "--split", split),
+                    ("action-features", "--net", "tiny", "--split", split),
+                )
+            ],
+        )
+
+    return built_once(tmp_path_factory, "described", build)
+
+
+@pytest.fixture
+def described_persons(described_template, tmp_path, monkeypatch) -> Path:
+    """A private copy of `described_template`, as the current directory."""
+    return private_copy(described_template, tmp_path / "project", monkeypatch)
 
 
 def first_person_xml(root: Path) -> Path:
@@ -110,10 +153,7 @@ def test_a_bad_actions_block_is_one_line_naming_the_file_and_the_image_is_skippe
     assert needle in strict.stderr.strip().splitlines()[-1]
 
 
-def test_several_action_persons_never_reach_a_batch_and_are_scored(action_project, monkeypatch):
-    for split in ("trainval", "test"):
-        run_cli("action-samples", "--split", split)
-        run_cli("action-features", "--net", "tiny", "--split", split)
+def test_several_action_persons_never_reach_a_batch_and_are_scored(described_persons, monkeypatch):
     persons = pq.read_table("manifests/test-voc/action/trainval/persons.parquet").to_pandas()
     several = persons[persons.actions.map(len) > 1]
     assert len(several) > 0, "the demo draws some persons doing two actions"
@@ -144,11 +184,8 @@ def test_several_action_persons_never_reach_a_batch_and_are_scored(action_projec
 
 
 def test_the_three_variants_train_verify_checks_them_and_a_net_without_fc6_says_so(
-    action_project,
+    described_persons,
 ):
-    for split in ("trainval", "test"):
-        run_cli("action-samples", "--split", split)
-        run_cli("action-features", "--net", "tiny", "--split", split)
     for variant in ("frozen", "update", "scratch"):
         run_cli("fit-action", "--net", "tiny", "--variant", variant)
         metrics = json.loads(Path(f"metrics/test-voc/tiny/action-{variant}.json").read_text())

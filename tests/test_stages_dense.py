@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import torch
 import yaml
 
@@ -24,13 +23,6 @@ def read_json(path: str):
     return json.loads(Path(path).read_text())
 
 
-@pytest.fixture
-def dense_cached(cached):
-    for split in ("trainval", "test"):
-        run_cli("dense", "--net", "tiny", "--split", split)
-    return cached
-
-
 def test_dense_caches_every_scale_of_every_image_and_records_its_time(dense_cached):
     shards = read_shard_index(Path("data/dense/test-voc/tiny/test"))
     assert len(shards) == 3  # features.images_per_shard = 1
@@ -41,8 +33,7 @@ def test_dense_caches_every_scale_of_every_image_and_records_its_time(dense_cach
     assert read_json("metrics/test-voc/tiny/time/dense-test.json") == timing
 
 
-def test_evaluate_and_heatmaps_in_dense_mode(dense_cached, edit_params):
-    run_cli("fit-head")
+def test_evaluate_and_heatmaps_in_dense_mode(all_layers, edit_params):
     run_cli("evaluate", "--net", "tiny")
     patches = read_json("metrics/test-voc/tiny/test.json")
     edit_params({"scoring.cache": "dense"})
@@ -61,9 +52,8 @@ def test_evaluate_and_heatmaps_in_dense_mode(dense_cached, edit_params):
     assert len(list(Path("data/heatmaps/test-voc/tiny").glob("*.png"))) == 3
 
 
-def test_compare_reports_every_method_and_draws_them_side_by_side(dense_cached):
-    for command in ("fit-head", "fit-windows", "fit-weak", "fit-cam", "compare"):
-        run_cli(command, "--net", "tiny")
+def test_compare_reports_every_method_and_draws_them_side_by_side(all_layers):
+    run_cli("compare", "--net", "tiny")  # after fit-head, fit-windows, fit-weak and fit-cam
     report = read_json("metrics/test-voc/tiny/compare.json")
     assert set(report["methods"]) == set(METHODS) and report["images"] == 3
     for method in METHODS:
@@ -84,11 +74,8 @@ def window_head() -> tuple[dict, dict]:
     return checkpoint, summary
 
 
-def test_fit_windows_learns_the_sampled_patches_from_the_dense_maps_alone(
-    dense_cached, edit_params
-):
-    run_cli("fit-windows", "--net", "tiny")
-    checkpoint, summary = window_head()
+def test_fit_windows_learns_the_sampled_patches_from_the_dense_maps_alone(all_layers, edit_params):
+    checkpoint, summary = window_head()  # as `pipeline fit-windows --net tiny` wrote it
     assert checkpoint["method"] == "windows" and checkpoint["train_split"] == "trainval"
     # four windows per row of the patch shards: the same sampled patches, labels, background
     sampled = sum(s.rows for s in read_shard_index(Path("data/patches/test-voc/trainval")))
@@ -103,7 +90,8 @@ def test_fit_windows_learns_the_sampled_patches_from_the_dense_maps_alone(
     assert all(torch.equal(v, again["state_dict"][k]) for k, v in checkpoint["state_dict"].items())
     # dense scoring with the layers scoring.head names
     edit_params({"scoring.cache": "dense"})
-    refused = run_cli("evaluate", "--net", "tiny", check=False)  # head.pt: never trained here
+    Path("data/heads/test-voc/tiny/head.pt").unlink()  # fit-head never ran
+    refused = run_cli("evaluate", "--net", "tiny", check=False)
     assert "no trained layers; run `pipeline fit-head --net tiny`" in refused.stderr
     edit_params({"scoring.head": "windows"})
     run_cli("evaluate", "--net", "tiny")

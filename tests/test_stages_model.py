@@ -23,12 +23,6 @@ def read_json(path: str):
     return json.loads(Path(path).read_text())
 
 
-@pytest.fixture
-def trained(cached):
-    run_cli("fit-head")  # every net of features.nets: here `tiny`
-    return cached
-
-
 def test_fit_head_writes_the_head_and_a_per_epoch_log(trained):
     assert Path("data/heads/test-voc/tiny/head.pt").is_file()
     log = read_json("plots/test-voc/tiny/train.json")

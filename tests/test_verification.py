@@ -50,8 +50,7 @@ def test_a_damaged_feature_shard_is_named_and_rewritten_by_the_features_stage(ca
     run_cli("fit-head")
 
 
-def test_a_damaged_test_feature_shard_stops_evaluate(cached):
-    run_cli("fit-head")
+def test_a_damaged_test_feature_shard_stops_evaluate(trained):
     shard = FEATURES / "test" / "shard-00000.h5"
     flip_a_byte_in_the_middle(shard)
     line = one_error_line(run_cli("evaluate", check=False))
@@ -106,17 +105,15 @@ def test_a_second_writer_of_the_same_shards_is_told_who_holds_them(cached):
     run_cli("sample")  # released: the next run goes ahead
 
 
-def test_verify_says_what_is_wrong_and_which_stage_to_rerun(cached):
-    run_cli("fit-head")
+def test_verify_names_what_is_missing_and_the_stage_that_writes_it(trained):
     missing = run_cli("verify", check=False).stderr
     assert "re-run `pipeline dense`" in missing
     assert "no trained layers; run `pipeline fit-weak --net tiny`" in missing
     assert "no trained layers; run `pipeline fit-windows --net tiny`" in missing
-    for split in ("trainval", "test"):
-        run_cli("dense", "--split", split)
-    for stage in ("fit-windows", "fit-weak", "fit-cam"):
-        run_cli(stage)
-    done = run_cli("verify")
+
+
+def test_verify_says_what_is_wrong_and_which_stage_to_rerun(all_layers):
+    done = run_cli("verify")  # after dense, fit-head, fit-windows, fit-weak and fit-cam
     assert "all as their stages wrote them" in done.stderr
     rule = Path("data/dense/test-voc/tiny/test.rule.pt")
     rule.write_bytes(rule.read_bytes()[:64])
