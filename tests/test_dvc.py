@@ -15,6 +15,7 @@ import yaml
 from tests.conftest import CLASSES, REPO_PARAMS, set_params
 
 REPO = REPO_PARAMS.parent
+pytestmark = pytest.mark.long  # one DVC project, run once, then changed test by test in order
 
 
 def dvc(project: Path, *args: str) -> str:
@@ -40,7 +41,10 @@ def project(tmp_path_factory) -> Path:
     params = yaml.safe_load(REPO_PARAMS.read_text())
     params["jobs"] = 1
     params["dataset"].update(name="dvc-test", classes=list(CLASSES))
-    params["demo"].update(n_trainval=6, n_test=3, classes=list(CLASSES))
+    params["demo"].update(
+        n_trainval=6, n_test=3, classes=list(CLASSES), n_action_trainval=4, n_action_test=2
+    )
+    params["action"]["scratch"]["max_epochs"] = 2  # what re-runs is checked, not what it learns
     params["tiling"]["patch_size"] = 32
     params["features"].update(nets=["tiny"], device="cpu")
     params["heatmaps"]["images"] = 1
