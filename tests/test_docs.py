@@ -45,3 +45,8 @@ def test_a_module_left_out_or_a_stale_name_is_found():
         "## 5. Layout\n```\npipeline/   lib\n  voc.py  gone.py   x\nstages/  s\n  cli.py\n```\n"
     )
     assert listed_modules(layout) == {"pipeline/voc.py", "pipeline/gone.py", "stages/cli.py"}
+
+
+def test_the_readme_stays_short():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) < 180, f"README.md has {len(lines)} lines: move detail to docs/"
