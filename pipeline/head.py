@@ -306,13 +306,23 @@ def head_checkpoint(head: nn.Module, **identity: Any) -> dict[str, Any]:
     return sealed({"state_dict": {k: v.cpu() for k, v in head.state_dict().items()}, **identity})
 
 
+def recorded_method(checkpoint: dict[str, Any]) -> str:
+    """The trained layers a checkpoint says it holds, as `Layout.head` names their file:
+    ``action-<variant>`` for the action task, else the ``method`` it records (``windows``,
+    ``weak``, ``cam``), or ``head`` for fit-head's, which records none."""
+    if "variant" in checkpoint:
+        return f"action-{checkpoint['variant']}"
+    return str(checkpoint.get("method", "head"))
+
+
 def read_checkpoint(path: Path, net: str, writer: str = "fit-head") -> dict[str, Any]:
     """Load a checkpoint written by `head_checkpoint` (``weights_only``: no pickle runs) and
-    check it before use: its contents against the digest recorded when it was written, and
-    every weight finite.
+    check it before use: its contents against the digest recorded when it was written, the
+    method it records against the file's name (`recorded_method`), and every weight finite.
 
     Raises PipelineError naming the file and the stage `writer` that rewrites it when it is
-    missing, not a checkpoint, damaged (or written by hand), or holds NaN or inf."""
+    missing, not a checkpoint, damaged (or written by hand), of another method, or holds NaN
+    or inf."""
     rerun = f"re-run `pipeline {writer} --net {net}`"
     checkpoint = load_weights_only(
         path, if_missing=f"no trained layers; run `pipeline {writer} --net {net}`",
@@ -325,6 +335,11 @@ def read_checkpoint(path: Path, net: str, writer: str = "fit-head") -> dict[str,
         raise PipelineError(
             f"{path}: contents do not match the digest recorded when `pipeline {writer}` wrote "
             f"it (damaged, or not written by it); {rerun}"
+        )
+    if recorded_method(checkpoint) != path.stem:
+        raise PipelineError(
+            f"{path}: holds the trained layers of {recorded_method(checkpoint)}.pt, not of "
+            f"{path.name} (a file of another method put here); {rerun}"
         )
     for key, value in state.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
@@ -357,6 +372,23 @@ def load_head(
     """Rebuild a head from its checkpoint in eval mode, refusing (PipelineError naming `source`
     and the stage `writer` that trains it again) one trained for another net, class list, or
     backbone weights (`weights_digest` of the features it will be applied to)."""
+    check_trained_for(checkpoint, net=net, classes=classes, source=source, writer=writer)
+    if checkpoint.get("weights_digest") != weights_digest:
+        raise PipelineError(
+            f"{source}: head was trained on features of other {net} weights than the cached "
+            f"ones; re-run `pipeline {writer}`"
+        )
+    shape = checkpoint["shape"]
+    outputs = shape.get("outputs", len(classes) + 1)  # image-level layers: no background
+    head = build_head(shape["dim"], outputs, layers=shape["layers"], hidden=shape["hidden"])
+    return load_state(head, checkpoint, source).eval()
+
+
+def check_trained_for(
+    checkpoint: dict[str, Any], *, net: str, classes: list[str], source: str, writer: str
+) -> None:
+    """PipelineError naming `source` and the stage `writer` that trains it again when a
+    checkpoint was trained for another net or class list."""
     if checkpoint.get("net") != net:
         raise PipelineError(
             f"{source}: head was trained on net {checkpoint.get('net')!r}, not {net!r}; "
@@ -367,15 +399,6 @@ def load_head(
             f"{source}: head was trained for classes {checkpoint.get('classes')}, not "
             f"{list(classes)}; run `pipeline {writer}` again"
         )
-    if checkpoint.get("weights_digest") != weights_digest:
-        raise PipelineError(
-            f"{source}: head was trained on features of other {net} weights than the cached "
-            f"ones; re-run `pipeline {writer}`"
-        )
-    shape = checkpoint["shape"]
-    outputs = shape.get("outputs", len(classes) + 1)  # image-level layers: no background
-    head = build_head(shape["dim"], outputs, layers=shape["layers"], hidden=shape["hidden"])
-    return load_state(head, checkpoint, source).eval()
 
 
 TRAINED_BY = {"head": "fit-head", "windows": "fit-windows", "weak": "fit-weak", "cam": "fit-cam"}

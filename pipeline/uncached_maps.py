@@ -5,14 +5,18 @@ maps)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.cutting import cut_patches
+from pipeline.errors import PipelineError
 from pipeline.features import FeatureExtractor
 from pipeline.heatmaps import heat_maps
+from pipeline.nets import build_backbone
 from pipeline.scoring import patch_probabilities
 from pipeline.tiling import patch_grid
 
@@ -32,3 +36,28 @@ def image_heat_maps(
     _, boxes = patch_grid(width, height, tuple(scales), min_overlap)
     pixels = torch.from_numpy(cut_patches(image, boxes, patch_size))
     return heat_maps(patch_probabilities(head, extractor(pixels)), boxes, width, height)
+
+
+def checked_extractor(
+    net: str,
+    options: dict[str, Any],
+    device: torch.device,
+    batch_size: int,
+    *,
+    weights_digest: str | None,
+    source: Path,
+    writer: str,
+) -> FeatureExtractor:
+    """The backbone of `net` built with `options` (its ``nets`` params) as an extractor on
+    `device`, for trained layers at `source` that learnt from descriptors of the weights
+    `weights_digest` (as their cache recorded them). PipelineError naming `source` and the
+    stage `writer` that retrains them when the backbone built now has other weights: its maps
+    would not be those the layers were trained for."""
+    backbone = build_backbone(net, options)
+    if backbone.weights_digest != weights_digest:
+        raise PipelineError(
+            f"{source}: trained on descriptors of {net} weights {weights_digest}, not of the "
+            f"weights the nets params give now ({backbone.weights_digest}); re-run "
+            f"`pipeline {writer}` or set the params back"
+        )
+    return FeatureExtractor(backbone, device, batch_size)

@@ -14,9 +14,9 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.atomic import exclusive, write_json, write_png
+from pipeline.dense_cache import open_dense_cache
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.features import FeatureExtractor
 from pipeline.head import TRAINED_BY, check_unseen
 from pipeline.heatmaps import (
     boxes_by_image,
@@ -27,10 +27,9 @@ from pipeline.heatmaps import (
 )
 from pipeline.images import load_rgb
 from pipeline.manifests import read_manifest
-from pipeline.nets import build_backbone
 from pipeline.params import Params
 from pipeline.scoring import dense_probabilities, image_probabilities, load_head_for_cache
-from pipeline.uncached_maps import image_heat_maps
+from pipeline.uncached_maps import checked_extractor, image_heat_maps
 
 log = logging.getLogger("pipeline")
 
@@ -59,13 +58,15 @@ def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> No
     """Tile, describe and render any image files on the fly, into ``<heatmaps>/extra/``."""
     layout, split = params.layout, params.dataset.eval_split
     trained = params.scoring.head
-    head, _, _ = load_head_for_cache(
+    head, checkpoint, _ = load_head_for_cache(
         layout.head(net, trained), layout.features(net, split), net=net,
         classes=params.dataset.classes, writer=TRAINED_BY[trained],
     )  # fmt: skip
-    backbone = build_backbone(net, params.nets.options(net))
-    device = resolve_device(params.features.device)
-    extractor = FeatureExtractor(backbone, device, params.features.batch_size)
+    extractor = checked_extractor(
+        net, params.nets.options(net), resolve_device(params.features.device),
+        params.features.batch_size, weights_digest=checkpoint.get("weights_digest"),
+        source=layout.head(net, trained), writer=TRAINED_BY[trained],
+    )  # fmt: skip
     for path in paths:
         image = load_rgb(path)
         maps = image_heat_maps(
@@ -108,12 +109,9 @@ def dense_mode_maps(
     params: Params, net: str, head: nn.Module, shards: list
 ) -> Iterator[tuple[str, np.ndarray]]:
     """``(image_id, maps [C + 1, H, W])`` of every evaluation image from every window of its
-    dense maps (the shards of its dense cache)."""
-    rule = (
-        build_backbone(net, params.nets.options(net))
-        .dense_trunk()
-        .window_rule(params.tiling.patch_size)
-    )
+    dense maps (the shards of its dense cache), with the window rule stored beside them."""
+    layout, split = params.layout, params.dataset.eval_split
+    rule = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net).rule
     for scored in dense_probabilities(head, rule, shards):
         image = scored.image
         maps = heat_maps(scored.probabilities, scored.windows.boxes, image.width, image.height)

@@ -29,6 +29,7 @@ from tests.conftest import (
     flip_a_byte_in_the_middle,
     private_copy,
     run_stages,
+    set_params,
 )
 
 ACTIONS = ["jumping", "phoning", "ridingbike"]
@@ -302,3 +303,19 @@ def test_a_repeated_action_list_line_is_said_once_and_the_person_taken_once(acti
     assert "2 repeated lines" in done.stderr and "each person is taken once" in done.stderr
     persons = pq.read_table("manifests/test-voc/action/trainval/persons.parquet").to_pandas()
     assert not persons.duplicated(["image_id", "person"]).any()
+
+
+def test_action_maps_refuse_another_backbone_and_verify_a_variant_of_another_name(
+    described_persons,
+):
+    run_cli("fit-action", "--net", "tiny", "--variant", "frozen")
+    heads = Path("data/heads/test-voc/tiny")
+    set_params({"nets.tiny.seed": 1})  # the frozen layers learnt from descriptors of seed 0
+    done = run_cli("action-maps", "--net", "tiny", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {heads}/action-frozen.pt: trained on descriptors of tiny")
+    assert "re-run `pipeline fit-action --variant frozen`" in line
+    shutil.copy(heads / "action-frozen.pt", heads / "action-update.pt")
+    named = f"{heads}/action-update.pt: holds the trained layers of action-frozen.pt"
+    assert named in run_cli("verify", check=False).stderr

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import torch
 
+from pipeline.head import TRAINED_BY
 from pipeline.shards import read_shard_index
 from tests.cli import run_cli
 
@@ -152,3 +154,33 @@ def test_weak_and_cam_training_never_read_a_box(all_layers, demo_root, edit_para
     for method, state in before.items():
         assert state.keys() == after[method].keys()
         assert all(torch.equal(state[k], after[method][k]) for k in state), method
+
+
+def last_error_line(done) -> str:
+    """The one line a refused command ends with (exit status 1, no traceback)."""
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("copied", "over", "stage"),
+    [("windows", "head", "evaluate"), ("cam", "weak", "compare"), ("weak", "head", "heatmaps")],
+)
+def test_trained_layers_of_another_method_are_refused_by_their_readers_and_verify(
+    all_layers, copied, over, stage
+):
+    heads = Path("data/heads/test-voc/tiny")
+    shutil.copy(heads / f"{copied}.pt", heads / f"{over}.pt")
+    named = f"{heads / over}.pt: holds the trained layers of {copied}.pt, not of {over}.pt"
+    line = last_error_line(run_cli(stage, "--net", "tiny", check=False))
+    assert line.startswith(f"error: {named}")
+    assert line.endswith(f"re-run `pipeline {TRAINED_BY[over]} --net tiny`")
+    assert named in run_cli("verify", check=False).stderr
+
+
+def test_dense_heat_maps_use_the_window_rule_stored_with_the_maps(all_layers, edit_params):
+    edit_params({"scoring.cache": "dense"})
+    rule = Path("data/dense/test-voc/tiny/test.rule.pt")
+    rule.write_bytes(rule.read_bytes()[:64])  # a torn rule is refused, not rebuilt from the net
+    line = last_error_line(run_cli("heatmaps", "--net", "tiny", check=False))
+    assert line.startswith(f"error: {rule}: not a readable window rule")

@@ -227,3 +227,17 @@ def test_four_flipped_bytes_in_a_head_file_are_named(trained):
     done = run_cli("evaluate", "--net", "tiny", check=False)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {path}: ")
+
+
+def test_maps_of_any_image_refuse_a_backbone_of_other_weights_than_the_head_learnt_from(
+    trained, edit_params, tmp_path
+):
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (90, 60), (200, 30, 30)).save(photo)
+    edit_params({"nets.tiny.seed": 1})  # the head learnt from the descriptors of seed 0
+    done = run_cli("heatmaps", "--net", "tiny", "--image", str(photo), check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: data/heads/test-voc/tiny/head.pt: trained on descriptors of")
+    assert "re-run `pipeline fit-head`" in line
+    assert not Path("data/heatmaps/test-voc/tiny/extra/photo.png").exists()
