@@ -194,38 +194,37 @@ def cached_template(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -
     return built_once(tmp_path_factory, "cached", build)
 
 
+def built_on(
+    factory: pytest.TempPathFactory, name: str, template: Path, *commands: tuple[str, ...]
+) -> Path:
+    """`built_once`: a copy of the project `template` after `commands`."""
+
+    def build(project: Path) -> None:
+        shutil.copytree(template, project, dirs_exist_ok=True)
+        run_stages(project, *commands)
+
+    return built_once(factory, name, build)
+
+
 @pytest.fixture(scope="session")
 def trained_template(tmp_path_factory: pytest.TempPathFactory, cached_template: Path) -> Path:
     """`cached_template` after `fit-head` (the tiny net's head)."""
-
-    def build(project: Path) -> None:
-        shutil.copytree(cached_template, project, dirs_exist_ok=True)
-        run_stages(project, ("fit-head",))
-
-    return built_once(tmp_path_factory, "trained", build)
+    return built_on(tmp_path_factory, "trained", cached_template, ("fit-head",))
 
 
 @pytest.fixture(scope="session")
 def dense_template(tmp_path_factory: pytest.TempPathFactory, cached_template: Path) -> Path:
     """`cached_template` after `dense --net tiny` on both splits."""
-
-    def build(project: Path) -> None:
-        shutil.copytree(cached_template, project, dirs_exist_ok=True)
-        run_stages(project, *[("dense", "--net", "tiny", "--split", s) for s in SPLITS])
-
-    return built_once(tmp_path_factory, "dense", build)
+    dense = [("dense", "--net", "tiny", "--split", s) for s in SPLITS]
+    return built_on(tmp_path_factory, "dense", cached_template, *dense)
 
 
 @pytest.fixture(scope="session")
 def layers_template(tmp_path_factory: pytest.TempPathFactory, dense_template: Path) -> Path:
     """`dense_template` after every trained layer of the object task: fit-head, fit-windows,
     fit-weak and fit-cam."""
-
-    def build(project: Path) -> None:
-        shutil.copytree(dense_template, project, dirs_exist_ok=True)
-        run_stages(project, *[(stage, "--net", "tiny") for stage in TRAINED_LAYERS])
-
-    return built_once(tmp_path_factory, "layers", build)
+    layers = [(stage, "--net", "tiny") for stage in TRAINED_LAYERS]
+    return built_on(tmp_path_factory, "layers", dense_template, *layers)
 
 
 @pytest.fixture
