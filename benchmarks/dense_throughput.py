@@ -30,11 +30,9 @@ import yaml
 from photo_devkit import write_photo_devkit
 
 from pipeline.dense_cache import open_dense_cache
-from pipeline.evaluation import ap_method, evaluate_scores
-from pipeline.image_sets import read_class_image_sets, read_image_set
-from pipeline.manifests import read_manifest
 from pipeline.params import Params, load_params
 from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
+from pipeline.split_truth import SplitTruth
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,9 +103,8 @@ def main() -> None:
         train(project, params, args.net, args.dataset == "demo")
         dataset, layout, net = params.dataset, params.layout, args.net
         split, k, pool = dataset.eval_split, params.scoring.k, params.scoring.pool
-        image_ids = read_image_set(dataset.root, split)
-        objects = read_manifest(project / layout.manifests(split), "objects.parquet")
-        truth = read_class_image_sets(dataset.root, dataset.classes, split)
+        truth = SplitTruth.of(params, split, project)
+        image_ids = truth.image_ids
         dense = open_dense_cache(
             project / layout.dense(net, split), project / layout.window_rule(net, split), net
         )
@@ -137,10 +134,7 @@ def main() -> None:
             scores, counts = score()
             seconds = time.perf_counter() - started
             backbone = backbone_seconds(project, params, net, f"{mode}-{split}")
-            m_ap = evaluate_scores(
-                scores, counts, image_ids, objects, truth, dataset.classes,
-                method=ap_method(dataset.year),
-            ).mean_ap  # fmt: skip
+            m_ap = truth.evaluate(scores, counts).mean_ap
             rows[method] = (m_ap, len(image_ids) / (backbone + seconds), backbone, seconds)
     base_map, base_rate = rows["patches 2014"][:2]
     print(f"{net}, {args.size}px patches, {dataset.name} {split}: {len(image_ids)} images, "

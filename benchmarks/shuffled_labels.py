@@ -25,15 +25,14 @@ from torch import nn
 from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
 from pipeline.dense_cache import DenseImageReader, iter_dense_cache, open_dense_cache
 from pipeline.devices import resolve_device
-from pipeline.evaluation import ap_method, evaluate_scores
 from pipeline.feature_cache import feature_cache_on_disk, feature_cache_shards
 from pipeline.head import fit_head
 from pipeline.image_level import image_labels, schedule
-from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.manifests import read_manifest
 from pipeline.params import Params, load_params
 from pipeline.patch_windows import window_descriptors_on_disk
 from pipeline.sampling import select_training_patches
+from pipeline.split_truth import SplitTruth
 from pipeline.weak import (
     WindowDescriptors,
     fit_image_labels,
@@ -45,16 +44,11 @@ from pipeline.weak import (
 
 def mean_ap(params: Params, scored: Iterator[Scored]) -> float:
     """The mAP of a method's image scores on the evaluation split, as `compare` measures it."""
-    dataset, split = params.dataset, params.dataset.eval_split
-    image_ids = read_image_set(dataset.root, split)
+    truth = SplitTruth.of(params, params.dataset.eval_split)
     by_id = {s.image_id: s.scores for s in scored}
-    scores = np.array([by_id.get(i, np.full(len(dataset.classes), -np.inf)) for i in image_ids])
-    return evaluate_scores(
-        scores, np.array([int(i in by_id) for i in image_ids]), image_ids,
-        read_manifest(params.layout.manifests(split), "objects.parquet"),
-        read_class_image_sets(dataset.root, dataset.classes, split), dataset.classes,
-        method=ap_method(dataset.year),
-    ).mean_ap  # fmt: skip
+    unscored = np.full(len(truth.classes), -np.inf)
+    scores = np.array([by_id.get(i, unscored) for i in truth.image_ids])
+    return truth.evaluate(scores, np.array([int(i in by_id) for i in truth.image_ids])).mean_ap
 
 
 def main() -> None:

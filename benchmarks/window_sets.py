@@ -22,15 +22,14 @@ import torch
 
 from pipeline.dense_cache import image_windows, iter_dense_cache, open_dense_cache
 from pipeline.disk_rows import disk_rows_writer
-from pipeline.evaluation import ap_method, evaluate_scores
 from pipeline.head import fit_head
-from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.labeling import label_patches
 from pipeline.manifests import read_manifest
 from pipeline.params import Params, load_params
 from pipeline.patch_windows import patch_window_index
 from pipeline.sampling import kept_patches, select_training_patches
 from pipeline.scoring import score_images_dense
+from pipeline.split_truth import SplitTruth
 from pipeline.value_runs import value_runs
 
 CPU = torch.device("cpu")
@@ -93,16 +92,12 @@ def dense_map(params: Params, net: str, kind: str) -> tuple[float, int]:
         )  # fmt: skip
     split = dataset.eval_split
     cache = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
-    image_set = read_image_set(dataset.root, split)
+    truth = SplitTruth.of(params, split)
     scores, counts = score_images_dense(
-        fitted.module.cpu(), cache.rule, cache.shards, image_set, k=params.scoring.k,
+        fitted.module.cpu(), cache.rule, cache.shards, truth.image_ids, k=params.scoring.k,
         pool=params.scoring.pool,
     )  # fmt: skip
-    return evaluate_scores(
-        scores, counts, image_set, read_manifest(layout.manifests(split), "objects.parquet"),
-        read_class_image_sets(dataset.root, dataset.classes, split), dataset.classes,
-        method=ap_method(dataset.year),
-    ).mean_ap, len(y)  # fmt: skip
+    return truth.evaluate(scores, counts).mean_ap, len(y)
 
 
 def main() -> None:

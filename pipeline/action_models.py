@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import time
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
-from pipeline.atomic import write_json, write_text
+from pipeline.atomic import write_text
 from pipeline.devices import chosen_device
 from pipeline.errors import PipelineError
 from pipeline.evaluation import class_aps, mean_ap
@@ -37,12 +36,8 @@ from pipeline.head import (
     Prepare,
     as_float,
     build_head,
-    check_unseen,
     epoch_logger,
-    head_checkpoint,
     holdout_mask,
-    save_checkpoint,
-    sealed,
     train_head,
 )
 from pipeline.layout import Layout
@@ -51,6 +46,7 @@ from pipeline.params import Params
 from pipeline.patch_codecs import PATCH_FORMAT_VERSION, read_pixels
 from pipeline.shards import check_format_version, read_row_keys, read_shard_index, verified_bytes
 from pipeline.tables import read_parquet
+from pipeline.trained_layers import check_unseen, checkpoint, save_trained, training_summary
 
 log = logging.getLogger("pipeline")
 VARIANTS = ("frozen", "update", "scratch")
@@ -77,18 +73,21 @@ def variant_directory(layout: Layout, variant: str, net: str, split: str) -> Pat
     return layout.cache(VARIANT_CACHE[variant], net, split)
 
 
-def variant_inputs(layout: Layout, variant: str, net: str, split: str) -> dict[str, np.ndarray]:
+def variant_inputs(
+    layout: Layout, variant: str, net: str, split: str
+) -> tuple[dict[str, np.ndarray], str | None]:
     """What a variant reads for a split's persons: its cache (``features``) or the pixels
-    (``pixels``), with ``label``, ``image_id`` and ``patch`` (the person index) per row."""
+    (``pixels``), with ``label``, ``image_id`` and ``patch`` (the person index) per row; and the
+    weights digest of the backbone that described them (None for pixels)."""
     if variant == "scratch":
-        return read_person_pixels(layout.action_patches(split))
+        return read_person_pixels(layout.action_patches(split)), None
     cache = variant_directory(layout, variant, net, split)
     if (cache / NO_FC6).is_file():
         raise PipelineError((cache / NO_FC6).read_text().strip())
     rows, attrs = read_feature_cache(cache, writer="action-features")
     if attrs.get("net") != net:
         raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}, not {net!r}")
-    return rows
+    return rows, attrs.get("weights_digest")
 
 
 @dataclass
@@ -168,7 +167,8 @@ def persons_of(params: Params, split: str, rows: dict[str, np.ndarray]) -> np.nd
 class FittedVariant:
     """A variant trained and scored: its model, per-epoch log, training rows kept out (several
     or no listed action) and held out, the evaluation split's rows, probabilities ``[persons,
-    actions]``, AP per action, training images and seconds."""
+    actions]``, AP per action, training images, the weights digest of the backbone that
+    described its inputs (None for pixels) and seconds."""
 
     model: ActionModel
     history: list[EpochLog]
@@ -178,6 +178,7 @@ class FittedVariant:
     probabilities: np.ndarray
     aps: dict[str, float]
     train_images: list[str]
+    weights_digest: str | None
     seconds: float
 
 
@@ -199,7 +200,7 @@ def fit_and_score(
     started = time.perf_counter()
     layout, actions = params.layout, params.action.actions
     train_split, eval_split = params.dataset.train_split, params.dataset.eval_split
-    train = variant_inputs(layout, variant, net, train_split)
+    train, weights_digest = variant_inputs(layout, variant, net, train_split)
     inputs = "pixels" if variant == "scratch" else "features"
     usable = train["label"] >= 0  # one listed action: persons with several never reach a batch
     labels = train["label"][usable].astype(np.int64)
@@ -216,9 +217,10 @@ def fit_and_score(
     )  # fmt: skip
     seconds = time.perf_counter() - started
     train_images = sorted(set(train["image_id"].tolist()))
-    evaluation = variant_inputs(layout, variant, net, eval_split)
+    evaluation, _ = variant_inputs(layout, variant, net, eval_split)
     check_unseen({"train_images": train_images, "train_split": train_split},
-                 evaluation["image_id"].tolist(), eval_split, f"action {variant}")  # fmt: skip
+                 evaluation["image_id"].tolist(), eval_split,
+                 layout.head(net, f"action-{variant}"))  # fmt: skip
     truth = persons_of(params, eval_split, evaluation)
     probabilities = person_probabilities(
         model, evaluation[inputs], torch_device, model.config.batch_size
@@ -233,6 +235,7 @@ def fit_and_score(
         probabilities,
         aps,
         train_images,
+        weights_digest,
         seconds,
     )
 
@@ -266,28 +269,27 @@ def fit_variant(
             write_skipped(params, net, variant, reason)
             return
     fitted = fit_and_score(params, net, variant, build, device)
-    save_model(params, net, variant, fitted.model, fitted.train_images)
+    kind = f"action-{variant}"
+    record = checkpoint(
+        fitted.model.module, kind, net=net, weights_digest=fitted.weights_digest,
+        classes=list(params.action.actions), shape=fitted.model.shape,
+        params=fitted.model.config.model_dump(), train_split=params.dataset.train_split,
+        train_images=fitted.train_images,
+    )  # fmt: skip
     write_results(params, net, variant, fitted.evaluation, fitted.probabilities)
-    best = min(fitted.history, key=lambda e: e.val_loss)
-    metrics = {
+    summary = {
         "mAP": round(mean_ap(fitted.aps), 6),
         "AP": {a: (None if np.isnan(v) else round(v, 6)) for a, v in fitted.aps.items()},
         "eval_persons": len(fitted.probabilities),
-        "train_persons": int((~fitted.held_out).sum()),
-        "val_persons": int(fitted.held_out.sum()),
         "excluded_persons": fitted.excluded,
-        "epochs": len(fitted.history),
-        "best_epoch": best.epoch,
-        "train_seconds": round(fitted.seconds, 3),
+        **training_summary(fitted.history, fitted.held_out, kind, fitted.seconds),
     }
-    write_json(metrics, layout.metrics(net) / f"action-{variant}.json")
-    history = [dataclasses.asdict(e) for e in fitted.history]
-    write_json(history, layout.plots(net) / f"action-{variant}.json")
+    save_trained(layout, net, record, fitted.history, summary)
     log.info(
         "action %s of %s: mAP %.4f over %d persons of %s (%d training persons, %d with several "
         "or no listed action left out), %.1f s",
-        variant, net, metrics["mAP"], metrics["eval_persons"], params.dataset.eval_split,
-        metrics["train_persons"], metrics["excluded_persons"], fitted.seconds,
+        variant, net, summary["mAP"], summary["eval_persons"], params.dataset.eval_split,
+        summary["train_examples"], summary["excluded_persons"], fitted.seconds,
     )  # fmt: skip
 
 
@@ -295,29 +297,14 @@ def write_skipped(params: Params, net: str, variant: str, reason: str) -> None:
     """The outputs of a variant on a dataset without an Action subset, each saying so: a
     checkpoint without weights that holds the reason (``no_action_subset``), the reason in
     place of the result files, metrics without an mAP, an empty training log."""
-    layout = params.layout
-    checkpoint = sealed({
-        "state_dict": {}, "no_action_subset": reason, "net": net, "variant": variant,
-        "classes": list(params.action.actions),
-    })  # fmt: skip
-    save_checkpoint(checkpoint, layout.head(net, f"action-{variant}"))
+    layout, kind = params.layout, f"action-{variant}"
+    record = checkpoint(
+        nn.Module(), kind, no_action_subset=reason, net=net, classes=list(params.action.actions)
+    )
     mark_skipped(layout.action_results(net, variant, params.dataset.year).parents[1], reason)
     metrics = {"action_subset": False, "reason": reason, "mAP": None, "eval_persons": 0}
-    write_json(metrics, layout.metrics(net) / f"action-{variant}.json")
-    write_json([], layout.plots(net) / f"action-{variant}.json")
+    save_trained(layout, net, record, [], metrics)
     log.warning("action %s of %s: %s", variant, net, reason)
-
-
-def save_model(
-    params: Params, net: str, variant: str, model: ActionModel, train_images: list[str]
-) -> None:
-    """The trained model of a variant, with what identifies it, to its ``.pt`` file."""
-    checkpoint = head_checkpoint(
-        model.module, net=net, variant=variant, classes=list(params.action.actions),
-        shape=model.shape, params=model.config.model_dump(), train_split=params.dataset.train_split,
-        train_images=train_images,
-    )  # fmt: skip
-    save_checkpoint(checkpoint, params.layout.head(net, f"action-{variant}"))
 
 
 def write_results(

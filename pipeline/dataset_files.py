@@ -52,9 +52,3 @@ def inside_root(root: Path, path: Path, what: str) -> None:
             f"{path}: {what} links to {resolved}, outside dataset.root {base}; refused (copy "
             "the file into the dataset, or point dataset.root at a directory holding both)"
         )
-
-
-def dataset_file(root: Path, path: Path, what: str, max_bytes: int | None = None) -> None:
-    """`inside_root` and `regular_file` of a file of the dataset at `root`."""
-    inside_root(root, path, what)
-    regular_file(path, what, max_bytes)

@@ -28,7 +28,6 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.atomic import write_bytes
 from pipeline.errors import PipelineError
 from pipeline.heap import release_free_heap
 from pipeline.shards import (
@@ -40,7 +39,7 @@ from pipeline.shards import (
     verify_shards,
     write_hdf5,
 )
-from pipeline.torch_files import load_weights_only
+from pipeline.torch_files import check_seal, load_weights_only, save_torch, sealed
 from pipeline.trunks import Window, WindowRule, rule_from_state, rule_state
 
 RULE_FORMAT_VERSION = 1
@@ -216,7 +215,8 @@ def image_windows(rule: WindowRule, image: ImageMaps, device: torch.device) -> W
 
 def write_window_rule(path: Path, rule: WindowRule, identity: dict[str, Any]) -> None:
     """Write the window rule of a dense cache atomically, with the net's `identity` (``net``,
-    ``weights_digest``, ...); the same rule gives the same bytes."""
+    ``weights_digest``, ...), sealed by the digest of its contents; the same rule gives the
+    same bytes."""
     state = {
         "format_version": RULE_FORMAT_VERSION,
         "identity": {k: identity[k] for k in ("net", "weights_digest")},
@@ -226,17 +226,19 @@ def write_window_rule(path: Path, rule: WindowRule, identity: dict[str, Any]) ->
         "patch_size": rule.patch_size,
         "averages": rule.averages,
     }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_bytes(buffer.getvalue(), path)
+    save_torch(sealed(state), path)
 
 
 def read_window_rule(path: Path, *, net: str, weights_digest: str | None) -> WindowRule:
     """The window rule stored at `path` for the maps of `net` made with the weights of
     `weights_digest` (read weights-only). PipelineError naming the file, and the stage that
-    rewrites it, when it is missing, unreadable, or written for another net or weights."""
-    redo = "re-run `pipeline dense`"
-    state = load_weights_only(path, if_missing=f"no window rule; {redo}", kind="window rule")
+    rewrites it, when it is missing, unreadable, damaged (its contents not those sealed in
+    it), or written for another net or weights."""
+    redo = f"re-run `pipeline dense --net {net}`"
+    state = load_weights_only(
+        path, if_missing=f"no window rule; {redo}", kind="window rule", remedy=redo
+    )
+    check_seal(state, path, "dense", redo)
     try:
         identity = state["identity"]
         if state["format_version"] != RULE_FORMAT_VERSION:

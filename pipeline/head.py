@@ -1,4 +1,5 @@
-"""The adaptation layers trained on cached descriptors (docs/method.md 1.4).
+"""The adaptation layers and their training schedule (docs/method.md 1.4); how trained layers
+are saved and read back is `pipeline.trained_layers`.
 
 FCa (2048, ReLU) + FCb (C + 1) with dropout 0.5 before each linear layer; outputs are logits over
 ``0 = background, 1..C = classes`` (softmax at use). SGD with momentum, mini-batches reshuffled
@@ -9,25 +10,19 @@ number of times, then stop; the weights of the best hold-out epoch are kept.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.atomic import write_bytes
 from pipeline.disk_rows import DiskRows
 from pipeline.errors import PipelineError
 from pipeline.params import Head as HeadParams
-from pipeline.torch_files import load_weights_only
 
 
 def build_head(
@@ -236,8 +231,9 @@ def train_on_plateaus(
 
 @dataclass(frozen=True)
 class FittedHead:
-    """A head trained by `fit_head`: the module (eval mode), its per-epoch log, its shape
-    (``dim``, ``layers``, ``hidden``) and the mask of the rows held out."""
+    """Adaptation layers trained on a hold-out schedule (by `fit_head` on descriptor rows, by
+    `pipeline.weak.fit_image_labels` on image labels): the module (eval mode), its per-epoch
+    log, its shape (``dim``, ``layers``, ``hidden``) and the mask of the rows held out."""
 
     module: nn.Module
     history: list[EpochLog]
@@ -273,152 +269,3 @@ def fit_head(
     val = (features.subset(np.flatnonzero(held_out)), y[held_out])
     history = train_head(head, train, val, config, device, on_epoch)
     return FittedHead(head, history, shape, held_out)
-
-
-def checkpoint_digest(checkpoint: dict[str, Any]) -> str:
-    """SHA-256 over a checkpoint's tensors (names, shapes, dtypes, bytes, in key order) and its
-    other entries (as sorted JSON), the recorded ``digest`` left out."""
-    h = hashlib.sha256()
-    for key, value in checkpoint["state_dict"].items():
-        h.update(f"{key} {tuple(value.shape)} {value.dtype}".encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    rest = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "digest")}
-    h.update(json.dumps(rest, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def sealed(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """`checkpoint` with its ``digest`` (`checkpoint_digest`), checked when it is read back."""
-    return {**checkpoint, "digest": checkpoint_digest(checkpoint)}
-
-
-def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write a checkpoint atomically: serialised in memory, then written as plain bytes (so a
-    full disk is a one-line error, not a torch stream error)."""
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    write_bytes(buffer.getvalue(), path)
-
-
-def head_checkpoint(head: nn.Module, **identity: Any) -> dict[str, Any]:
-    """A checkpoint dict: the head's weights plus everything that identifies what it was trained
-    on (net name, weights digest, descriptor size, class list, params), sealed by its digest."""
-    return sealed({"state_dict": {k: v.cpu() for k, v in head.state_dict().items()}, **identity})
-
-
-def recorded_method(checkpoint: dict[str, Any]) -> str:
-    """The trained layers a checkpoint says it holds, as `Layout.head` names their file:
-    ``action-<variant>`` for the action task, else the ``method`` it records (``windows``,
-    ``weak``, ``cam``), or ``head`` for fit-head's, which records none."""
-    if "variant" in checkpoint:
-        return f"action-{checkpoint['variant']}"
-    return str(checkpoint.get("method", "head"))
-
-
-def read_checkpoint(path: Path, net: str, writer: str = "fit-head") -> dict[str, Any]:
-    """Load a checkpoint written by `head_checkpoint` (``weights_only``: no pickle runs) and
-    check it before use: its contents against the digest recorded when it was written, the
-    method it records against the file's name (`recorded_method`), and every weight finite.
-
-    Raises PipelineError naming the file and the stage `writer` that rewrites it when it is
-    missing, not a checkpoint, damaged (or written by hand), of another method, or holds NaN
-    or inf."""
-    rerun = f"re-run `pipeline {writer} --net {net}`"
-    checkpoint = load_weights_only(
-        path, if_missing=f"no trained layers; run `pipeline {writer} --net {net}`",
-        kind="head checkpoint",
-    )  # fmt: skip
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PipelineError(f"{path}: not a head checkpoint; {rerun}")
-    if checkpoint.get("digest") != checkpoint_digest(checkpoint):
-        raise PipelineError(
-            f"{path}: contents do not match the digest recorded when `pipeline {writer}` wrote "
-            f"it (damaged, or not written by it); {rerun}"
-        )
-    if recorded_method(checkpoint) != path.stem:
-        raise PipelineError(
-            f"{path}: holds the trained layers of {recorded_method(checkpoint)}.pt, not of "
-            f"{path.name} (a file of another method put here); {rerun}"
-        )
-    for key, value in state.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise PipelineError(f"{path}: {key} holds NaN or inf; {rerun}")
-    return checkpoint
-
-
-def load_state(module: nn.Module, checkpoint: dict[str, Any], source: str) -> nn.Module:
-    """Load a checked checkpoint's weights into `module` (built from the shape it records);
-    PipelineError naming `source` when they do not fit (names or shapes)."""
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise PipelineError(
-            f"{source}: weights do not fit the layers it records ({first})"
-        ) from None
-    return module
-
-
-def load_head(
-    checkpoint: dict[str, Any],
-    *,
-    net: str,
-    classes: list[str],
-    weights_digest: str | None,
-    source: str,
-    writer: str = "fit-head",
-) -> nn.Module:
-    """Rebuild a head from its checkpoint in eval mode, refusing (PipelineError naming `source`
-    and the stage `writer` that trains it again) one trained for another net, class list, or
-    backbone weights (`weights_digest` of the features it will be applied to)."""
-    check_trained_for(checkpoint, net=net, classes=classes, source=source, writer=writer)
-    if checkpoint.get("weights_digest") != weights_digest:
-        raise PipelineError(
-            f"{source}: head was trained on features of other {net} weights than the cached "
-            f"ones; re-run `pipeline {writer}`"
-        )
-    shape = checkpoint["shape"]
-    outputs = shape.get("outputs", len(classes) + 1)  # image-level layers: no background
-    head = build_head(shape["dim"], outputs, layers=shape["layers"], hidden=shape["hidden"])
-    return load_state(head, checkpoint, source).eval()
-
-
-def check_trained_for(
-    checkpoint: dict[str, Any], *, net: str, classes: list[str], source: str, writer: str
-) -> None:
-    """PipelineError naming `source` and the stage `writer` that trains it again when a
-    checkpoint was trained for another net or class list."""
-    if checkpoint.get("net") != net:
-        raise PipelineError(
-            f"{source}: head was trained on net {checkpoint.get('net')!r}, not {net!r}; "
-            f"run `pipeline {writer}` for this net"
-        )
-    if list(checkpoint.get("classes", [])) != list(classes):
-        raise PipelineError(
-            f"{source}: head was trained for classes {checkpoint.get('classes')}, not "
-            f"{list(classes)}; run `pipeline {writer}` again"
-        )
-
-
-TRAINED_BY = {"head": "fit-head", "windows": "fit-windows", "weak": "fit-weak", "cam": "fit-cam"}
-
-
-def check_unseen(
-    checkpoint: dict[str, Any], image_ids: Sequence[str], split: str, source: str
-) -> None:
-    """Refuse to score images the head was trained on: PipelineError naming the evaluated
-    `split`, the head's training split and how many of `image_ids` the two share (or, for a
-    checkpoint that does not list its training images, naming `source`)."""
-    if "train_images" not in checkpoint:
-        raise PipelineError(
-            f"{source}: head does not list the images it was trained on; re-run `pipeline fit-head`"
-        )
-    shared = sorted(set(checkpoint["train_images"]).intersection(image_ids))
-    if shared:
-        raise PipelineError(
-            f"split {split!r} shares {len(shared)} images with the training split "
-            f"{checkpoint.get('train_split')!r} of the head (e.g. {shared[0]}); evaluate on "
-            "images it never saw (dataset.eval_split: VOC2007 test, VOC2012 val with "
-            "dataset.train_split train)"
-        )

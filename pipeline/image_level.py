@@ -4,17 +4,15 @@ schedule and how a trained layer is saved."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from pipeline.atomic import write_json
 from pipeline.evaluation import image_truth
-from pipeline.head import FittedHead, head_checkpoint, save_checkpoint
+from pipeline.head import FittedHead
 from pipeline.image_sets import read_class_image_sets
 from pipeline.manifests import read_manifest
 from pipeline.params import Head as HeadParams
 from pipeline.params import Params
+from pipeline.trained_layers import checkpoint, save_trained, training_summary
 
 
 def image_labels(params: Params, image_ids: list[str]) -> np.ndarray:
@@ -31,31 +29,24 @@ def image_labels(params: Params, image_ids: list[str]) -> np.ndarray:
 def save_fitted(
     params: Params,
     net: str,
-    method: str,
+    kind: str,
     config: HeadParams,
     fitted: FittedHead,
     attrs: dict,
     ids: list[str],
     seconds: float,
 ) -> None:
-    """Write a trained image-level layer (checkpoint, per-epoch log, summary with the training
-    time in seconds)."""
-    layout, best = params.layout, fitted.best
-    checkpoint = head_checkpoint(
-        fitted.module, net=net, method=method, weights_digest=attrs.get("weights_digest"),
+    """Write a trained image-level layer of `kind` (``weak`` or ``cam``) by `save_trained`:
+    trained on the images `ids` with `config`, on descriptors of the backbone `attrs` describes,
+    in `seconds`."""
+    record = checkpoint(
+        fitted.module, kind, net=net, weights_digest=attrs.get("weights_digest"),
         classes=list(params.dataset.classes), shape=fitted.shape,
-        params=config.model_dump(), best_epoch=best.epoch,
+        params=config.model_dump(), best_epoch=fitted.best.epoch,
         train_split=params.dataset.train_split, train_images=sorted(ids),
     )  # fmt: skip
-    save_checkpoint(checkpoint, layout.head(net, method))
-    history = [dataclasses.asdict(e) for e in fitted.history]
-    write_json(history, layout.plots(net) / f"train-{method}.json")
-    write_json(
-        {"epochs": len(history), "best_epoch": best.epoch, "val_loss": round(best.val_loss, 6),
-         "val_sign_accuracy": round(best.val_accuracy, 6), "train_images": len(ids),
-         "seconds": round(seconds, 3)},
-        layout.metrics(net) / f"train-{method}.json",
-    )  # fmt: skip
+    summary = training_summary(fitted.history, fitted.held_out, kind, seconds)
+    save_trained(params.layout, net, record, fitted.history, summary)
 
 
 def schedule(

@@ -67,11 +67,23 @@ class Layout:
         patch descriptors (the net's window rule, window and stride)."""
         return self.dense(net, split).with_name(f"{split}.rule.pt")
 
-    def head(self, net: str, method: str = "head") -> Path:
-        """``data/heads/<dataset>/<net>/<method>.pt``: trained layers; ``head`` the adaptation
-        layers on patches, ``weak`` those trained with image labels, ``cam`` the full-image
-        linear layer."""
-        return Path("data") / "heads" / self.dataset / net_dir(net) / f"{method}.pt"
+    def head(self, net: str, kind: str = "head") -> Path:
+        """``data/heads/<dataset>/<net>/<kind>.pt``: trained layers of a kind
+        (`pipeline.trained_layers.KINDS`): ``head`` the adaptation layers on patches,
+        ``windows`` on the windows of the dense maps, ``weak`` those trained with image labels,
+        ``cam`` the full-image linear layer, ``action-<variant>`` the action task's."""
+        return Path("data") / "heads" / self.dataset / net_dir(net) / f"{kind}.pt"
+
+    def training_metrics(self, net: str, kind: str) -> Path:
+        """``metrics/<dataset>/<net>/<name>.json``: the training summary of trained layers of
+        `kind`: ``train.json`` for ``head``, ``action-<variant>.json`` (with the action task's
+        mAP) for the action task, else ``train-<kind>.json``."""
+        return self.metrics(net) / _training_file(kind)
+
+    def training_plot(self, net: str, kind: str) -> Path:
+        """``plots/<dataset>/<net>/<name>.json``: the per-epoch log of trained layers of `kind`
+        (named as `training_metrics`)."""
+        return self.plots(net) / _training_file(kind)
 
     def timing(self, net: str, work: str) -> Path:
         """``metrics/<dataset>/<net>/time/<work>.json``: how long a backbone pass took."""
@@ -105,3 +117,10 @@ class Layout:
     def plots(self, net: str) -> Path:
         """``plots/<dataset>/<net>``: DVC plots of a net (kept in git)."""
         return Path("plots") / self.dataset / net_dir(net)
+
+
+def _training_file(kind: str) -> str:
+    """The JSON file name of a kind's training metrics and per-epoch log."""
+    if kind == "head":
+        return "train.json"
+    return f"{kind}.json" if kind.startswith("action-") else f"train-{kind}.json"

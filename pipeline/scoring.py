@@ -15,8 +15,8 @@ from torch import nn
 from pipeline.dense_cache import ImageMaps, Windows, image_windows, iter_dense_cache
 from pipeline.errors import PipelineError
 from pipeline.feature_cache import feature_cache_shards, read_features
-from pipeline.head import load_head, read_checkpoint
 from pipeline.shards import ShardFile, read_shard_attrs
+from pipeline.trained_layers import load_layers, read_trained
 from pipeline.trunks import WindowRule
 from pipeline.value_runs import value_runs
 
@@ -71,19 +71,19 @@ def image_probabilities(head: nn.Module, shards: Sequence[ShardFile]) -> Iterato
 
 
 def load_head_for_cache(
-    path: Path, cache: Path, *, net: str, classes: Sequence[str], writer: str = "fit-head"
+    path: Path, cache: Path, *, net: str, classes: Sequence[str]
 ) -> tuple[nn.Module, dict[str, Any], list[ShardFile]]:
-    """The trained head at `path` (written by the stage `writer`) for the cache directory
-    `cache`: the module (eval mode), its checkpoint, and the cache's shards in order.
-    PipelineError when either is missing or the head was trained for another net, class list
-    or backbone weights."""
-    checkpoint = read_checkpoint(path, net, writer)
+    """The trained layers at `path` (``<kind>.pt``) for the cache directory `cache`: the module
+    (eval mode), its checkpoint, and the cache's shards in order. PipelineError naming the
+    file and the command that rewrites it when either is missing or damaged, or the layers
+    were trained for another net, class list or backbone weights."""
+    record = read_trained(path, net)
     shards = feature_cache_shards(cache)
-    head = load_head(
-        checkpoint, net=net, classes=list(classes), source=str(path), writer=writer,
+    head = load_layers(
+        record, net=net, classes=classes, source=path,
         weights_digest=read_shard_attrs(shards[0].path).get("weights_digest"),
     )  # fmt: skip
-    return head, checkpoint, shards
+    return head, record, shards
 
 
 def pool_into(

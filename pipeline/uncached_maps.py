@@ -19,6 +19,7 @@ from pipeline.heatmaps import heat_maps
 from pipeline.nets import build_backbone
 from pipeline.scoring import patch_probabilities
 from pipeline.tiling import patch_grid
+from pipeline.trained_layers import writer_of
 
 
 def image_heat_maps(
@@ -46,18 +47,17 @@ def checked_extractor(
     *,
     weights_digest: str | None,
     source: Path,
-    writer: str,
 ) -> FeatureExtractor:
     """The backbone of `net` built with `options` (its ``nets`` params) as an extractor on
     `device`, for trained layers at `source` that learnt from descriptors of the weights
     `weights_digest` (as their cache recorded them). PipelineError naming `source` and the
-    stage `writer` that retrains them when the backbone built now has other weights: its maps
-    would not be those the layers were trained for."""
+    command that retrains them when the backbone built now has other weights: its maps would
+    not be those the layers were trained for."""
     backbone = build_backbone(net, options)
     if backbone.weights_digest != weights_digest:
         raise PipelineError(
             f"{source}: trained on descriptors of {net} weights {weights_digest}, not of the "
             f"weights the nets params give now ({backbone.weights_digest}); re-run "
-            f"`pipeline {writer}` or set the params back"
+            f"`pipeline {writer_of(source.stem)} --net {net}` or set the params back"
         )
     return FeatureExtractor(backbone, device, batch_size)

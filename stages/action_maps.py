@@ -11,13 +11,11 @@ import numpy as np
 from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.feature_cache import feature_cache_shards
-from pipeline.head import check_trained_for, load_head, read_checkpoint
 from pipeline.heatmaps import render_top_classes
 from pipeline.images import load_rgb
 from pipeline.params import Params
-from pipeline.shards import read_shard_attrs
 from pipeline.tables import read_parquet
+from pipeline.trained_layers import check_trained_for, load_layers, read_trained
 from pipeline.uncached_maps import checked_extractor, image_heat_maps
 
 log = logging.getLogger("pipeline")
@@ -34,9 +32,9 @@ def run(params: Params, net: str | None) -> None:
 def draw_maps(params: Params, net: str) -> None:
     """Tile, describe and score the chosen images; write one PNG each and a summary."""
     layout, actions = params.layout, params.action.actions
-    path, writer = layout.head(net, "action-frozen"), "fit-action --variant frozen"
-    checkpoint = read_checkpoint(path, net, writer)
-    check_trained_for(checkpoint, net=net, classes=list(actions), source=str(path), writer=writer)
+    path = layout.head(net, "action-frozen")
+    checkpoint = read_trained(path, net)
+    check_trained_for(checkpoint, net=net, classes=actions, source=path)
     if "no_action_subset" in checkpoint:
         layout.action_maps(net).mkdir(parents=True, exist_ok=True)
         reason = checkpoint["no_action_subset"]
@@ -46,15 +44,10 @@ def draw_maps(params: Params, net: str) -> None:
         )
         log.warning("%s", reason)
         return
-    # action checkpoints record no weights digest: the backbone that draws the maps is
-    # checked against the person descriptors the frozen layers learnt from
-    head = load_head(
-        checkpoint, net=net, classes=list(actions), weights_digest=None, source=str(path),
-        writer=writer,
-    )  # fmt: skip
-    learnt_from = layout.cache("action-features", net, params.dataset.train_split)
-    weights_digest = read_shard_attrs(feature_cache_shards(learnt_from)[0].path).get(
-        "weights_digest"
+    # the backbone that draws the maps is checked against the weights the layers learnt from
+    weights_digest = checkpoint.get("weights_digest")
+    head = load_layers(
+        checkpoint, net=net, classes=actions, weights_digest=weights_digest, source=path
     )
     persons_path = layout.action_manifests(params.dataset.eval_split) / "persons.parquet"
     if not persons_path.is_file():
@@ -64,7 +57,7 @@ def draw_maps(params: Params, net: str) -> None:
     chosen = list(dict.fromkeys(persons.image_id))[: params.action.map_images]
     extractor = checked_extractor(
         net, params.nets.options(net), resolve_device(params.features.device),
-        params.features.batch_size, weights_digest=weights_digest, source=path, writer=writer,
+        params.features.batch_size, weights_digest=weights_digest, source=path,
     )  # fmt: skip
     for image_id in chosen:
         rows = persons[persons.image_id == image_id]

@@ -25,14 +25,13 @@ from pipeline.comparison import (
     weak_method,
 )
 from pipeline.dense_cache import open_dense_cache
-from pipeline.evaluation import ap_method, evaluate_scores
-from pipeline.head import TRAINED_BY, check_unseen, load_head, read_checkpoint
 from pipeline.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
-from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.images import load_rgb
 from pipeline.manifests import read_manifest
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache
+from pipeline.split_truth import SplitTruth
+from pipeline.trained_layers import check_unseen, load_layers, read_trained
 
 log = logging.getLogger("pipeline")
 
@@ -44,21 +43,21 @@ def run(params: Params, net: str | None) -> None:
             compare_one(params, name)
 
 
-def load_layers(params: Params, net: str, method: str, weights_digest: str, images: list[str]):
-    """The trained layers of `method` (``head``, ``windows``, ``weak``, ``cam``) of `net`,
-    refused when trained on other weights or on images of the evaluation split."""
-    path = params.layout.head(net, method)
-    checkpoint = read_checkpoint(path, net, TRAINED_BY[method])
-    check_unseen(checkpoint, images, params.dataset.eval_split, str(path))
-    return load_head(
-        checkpoint, net=net, classes=list(params.dataset.classes),
-        weights_digest=weights_digest, source=str(path), writer=TRAINED_BY[method],
+def checked_layers(params: Params, net: str, kind: str, weights_digest: str, images: list[str]):
+    """The trained layers of `kind` (``head``, ``windows``, ``weak``, ``cam``) of `net`,
+    refused when damaged, trained on other weights or on images of the evaluation split."""
+    path = params.layout.head(net, kind)
+    record = read_trained(path, net)
+    check_unseen(record, images, params.dataset.eval_split, path)
+    return load_layers(
+        record, net=net, classes=params.dataset.classes, weights_digest=weights_digest,
+        source=path,
     )  # fmt: skip
 
 
 def recorded(path: Path, key: str) -> float | None:
     """A number a stage recorded in a JSON file (a backbone's ``seconds_per_image``, a fit
-    stage's training ``seconds``), or None when it recorded none (a cache copied in, every
+    stage's ``train_seconds``), or None when it recorded none (a cache copied in, every
     shard already computed on the first run here)."""
     try:
         value = json.loads(path.read_text()).get(key)
@@ -70,24 +69,23 @@ def recorded(path: Path, key: str) -> float | None:
 def compare_one(params: Params, net: str) -> None:
     """Run the methods of one net over the evaluation split; write the comparison metrics and
     the side-by-side pictures."""
-    layout, split, root = params.layout, params.dataset.eval_split, params.dataset.root
+    layout, split = params.layout, params.dataset.eval_split
     classes, k, pool = params.dataset.classes, params.scoring.k, params.scoring.pool
-    image_ids = read_image_set(root, split)
+    truth = SplitTruth.of(params, split)
+    image_ids = truth.image_ids
     manifests = layout.manifests(split)
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
-    objects = read_manifest(manifests, "objects.parquet")
-    class_files = read_class_image_sets(root, classes, split)
-    boxes_of = boxes_by_image(objects.to_pandas())
+    boxes_of = boxes_by_image(truth.objects.to_pandas())
     head, _, feature_shards = load_head_for_cache(
         layout.head(net), layout.features(net, split), net=net, classes=classes
     )
     dense = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
     digest = dense.attrs.get("weights_digest")
     known = images.index.tolist()
-    patch_head = load_layers(params, net, "head", digest, known)
-    window_head = load_layers(params, net, "windows", digest, known)
-    weak = load_layers(params, net, "weak", digest, known)
-    cam = load_layers(params, net, "cam", digest, known)
+    patch_head = checked_layers(params, net, "head", digest, known)
+    window_head = checked_layers(params, net, "windows", digest, known)
+    weak = checked_layers(params, net, "weak", digest, known)
+    cam = checked_layers(params, net, "cam", digest, known)
     patches = read_manifest(manifests, "patches.parquet", ["x0", "y0", "side"])
     boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     sizes = {i: (int(r.width), int(r.height)) for i, r in images.iterrows()}
@@ -111,19 +109,14 @@ def compare_one(params: Params, net: str) -> None:
             layout.timing(net, f"dense-{params.dataset.train_split}"), "seconds_per_image"
         ),
     }
+    kind_of = {"patches": "head", "dense": "head"}  # the others are named as their layers
     trained = {
-        "patches": recorded(layout.metrics(net) / "train.json", "seconds"),
-        "dense": recorded(layout.metrics(net) / "train.json", "seconds"),
-        "windows": recorded(layout.metrics(net) / "train-windows.json", "seconds"),
-        "weak": recorded(layout.metrics(net) / "train-weak.json", "seconds"),
-        "cam": recorded(layout.metrics(net) / "train-cam.json", "seconds"),
+        method: recorded(layout.training_metrics(net, kind_of.get(method, method)), "train_seconds")
+        for method in METHODS
     }
 
     def method_map(scores: np.ndarray, counts: np.ndarray) -> float:
-        return evaluate_scores(
-            scores, counts, image_ids, objects, class_files, classes,
-            method=ap_method(params.dataset.year),
-        ).mean_ap  # fmt: skip
+        return truth.evaluate(scores, counts).mean_ap
 
     def progress(stream: Iterable[Scored], method: str) -> Iterable[Scored]:
         return tqdm(stream, total=len(images), desc=method, unit="img")

@@ -12,18 +12,15 @@ from pipeline.atomic import exclusive, write_json, write_text
 from pipeline.dense_cache import open_dense_cache
 from pipeline.evaluation import (
     Evaluation,
-    ap_method,
     devkit_result_lines,
-    evaluate_scores,
     precision_recall,
 )
-from pipeline.head import TRAINED_BY, check_unseen
-from pipeline.image_sets import read_class_image_sets, read_image_set
 from pipeline.layout import Layout
-from pipeline.manifests import read_manifest
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
+from pipeline.split_truth import SplitTruth
 from pipeline.tables import write_parquet
+from pipeline.trained_layers import check_unseen
 
 log = logging.getLogger("pipeline")
 
@@ -42,31 +39,22 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
     Every image its image-set file lists is ranked, in the file's order (ties keep it, as the
     devkit); an image without features (skipped by `index`) gets ``-inf`` and stays in the AP.
     """
-    layout, root, classes = params.layout, params.dataset.root, params.dataset.classes
+    layout, classes = params.layout, params.dataset.classes
     year, k = params.dataset.year, params.scoring.k
-    method = ap_method(year)
-    image_ids = read_image_set(root, split)
+    truth = SplitTruth.of(params, split)
+    method, image_ids = truth.method, truth.image_ids
     mode, pool = params.scoring.cache, params.scoring.pool
     trained = params.scoring.head
     head, checkpoint, shards = load_head_for_cache(
-        layout.head(net, trained), layout.cache(mode, net, split), net=net, classes=classes,
-        writer=TRAINED_BY[trained],
-    )  # fmt: skip
-    check_unseen(checkpoint, image_ids, split, str(layout.head(net, trained)))
+        layout.head(net, trained), layout.cache(mode, net, split), net=net, classes=classes
+    )
+    check_unseen(checkpoint, image_ids, split, layout.head(net, trained))
     if mode == "dense":
         dense = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
         scores, counts = score_images_dense(head, dense.rule, shards, image_ids, k=k, pool=pool)
     else:
         scores, counts = score_images(head, shards, image_ids, k, pool)
-    result = evaluate_scores(
-        scores,
-        counts,
-        image_ids,
-        read_manifest(layout.manifests(split), "objects.parquet"),
-        read_class_image_sets(root, classes, split),
-        classes,
-        method=method,
-    )
+    result = truth.evaluate(scores, counts)
     if result.unscored:
         log.warning(
             "%s: %d of %d images have no score (skipped by `pipeline index`, see its "

@@ -17,7 +17,6 @@ from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.dense_cache import open_dense_cache
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
-from pipeline.head import TRAINED_BY, check_unseen
 from pipeline.heatmaps import (
     boxes_by_image,
     chosen_images,
@@ -29,6 +28,7 @@ from pipeline.images import load_rgb
 from pipeline.manifests import read_manifest
 from pipeline.params import Params
 from pipeline.scoring import dense_probabilities, image_probabilities, load_head_for_cache
+from pipeline.trained_layers import check_unseen
 from pipeline.uncached_maps import checked_extractor, image_heat_maps
 
 log = logging.getLogger("pipeline")
@@ -60,12 +60,12 @@ def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> No
     trained = params.scoring.head
     head, checkpoint, _ = load_head_for_cache(
         layout.head(net, trained), layout.features(net, split), net=net,
-        classes=params.dataset.classes, writer=TRAINED_BY[trained],
+        classes=params.dataset.classes,
     )  # fmt: skip
     extractor = checked_extractor(
         net, params.nets.options(net), resolve_device(params.features.device),
         params.features.batch_size, weights_digest=checkpoint.get("weights_digest"),
-        source=layout.head(net, trained), writer=TRAINED_BY[trained],
+        source=layout.head(net, trained),
     )  # fmt: skip
     for path in paths:
         image = load_rgb(path)
@@ -127,11 +127,10 @@ def render_split(params: Params, net: str) -> None:
     manifests = layout.manifests(split)
     trained = params.scoring.head
     head, checkpoint, shards = load_head_for_cache(
-        layout.head(net, trained), cache, net=net, classes=params.dataset.classes,
-        writer=TRAINED_BY[trained],
-    )  # fmt: skip
+        layout.head(net, trained), cache, net=net, classes=params.dataset.classes
+    )
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
-    check_unseen(checkpoint, images.index.tolist(), split, str(layout.head(net, trained)))
+    check_unseen(checkpoint, images.index.tolist(), split, layout.head(net, trained))
     objects = read_manifest(manifests, "objects.parquet").to_pandas()
     chosen = chosen_images(params.heatmaps.images, images.index.tolist(), params.dataset.eval_split)
     boxes_of = boxes_by_image(objects)

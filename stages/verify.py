@@ -13,11 +13,11 @@ from pipeline.actions import PERSONS_SCHEMA
 from pipeline.dense_cache import open_dense_cache
 from pipeline.errors import PipelineError
 from pipeline.fc6_split import NO_FC6
-from pipeline.head import TRAINED_BY, read_checkpoint
 from pipeline.layout import Layout
 from pipeline.manifests import manifest_problems
 from pipeline.params import Params
 from pipeline.shards import INDEX_NAME, shard_directory_problems
+from pipeline.trained_layers import METHODS, read_trained
 
 log = logging.getLogger("pipeline")
 
@@ -53,8 +53,8 @@ def _object_task(params: Params) -> Iterator[Checked]:
             yield shard_directory_problems(layout.features(net, split), "features")
             yield shard_directory_problems(layout.dense(net, split), "dense")
             yield _window_rule_problems(layout, net, split)
-        for method in ("head", "windows", "weak", "cam"):
-            yield _checkpoint_problems(layout.head(net, method), net, TRAINED_BY[method])
+        for kind in METHODS:
+            yield _checkpoint_problems(layout.head(net, kind), net)
 
 
 def _action_task(params: Params) -> Iterator[Checked]:
@@ -82,9 +82,7 @@ def _action_task(params: Params) -> Iterator[Checked]:
         for variant in VARIANTS:
             if variant == "update" and without_fc6:
                 continue
-            yield _checkpoint_problems(
-                layout.head(net, f"action-{variant}"), net, f"fit-action --variant {variant}"
-            )
+            yield _checkpoint_problems(layout.head(net, f"action-{variant}"), net)
 
 
 def _window_rule_problems(layout: Layout, net: str, split: str) -> Checked:
@@ -99,9 +97,9 @@ def _window_rule_problems(layout: Layout, net: str, split: str) -> Checked:
     return 1, []
 
 
-def _checkpoint_problems(path: Path, net: str, writer: str) -> Checked:
+def _checkpoint_problems(path: Path, net: str) -> Checked:
     try:
-        read_checkpoint(path, net, writer)
+        read_trained(path, net)
     except PipelineError as err:
         return 1, [str(err)]
     return 1, []

@@ -23,6 +23,7 @@ from tests.cli import run_cli
 CLASSES = ("aeroplane", "bicycle", "bird", "boat")
 SPLITS = ("trainval", "test")
 TRAINED_LAYERS = ("fit-head", "fit-windows", "fit-weak", "fit-cam")
+ACTIONS = ["jumping", "phoning", "ridingbike"]
 
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -251,3 +252,58 @@ def all_layers(layers_template: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     """A private copy of the project with dense maps and every trained layer of the object
     task, as the current directory."""
     return private_copy(layers_template, tmp_path / "project", monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def action_root(tmp_path_factory) -> Path:
+    """A demo devkit with an Action task: 8 trainval and 4 test images of persons."""
+
+    def build(base: Path) -> None:
+        generate_demo(
+            base / "VOCdevkit" / "VOC2007", CLASSES, n_trainval=2, n_test=1, seed=5,
+            actions=ACTIONS, n_action_trainval=8, n_action_test=4,
+        )  # fmt: skip
+
+    return built_once(tmp_path_factory, "action", build) / "VOCdevkit" / "VOC2007"
+
+
+def action_params(root: Path) -> dict:
+    """The test params pointed at the action devkit `root`, with short training schedules."""
+    params = demo_params(root)
+    params["action"]["actions"] = ACTIONS
+    params["action"]["scratch"]["max_epochs"] = 2
+    params["head"].update(max_epochs=3, hidden=32)
+    return params
+
+
+@pytest.fixture(scope="session")
+def described_template(tmp_path_factory, action_root) -> Path:
+    """A project on the (shared, read-only) action devkit after `action-samples` and
+    `action-features --net tiny` on both splits."""
+
+    def build(project: Path) -> None:
+        (project / "params.yaml").write_text(yaml.safe_dump(action_params(action_root)))
+        run_stages(
+            project,
+            *[
+                command
+                for split in SPLITS
+                for command in (
+                    ("action-samples", "--split", split),
+                    ("action-features", "--net", "tiny", "--split", split),
+                )
+            ],
+        )
+
+    return built_once(tmp_path_factory, "described", build)
+
+
+@pytest.fixture(scope="session")
+def action_layers_template(
+    tmp_path_factory: pytest.TempPathFactory, described_template: Path
+) -> Path:
+    """`described_template` after `fit-action --net tiny` of the three variants."""
+    variants = [
+        ("fit-action", "--net", "tiny", "--variant", v) for v in ("frozen", "update", "scratch")
+    ]
+    return built_on(tmp_path_factory, "action-layers", described_template, *variants)

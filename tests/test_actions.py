@@ -15,24 +15,18 @@ import yaml
 from PIL import Image
 
 from pipeline.cutting import RESAMPLE, cut_mirrored
-from pipeline.demo import generate_demo
 from pipeline.errors import PipelineError
 from pipeline.fc6_split import split_below_fc6
 from pipeline.nets import build_backbone, build_untrained
 from pipeline.trunks import WindowAverage, WindowedTrunk
 from tests.cli import run_cli
 from tests.conftest import (
-    CLASSES,
-    SPLITS,
-    built_once,
-    demo_params,
+    ACTIONS,
+    action_params,
     flip_a_byte_in_the_middle,
     private_copy,
-    run_stages,
     set_params,
 )
-
-ACTIONS = ["jumping", "phoning", "ridingbike"]
 
 
 def test_a_person_at_an_image_corner_is_cut_from_the_mirrored_image():
@@ -54,28 +48,6 @@ def test_a_square_larger_than_the_image_folds_back_periodically():
     assert np.array_equal(patch, by_hand)
 
 
-@pytest.fixture(scope="session")
-def action_root(tmp_path_factory) -> Path:
-    """A demo devkit with an Action task: 8 trainval and 4 test images of persons."""
-
-    def build(base: Path) -> None:
-        generate_demo(
-            base / "VOCdevkit" / "VOC2007", CLASSES, n_trainval=2, n_test=1, seed=5,
-            actions=ACTIONS, n_action_trainval=8, n_action_test=4,
-        )  # fmt: skip
-
-    return built_once(tmp_path_factory, "action", build) / "VOCdevkit" / "VOC2007"
-
-
-def action_params(root: Path) -> dict:
-    """The test params pointed at the action devkit `root`, with short training schedules."""
-    params = demo_params(root)
-    params["action"]["actions"] = ACTIONS
-    params["action"]["scratch"]["max_epochs"] = 2
-    params["head"].update(max_epochs=3, hidden=32)
-    return params
-
-
 @pytest.fixture
 def action_project(tmp_path, action_root, monkeypatch) -> Path:
     """A project directory (cwd) with its own copy of the action devkit."""
@@ -84,28 +56,6 @@ def action_project(tmp_path, action_root, monkeypatch) -> Path:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(action_params(root)))
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.fixture(scope="session")
-def described_template(tmp_path_factory, action_root) -> Path:
-    """A project on the (shared, read-only) action devkit after `action-samples` and
-    `action-features --net tiny` on both splits."""
-
-    def build(project: Path) -> None:
-        (project / "params.yaml").write_text(yaml.safe_dump(action_params(action_root)))
-        run_stages(
-            project,
-            *[
-                command
-                for split in SPLITS
-                for command in (
-                    ("action-samples", "--split", split),
-                    ("action-features", "--net", "tiny", "--split", split),
-                )
-            ],
-        )
-
-    return built_once(tmp_path_factory, "described", build)
 
 
 @pytest.fixture
@@ -315,7 +265,7 @@ def test_action_maps_refuse_another_backbone_and_verify_a_variant_of_another_nam
     assert done.returncode == 1 and "Traceback" not in done.stderr
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {heads}/action-frozen.pt: trained on descriptors of tiny")
-    assert "re-run `pipeline fit-action --variant frozen`" in line
+    assert "re-run `pipeline fit-action --variant frozen --net tiny`" in line
     shutil.copy(heads / "action-frozen.pt", heads / "action-update.pt")
     named = f"{heads}/action-update.pt: holds the trained layers of action-frozen.pt"
     assert named in run_cli("verify", check=False).stderr

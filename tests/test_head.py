@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ from torch import nn
 
 from pipeline.disk_rows import disk_rows_writer
 from pipeline.errors import PipelineError
-from pipeline.head import build_head, holdout_mask, load_head, train_head
+from pipeline.head import build_head, holdout_mask, train_head
 from pipeline.params import Head, load_params
+from pipeline.trained_layers import load_layers
 from tests.conftest import REPO_PARAMS
 
 
@@ -110,15 +112,16 @@ def test_head_for_another_net_or_class_list_is_refused():
         "shape": {"dim": 8, "layers": 2, "hidden": 4},
         "weights_digest": "w1",
     }
-    same = {"source": "h.pt", "weights_digest": "w1"}
-    assert isinstance(load_head(checkpoint, net="tiny", classes=["cat", "dog"], **same), nn.Module)
-    with pytest.raises(PipelineError, match="h.pt: head was trained on net 'tiny', not 'alexnet'"):
-        load_head(checkpoint, net="alexnet", classes=["cat", "dog"], **same)
-    with pytest.raises(PipelineError, match=r"h.pt: head was trained for classes \['cat', 'dog'\]"):
-        load_head(checkpoint, net="tiny", classes=["dog", "cat"], **same)
-    with pytest.raises(PipelineError, match="h.pt: head was trained on features of other tiny"):
-        load_head(
-            checkpoint, net="tiny", classes=["cat", "dog"], source="h.pt", weights_digest="w2"
+    same = {"source": Path("h.pt"), "weights_digest": "w1"}
+    layers = load_layers(checkpoint, net="tiny", classes=["cat", "dog"], **same)
+    assert isinstance(layers, nn.Module)
+    with pytest.raises(PipelineError, match="h.pt: trained on net 'tiny', not 'alexnet'; run `pi"):
+        load_layers(checkpoint, net="alexnet", classes=["cat", "dog"], **same)
+    with pytest.raises(PipelineError, match=r"h.pt: trained for classes \['cat', 'dog'\]"):
+        load_layers(checkpoint, net="tiny", classes=["dog", "cat"], **same)
+    with pytest.raises(PipelineError, match="h.pt: trained on descriptors of other tiny weights"):
+        load_layers(
+            checkpoint, net="tiny", classes=["cat", "dog"], source=Path("h.pt"), weights_digest="w2"
         )
 
 

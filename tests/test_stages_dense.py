@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.head import TRAINED_BY
 from pipeline.shards import read_shard_index
+from pipeline.trained_layers import writer_of
 from tests.cli import run_cli
 
 METHODS = ("patches", "dense", "windows", "weak", "cam")
@@ -71,16 +71,17 @@ def test_compare_reports_every_method_and_draws_them_side_by_side(all_layers):
 def window_head() -> tuple[dict, dict]:
     checkpoint = torch.load("data/heads/test-voc/tiny/windows.pt", weights_only=True)
     summary = read_json("metrics/test-voc/tiny/train-windows.json")
-    del summary["seconds"]
+    del summary["train_seconds"]
     return checkpoint, summary
 
 
 def test_fit_windows_learns_the_sampled_patches_from_the_dense_maps_alone(all_layers, edit_params):
     checkpoint, summary = window_head()  # as `pipeline fit-windows --net tiny` wrote it
-    assert checkpoint["method"] == "windows" and checkpoint["train_split"] == "trainval"
+    assert checkpoint["kind"] == "windows" and checkpoint["train_split"] == "trainval"
     # four windows per row of the patch shards: the same sampled patches, labels, background
     sampled = sum(s.rows for s in read_shard_index(Path("data/patches/test-voc/trainval")))
-    assert summary["train_windows"] + summary["val_windows"] == 4 * sampled
+    assert summary["examples"] == "windows"
+    assert summary["train_examples"] + summary["val_examples"] == 4 * sampled
     # no patch pixel and no patch descriptor is read: without them, the same layers
     shutil.rmtree("data/patches")
     shutil.rmtree("data/features/test-voc/tiny/trainval")
@@ -174,7 +175,7 @@ def test_trained_layers_of_another_method_are_refused_by_their_readers_and_verif
     named = f"{heads / over}.pt: holds the trained layers of {copied}.pt, not of {over}.pt"
     line = last_error_line(run_cli(stage, "--net", "tiny", check=False))
     assert line.startswith(f"error: {named}")
-    assert line.endswith(f"re-run `pipeline {TRAINED_BY[over]} --net tiny`")
+    assert line.endswith(f"re-run `pipeline {writer_of(over)} --net tiny`")
     assert named in run_cli("verify", check=False).stderr
 
 

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from pipeline.evaluation import average_precision
-from pipeline.head import sealed
+from pipeline.torch_files import sealed
 from tests.cli import run_cli
 from tests.conftest import flip_a_byte_in_the_middle
 from tests.devkit import devkit_ap
@@ -30,7 +30,8 @@ def test_fit_head_writes_the_head_and_a_per_epoch_log(trained):
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"} <= set(log[0])
     summary = read_json("metrics/test-voc/tiny/train.json")
     assert summary["val_loss"] == pytest.approx(min(e["val_loss"] for e in log), abs=1e-6)
-    assert summary["train_patches"] > 0 and summary["val_patches"] > 0
+    assert summary["examples"] == "patches"
+    assert summary["train_examples"] > 0 and summary["val_examples"] > 0
 
 
 def test_evaluate_writes_ap_pr_curves_scores_and_devkit_results(trained):
@@ -118,7 +119,7 @@ def test_head_of_another_class_list_is_refused_with_one_line(trained, edit_param
     done = run_cli("evaluate", "--net", "tiny", check=False)
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("error: data/heads/test-voc/tiny/head.pt: head was trained for classes")
+    assert line.startswith("error: data/heads/test-voc/tiny/head.pt: trained for classes")
 
 
 def test_evaluate_without_a_head_says_which_stage_to_run(cached):
@@ -239,5 +240,5 @@ def test_maps_of_any_image_refuse_a_backbone_of_other_weights_than_the_head_lear
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: data/heads/test-voc/tiny/head.pt: trained on descriptors of")
-    assert "re-run `pipeline fit-head`" in line
+    assert "re-run `pipeline fit-head --net tiny`" in line
     assert not Path("data/heatmaps/test-voc/tiny/extra/photo.png").exists()

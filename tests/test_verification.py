@@ -159,7 +159,8 @@ def test_a_crafted_head_checkpoint_is_refused_and_never_unpickled(cached, tmp_pa
     head.parent.mkdir(parents=True)
     torch.save({"state_dict": Payload(marker)}, head)
     line = one_error_line(run_cli("evaluate", check=False))
-    assert line.startswith(f"error: {head}: not a readable head checkpoint")
+    assert line.startswith(f"error: {head}: not a readable checkpoint of trained layers")
+    assert line.endswith("; re-run `pipeline fit-head --net tiny`")
     assert not marker.exists()
 
 
