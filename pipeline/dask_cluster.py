@@ -5,12 +5,14 @@ Imported only when ``cluster.backend`` is ``dask``: `distributed` takes a while 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from distributed import Client, LocalCluster, Worker, WorkerPlugin
+from distributed.comm import connect
 
 from pipeline.errors import PipelineError
 
@@ -36,7 +38,10 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
     """A client of the scheduler at address `scheduler` (``tcp://host:8786``), or of a local
     cluster of `workers` single-threaded worker processes when it is None, with every worker
     moved to this process's directory (`ProjectDirectory`); closed (and the local cluster shut
-    down) on leaving. PipelineError when the scheduler cannot be reached."""
+    down) on leaving. PipelineError when the scheduler cannot be reached or what answers at its
+    address is not a Dask scheduler (`check_scheduler`)."""
+    if scheduler is not None:
+        check_scheduler(scheduler, CONNECT_SECONDS)
     try:
         if scheduler is None:
             local = LocalCluster(
@@ -55,3 +60,30 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
         client.close()
         if local is not None:
             local.close()
+
+
+def check_scheduler(address: str, seconds: float) -> None:
+    """Connect to `address` and exchange Dask's handshake within `seconds` in all, before a
+    client is made: Dask's own connection waits for the handshake without a deadline (a server
+    that never answers hangs it) and reads whatever answers as a Dask frame (an HTTP reply
+    becomes an allocation of exabytes). PipelineError naming ``cluster.scheduler`` when nothing
+    is reachable there or what answers is not a Dask scheduler."""
+
+    async def handshake() -> None:
+        comm = await connect(address, timeout=seconds)
+        await comm.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(handshake(), seconds))
+    except TimeoutError:
+        raise PipelineError(
+            f"cluster.scheduler: {address!r} did not answer as a Dask scheduler within "
+            f"{seconds:g} s (a server of another kind, or a stalled one, at that address)"
+        ) from None
+    except OSError as err:
+        raise PipelineError(f"cluster.scheduler: cannot reach {address!r} ({err})") from None
+    except Exception as err:  # noqa: BLE001 - any other answer: not Dask's handshake
+        raise PipelineError(
+            f"cluster.scheduler: {address!r} answered, but not as a Dask scheduler "
+            f"({type(err).__name__}); check the address and port"
+        ) from None

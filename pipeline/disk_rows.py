@@ -9,6 +9,7 @@ were written into it, so that what is trained on cannot change under the stage.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -110,7 +111,13 @@ class DiskRowsWriter:
 @contextmanager
 def disk_rows_writer(scratch: Path, source: Path) -> Iterator[DiskRowsWriter]:
     """A writer of the descriptor rows of `source` into an unnamed temporary file in `scratch`
-    (created if missing), removed when the block ends, however it ends."""
+    (created if missing), removed when the block ends, however it ends: after a failed write
+    (a full disk, a file size limit) closing it cannot flush the rows still buffered, and that
+    second failure is dropped so that the writer's one-line error is what the user reads."""
     scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=scratch, prefix=".rows-") as file:
+    file = tempfile.TemporaryFile(dir=scratch, prefix=".rows-")  # noqa: SIM115 - closed below
+    try:
         yield DiskRowsWriter(file, scratch, source)
+    finally:
+        with contextlib.suppress(OSError):  # the file is closed (and gone) all the same
+            file.close()

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
+from pipeline.limits import limits_hint, out_of_threads
 
 DIGEST_KEY = b"voc_transfer.sha256"
 
@@ -72,7 +73,10 @@ def read_parquet(path: Path, rerun: str, columns: list[str] | None = None) -> pa
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as err:
-        raise PipelineError(f"{path}: unreadable ({' '.join(str(err).split())}); {rerun}") from None
+        message = " ".join(str(err).split())
+        if out_of_threads(message):  # the file is not at fault: say what is
+            raise PipelineError(f"{path}: not read ({message}): {limits_hint()}") from None
+        raise PipelineError(f"{path}: unreadable ({message}); {rerun}") from None
     recorded = (table.schema.metadata or {}).get(DIGEST_KEY)
     if recorded is None or recorded.decode() != table_digest(table):
         raise PipelineError(

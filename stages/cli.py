@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from pipeline.errors import PipelineError
+from pipeline.limits import LOWER_THE_NEED, address_space_limit
 from pipeline.params import Params, load_params
 
 STAGE_MODULES: dict[str, str] = {
@@ -88,8 +89,18 @@ def setup_logging(verbose: bool) -> None:
 
 
 def stage(command: str) -> Callable[..., None]:
-    """The `run` function of the stage behind `command`, imported now."""
-    return importlib.import_module(STAGE_MODULES[command]).run
+    """The `run` function of the stage behind `command`, imported now. PipelineError when a
+    library it needs cannot be mapped into memory (an address-space limit, ``ulimit -v``, too
+    low for torch or pyarrow), instead of Python's traceback of the import."""
+    try:
+        return importlib.import_module(STAGE_MODULES[command]).run
+    except ImportError as err:
+        if "failed to map segment" not in str(err):
+            raise
+        raise PipelineError(
+            f"{command}: cannot load its libraries ({str(err).splitlines()[0]}): the process "
+            f"may use {address_space_limit()} of address space (ulimit -v); raise that limit"
+        ) from None
 
 
 def start(params_path: Path, verbose: bool) -> Params:
@@ -273,8 +284,8 @@ def heatmaps(net: str | None, extra: tuple[Path, ...], params_path: Path, verbos
 @params_option
 @verbose_option
 def compare(net: str | None, params_path: Path, verbose: bool) -> None:
-    """Patches 2014, dense patches, weak max-pool and full image + CAM on the evaluation
-    split: mAP, pointing, CorLoc, training and test time; pictures in
+    """Patches 2014, dense patches, dense windows, weak max-pool and full image + CAM on the
+    evaluation split: mAP, pointing, CorLoc, training and test time; pictures in
     data/compare/<dataset>/<net>/."""
     stage("compare")(start(params_path, verbose), net)
 
@@ -366,6 +377,13 @@ def main() -> None:
         cli.main(standalone_mode=False)
     except PipelineError as err:
         click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except MemoryError:
+        click.echo(
+            f"error: out of memory (address space: {address_space_limit()}); "
+            f"{LOWER_THE_NEED}, or raise the limit",
+            err=True,
+        )
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
