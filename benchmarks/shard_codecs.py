@@ -55,10 +55,13 @@ from pipeline.features import (
 from pipeline.image_sets import read_image_set
 from pipeline.images import load_rgb
 from pipeline.nets import build_backbone
+from pipeline.params import load_params
 from pipeline.patch_codecs import PatchCodec
 from pipeline.patch_shards import plan_patch_shards, write_patch_shards
 from pipeline.tiling import patch_grid
 from pipeline.voc import image_path
+
+TILING = load_params(Path(__file__).resolve().parents[1] / "params.yaml").tiling  # the grid
 
 PHOTOS = (
     "astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
@@ -100,7 +103,7 @@ def grid_table(files: list[Path]) -> pa.Table:
     columns: dict[str, list] = {k: [] for k in ("image_id", "patch", "x0", "y0", "side", "label")}
     for path in files:
         with Image.open(path) as image:
-            boxes = patch_grid(*image.size)[1]
+            boxes = patch_grid(*image.size, TILING.scales, TILING.min_overlap)[1]
         columns["image_id"] += [path.stem] * len(boxes)
         columns["patch"] += list(range(len(boxes)))
         for k, key in enumerate(("x0", "y0", "side")):
@@ -116,7 +119,7 @@ def cutting_rates(
     best of `repeat` runs (naive: one): naive per-patch crop-and-resize, PIL (one resize per
     scale), torch on the CPU, and torch on `device` when it is not the CPU (image uploaded,
     patches left on the device, synchronised)."""
-    grids = [patch_grid(*Image.open(f).size)[1] for f in files]
+    grids = [patch_grid(*Image.open(f).size, TILING.scales, TILING.min_overlap)[1] for f in files]
     n = sum(len(g) for g in grids)
 
     def naive() -> None:

@@ -57,7 +57,7 @@ def training_rows(
             mine = objects[objects.image_id == image.image_id]
             labels = label_patches(
                 windows.boxes, mine[["x0", "y0", "x1", "y1"]].to_numpy(),
-                mine.label.to_numpy(), mine.difficult.to_numpy(),
+                mine.label.to_numpy(), mine.difficult.to_numpy(), params.labeling,
             ).label  # fmt: skip
             keep = kept_patches(labels, image.image_id, sampling.background_fraction, sampling.seed)
             yield windows.descriptors[torch.from_numpy(keep)], labels[keep], image.image_id

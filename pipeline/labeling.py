@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.params import Labeling
+
 BACKGROUND = 0
 IGNORED = -1
 OUTSIDE_CLASSES = -1  # object label of a class outside the configured list
@@ -37,18 +39,16 @@ def label_patches(
     object_boxes: np.ndarray,
     object_labels: np.ndarray,
     object_difficult: np.ndarray,
-    *,
-    min_patch_cover: float = 0.2,
-    min_object_cover: float = 0.6,
-    max_objects: int = 1,
+    rule: Labeling,
 ) -> PatchLabels:
     """Label every patch of one image against its objects.
 
     Takes patches ``[N, 3]`` ``(x0, y0, side)``, object boxes ``[M, 4]`` ``(x0, y0, x1, y1)``,
     object class labels ``[M]`` (1..C, or `OUTSIDE_CLASSES` for a class outside the configured
-    list) and difficult flags ``[M]``. An object qualifies for a patch when it covers at least
-    `min_patch_cover` of the patch and the patch holds at least `min_object_cover` of the
-    object. A patch is positive for class c when 1..`max_objects` objects qualify, all of class
+    list) and difficult flags ``[M]``, and the ``labeling`` params `rule`. An object qualifies
+    for a patch when it covers at least ``rule.min_patch_cover`` of the patch and the patch
+    holds at least ``rule.min_object_cover`` of the object. A patch is positive for class c
+    when 1..``rule.max_objects`` objects qualify, all of class
     c, none difficult; ignored (-1) when more qualify, or they disagree in class, or one is
     difficult or of a class outside the list (such a patch shows an object, so it is never
     background); background (0) when none qualifies.
@@ -69,7 +69,7 @@ def label_patches(
     inter = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None)  # [N, M]
     patch_cover = inter / (side * side)
     object_cover = inter / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    qualifies = (patch_cover >= min_patch_cover) & (object_cover >= min_object_cover)
+    qualifies = (patch_cover >= rule.min_patch_cover) & (object_cover >= rule.min_object_cover)
     n_qualifying = qualifies.sum(axis=1)
 
     best = np.where(
@@ -89,7 +89,7 @@ def label_patches(
     label = np.where(
         n_qualifying == 0,
         BACKGROUND,
-        np.where((n_qualifying <= max_objects) & clean, best_label, IGNORED),
+        np.where((n_qualifying <= rule.max_objects) & clean, best_label, IGNORED),
     ).astype(np.int16)
     return PatchLabels(
         label=label,

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from pipeline.labeling import label_patches
 from pipeline.manifests import PATCHES_SCHEMA
+from pipeline.params import Labeling
 from pipeline.tiling import patch_grid
 
 
@@ -21,14 +22,13 @@ def patches_table(
     *,
     scales: Sequence[float],
     min_overlap: float,
-    min_patch_cover: float,
-    min_object_cover: float,
-    max_objects: int,
+    labeling: Labeling,
     progress: Callable[[Iterable[Any]], Iterable[Any]] = iter,
 ) -> pa.Table:
-    """Tile every image of an images table and label its patches against its rows of the
-    objects table; returns the patches table (sorted by image_id, patch). `progress` wraps the
-    loop over images (e.g. a progress bar)."""
+    """Tile every image of an images table on the grid of `scales` and `min_overlap` (the
+    ``tiling`` params that shape it) and label its patches against its rows of the objects
+    table by the `labeling` params; returns the patches table (sorted by image_id, patch).
+    `progress` wraps the loop over images (e.g. a progress bar)."""
     obj_ids = np.asarray(objects["image_id"].to_pylist(), dtype=object)
     boxes = np.stack([objects[c].to_numpy() for c in ("x0", "y0", "x1", "y1")], axis=1)
     obj_label = objects["label"].to_numpy()
@@ -43,12 +43,8 @@ def patches_table(
         lo = np.searchsorted(sorted_ids, image_id, side="left")
         hi = np.searchsorted(sorted_ids, image_id, side="right")
         mine = order[lo:hi]
-        scale, grid = patch_grid(width, height, tuple(scales), min_overlap)
-        labels = label_patches(
-            grid, boxes[mine], obj_label[mine], obj_difficult[mine],
-            min_patch_cover=min_patch_cover, min_object_cover=min_object_cover,
-            max_objects=max_objects,
-        )  # fmt: skip
+        scale, grid = patch_grid(width, height, scales, min_overlap)
+        labels = label_patches(grid, boxes[mine], obj_label[mine], obj_difficult[mine], labeling)
         n = len(grid)
         columns["image_id"].append(np.full(n, image_id, dtype=object))
         columns["patch"].append(np.arange(n, dtype=np.int32))

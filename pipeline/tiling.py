@@ -7,12 +7,10 @@ patch covers ``[x0, x0 + side) x [y0, y0 + side)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-
-DEFAULT_SCALES: tuple[float, ...] = (1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0)
-DEFAULT_MIN_OVERLAP = 2.0 / 3.0
 
 
 def axis_positions(length: float, side: float, min_overlap: float) -> np.ndarray:
@@ -53,12 +51,11 @@ def _grid(
 
 
 def patch_grid(
-    width: int,
-    height: int,
-    scales: tuple[float, ...] = DEFAULT_SCALES,
-    min_overlap: float = DEFAULT_MIN_OVERLAP,
+    width: int, height: int, scales: Sequence[float], min_overlap: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Tile a `width` x `height` image (pixels) into square patches at every scale.
+    """Tile a `width` x `height` image (pixels) into square patches at every scale of
+    `scales`, neighbours overlapping by at least `min_overlap` of the side (the ``tiling``
+    params; their values live once, in params.yaml).
 
     Scale ``λ`` gives patches of side ``min(width, height) / λ``. Returns ``(scale, boxes)``:
     ``scale`` float32 ``[N]`` (the λ of each patch) and ``boxes`` float32 ``[N, 3]`` holding

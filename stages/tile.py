@@ -32,7 +32,7 @@ def tile_split(params: Params, split: str) -> None:
         read_manifest(manifests, "objects.parquet"),
         scales=params.tiling.scales,
         min_overlap=params.tiling.min_overlap,
-        **params.labeling.model_dump(),
+        labeling=params.labeling,
         progress=partial(tqdm, total=images.num_rows, unit="img", desc=f"tile {split}"),
     )
     write_parquet(table, manifests / "patches.parquet")

@@ -18,6 +18,7 @@ from filelock import FileLock
 from pipeline.demo import generate_demo
 from pipeline.params import load_params
 from pipeline.patch_codecs import read_pixels, shard_codec
+from pipeline.tiling import patch_grid
 from tests.cli import run_cli
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat")
@@ -27,6 +28,13 @@ ACTIONS = ["jumping", "phoning", "ridingbike"]
 
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PAPER = load_params(REPO_PARAMS)  # the paper's grid and labelling rule, as params.yaml holds them
+
+
+def paper_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """`patch_grid` of a `width` x `height` image with the tiling params of params.yaml (the
+    paper's 9 scales, 2/3 overlap): ``(scale [N], boxes [N, 3])``."""
+    return patch_grid(width, height, PAPER.tiling.scales, PAPER.tiling.min_overlap)
 
 
 def pytest_configure(config: pytest.Config) -> None:

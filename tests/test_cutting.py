@@ -13,13 +13,13 @@ from torchvision.transforms.v2.functional import resize
 from pipeline import cutting
 from pipeline.cutting import TORCH_CUTTING_TOLERANCE, crop_and_resize, cut_patches
 from pipeline.images import load_rgb
-from pipeline.tiling import patch_grid
 from pipeline.voc import image_path
+from tests.conftest import paper_grid
 
 
 def test_cut_patches_match_per_patch_crop_and_resize(demo_root):
     image = load_rgb(image_path(demo_root, "000001"))
-    _, boxes = patch_grid(image.shape[1], image.shape[0])
+    _, boxes = paper_grid(image.shape[1], image.shape[0])
     cut = cut_patches(image, boxes, 64)
     assert cut.shape == (len(boxes), 64, 64, 3) and cut.dtype == np.uint8
     reference = np.stack([crop_and_resize(image, b, 64) for b in boxes])
@@ -55,7 +55,7 @@ def photos_and_grids() -> list[tuple[np.ndarray, np.ndarray]]:
         image = Image.fromarray(photo)
         image.thumbnail((500, 500), Image.Resampling.LANCZOS)
         pixels = np.asarray(image)
-        out.append((pixels, patch_grid(pixels.shape[1], pixels.shape[0])[1]))
+        out.append((pixels, paper_grid(pixels.shape[1], pixels.shape[0])[1]))
     return out
 
 

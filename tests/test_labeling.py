@@ -5,14 +5,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.labeling import BACKGROUND, IGNORED, OUTSIDE_CLASSES, label_patches
+from tests.conftest import PAPER
 
 PATCH = np.array([[0.0, 0.0, 100.0]])  # covers [0, 100) x [0, 100), area 10000
 
 
 def label_one(boxes, labels, difficult, patch=PATCH):
     out = label_patches(
-        patch, np.array(boxes, float).reshape(-1, 4), np.array(labels), np.array(difficult)
-    )
+        patch, np.array(boxes, float).reshape(-1, 4), np.array(labels), np.array(difficult),
+        PAPER.labeling,
+    )  # fmt: skip
     return out
 
 
@@ -83,8 +85,9 @@ def test_non_qualifying_objects_do_not_disturb_a_positive():
 
 def test_image_without_objects_is_all_background():
     out = label_patches(
-        np.array([[0, 0, 10], [5, 5, 10]], float), np.zeros((0, 4)), np.zeros(0), np.zeros(0, bool)
-    )
+        np.array([[0, 0, 10], [5, 5, 10]], float), np.zeros((0, 4)), np.zeros(0),
+        np.zeros(0, bool), PAPER.labeling,
+    )  # fmt: skip
     assert out.label.tolist() == [0, 0]
     assert out.best_object.tolist() == [-1, -1]
 
@@ -132,7 +135,7 @@ def scenes(draw):
 @given(scenes())
 def test_vectorised_labels_match_the_rule_on_random_boxes(scene):
     patches, boxes, labels, difficult = scene
-    out = label_patches(patches, boxes, labels, difficult)
+    out = label_patches(patches, boxes, labels, difficult, PAPER.labeling)
     expected = [brute_force_label(p, boxes, labels, difficult) for p in patches]
     assert out.label.tolist() == expected
     assert ((out.patch_cover >= 0) & (out.patch_cover <= 1 + 1e-6)).all()

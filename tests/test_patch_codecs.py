@@ -25,9 +25,8 @@ from pipeline.patch_codecs import (
 )
 from pipeline.shards import read_shard_index
 from pipeline.tables import write_parquet
-from pipeline.tiling import patch_grid
 from tests.cli import run_cli
-from tests.conftest import shard_rows
+from tests.conftest import paper_grid, shard_rows
 
 PATCHES = Path("data/patches/test-voc/trainval")
 FEATURES = Path("data/features/test-voc/tiny/trainval")
@@ -37,7 +36,7 @@ FEATURES = Path("data/features/test-voc/tiny/trainval")
 def photo_patches() -> np.ndarray:
     """40 grid patches (64 px) of a real photo (scikit-image's coffee cup)."""
     image = photos.coffee()
-    boxes = patch_grid(image.shape[1], image.shape[0])[1]
+    boxes = paper_grid(image.shape[1], image.shape[0])[1]
     return cut_patches(image, boxes[:: len(boxes) // 40][:40], 64)
 
 

@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster, WorkerPlugin
 from pipeline.cutting import cut_patches
 from pipeline.hashing import file_sha256
 from pipeline.images import load_rgb
+from pipeline.params import load_params
 from pipeline.patch_codecs import read_pixels
 from pipeline.shards import read_shard_index
 from pipeline.tiling import patch_grid
@@ -46,9 +47,12 @@ def test_index_tile_sample_produce_joined_manifests_and_shards(workdir):
     assert images.image_id.tolist() == [f"{i:06d}" for i in range(1, 7)]
     assert (images.split == "trainval").all() and images.path.str.startswith("JPEGImages/").all()
     assert set(objects.label) <= {1, 2, 3, 4} and (objects.x1 > objects.x0).all()
+    tiling = load_params(Path("params.yaml")).tiling
     for row in images.itertuples():
         mine = patches[patches.image_id == row.image_id]
-        assert len(mine) == len(patch_grid(row.width, row.height)[1])
+        assert len(mine) == len(
+            patch_grid(row.width, row.height, tiling.scales, tiling.min_overlap)[1]
+        )
         assert mine.patch.tolist() == list(range(len(mine)))
     assert set(patches.label) <= {-1, 0, 1, 2, 3, 4} and (patches.label > 0).any()
 

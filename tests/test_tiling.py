@@ -4,22 +4,23 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.tiling import DEFAULT_SCALES, patch_grid
+from pipeline.tiling import patch_grid
+from tests.conftest import PAPER, paper_grid
 
 
 def per_scale_counts(scale: np.ndarray) -> list[int]:
-    return [int((scale == np.float32(s)).sum()) for s in DEFAULT_SCALES]
+    return [int((scale == np.float32(s)).sum()) for s in PAPER.tiling.scales]
 
 
 def test_500x375_image_gives_512_patches_with_the_papers_per_scale_counts():
-    scale, boxes = patch_grid(500, 375)
+    scale, boxes = paper_grid(500, 375)
     assert len(boxes) == 512
     assert per_scale_counts(scale) == [2, 8, 15, 24, 48, 70, 88, 117, 140]
 
 
 def test_portrait_image_gives_the_transposed_grid():
-    _, landscape = patch_grid(500, 375)
-    scale, portrait = patch_grid(375, 500)
+    _, landscape = paper_grid(500, 375)
+    scale, portrait = paper_grid(375, 500)
     assert per_scale_counts(scale) == [2, 8, 15, 24, 48, 70, 88, 117, 140]
     swapped = {
         (round(float(y), 3), round(float(x), 3), round(float(s), 3)) for x, y, s in landscape
@@ -30,7 +31,7 @@ def test_portrait_image_gives_the_transposed_grid():
 
 
 def test_single_position_is_centred_and_ends_are_flush():
-    _, boxes = patch_grid(500, 375, scales=(1.0,))
+    _, boxes = patch_grid(500, 375, (1.0,), PAPER.tiling.min_overlap)
     assert boxes[:, 1].tolist() == [0.0, 0.0]  # the side equals the height: one row at y = 0
     assert boxes[:, 0].min() == 0.0
     assert boxes[:, 0].max() + boxes[:, 2].max() == np.float32(500)
@@ -51,7 +52,7 @@ def neighbour_overlaps(boxes: np.ndarray) -> list[float]:
 @settings(max_examples=60, deadline=None)
 @given(st.integers(40, 800), st.integers(40, 800))
 def test_every_patch_lies_inside_the_image_and_neighbours_overlap_at_least_half(width, height):
-    scale, boxes = patch_grid(width, height)
+    scale, boxes = paper_grid(width, height)
     assert (boxes[:, :2] >= 0).all()
     assert (boxes[:, 0] + boxes[:, 2] <= width).all()
     assert (boxes[:, 1] + boxes[:, 2] <= height).all()
@@ -62,6 +63,6 @@ def test_every_patch_lies_inside_the_image_and_neighbours_overlap_at_least_half(
 
 
 def test_grid_is_shared_and_read_only():
-    a = patch_grid(500, 333)[1]
-    assert a is patch_grid(500, 333)[1]
+    a = paper_grid(500, 333)[1]
+    assert a is paper_grid(500, 333)[1]
     assert not a.flags.writeable
