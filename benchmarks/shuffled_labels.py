@@ -22,7 +22,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.comparison import METHODS, Scored, cam_method, dense_method, patch_method, weak_method
+from pipeline.comparison import (
+    METHODS,
+    Scored,
+    cam_method,
+    dense_method,
+    patch_method,
+    split_patches,
+    weak_method,
+)
 from pipeline.dense_cache import DenseImageReader, iter_dense_cache, open_dense_cache
 from pipeline.devices import resolve_device
 from pipeline.feature_cache import feature_cache_on_disk, feature_cache_shards
@@ -77,12 +85,9 @@ def main() -> None:
     descriptors, train, _ = stack.enter_context(
         feature_cache_on_disk(layout.features(net, train_split), layout.head(net).parent)
     )
-    patches = read_manifest(
-        layout.manifests(dataset.eval_split), "patches.parquet", ["image_id", "x0", "y0", "side"]
-    )
+    patches = split_patches(layout.manifests(dataset.eval_split))
     images = read_manifest(layout.manifests(dataset.eval_split), "images.parquet").to_pylist()
     sizes = {r["image_id"]: (r["width"], r["height"]) for r in images}
-    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
     test_features = feature_cache_shards(layout.features(net, dataset.eval_split))
 
     def head_on(rows, image_ids: np.ndarray, labels: np.ndarray) -> nn.Module:
@@ -134,7 +139,7 @@ def main() -> None:
     runs: dict[str, Callable[[bool], Iterator[Scored]]] = {
         "patches": lambda shuffle: patch_method(
             patch_head(rng.permutation(train["label"]) if shuffle else train["label"]),
-            test_features, boxes, sizes, k=k, pool=pool,
+            test_features, patches, sizes, k=k, pool=pool,
         ),
         "dense": lambda shuffle: dense_method(
             patch_head(rng.permutation(train["label"]) if shuffle else train["label"]),

@@ -18,14 +18,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.dense_cache import iter_dense_cache
+from pipeline.errors import PipelineError
 from pipeline.heatmaps import heat_maps
 from pipeline.localization import Localization
+from pipeline.manifests import read_manifest
 from pipeline.scoring import dense_probabilities, head_logits, image_probabilities, image_scores
 from pipeline.shards import ShardFile
 from pipeline.trunks import WindowRule
@@ -58,19 +61,47 @@ def pooled(probabilities: np.ndarray, k: float, pool: str) -> np.ndarray:
 def patch_method(
     head: nn.Module,
     shards: Sequence[ShardFile],
-    boxes: np.ndarray,
+    patches: Mapping[str, np.ndarray],
     sizes: Mapping[str, tuple[int, int]],
     *,
     k: float,
     pool: str,
 ) -> Iterator[Scored]:
-    """The 2014 method from the feature cache of the split, whose rows are the patches
-    ``boxes [N, 3]`` (``patches.parquet`` order); `sizes` maps image ids to width, height."""
+    """The 2014 method from the feature cache of the split, whose rows are the split's patches:
+    `patches` holds their ``image_id`` ``[N]`` and ``boxes`` ``[N, 3]`` in ``patches.parquet``
+    order; `sizes` maps image ids to width, height. PipelineError, naming the cache and the
+    stage that rewrites it, when its rows are not those patches."""
+    image_ids, boxes = patches["image_id"], patches["boxes"]
+    end = 0
     for rows in image_probabilities(head, shards):
         width, height = sizes[rows.image_id]
         part, first = rows.probabilities, rows.first
-        maps = heat_maps(part[:, 1:], boxes[first : first + len(part)], width, height)
+        end = first + len(part)
+        if end > len(image_ids) or (image_ids[first:end] != rows.image_id).any():
+            raise rows_mismatch(shards)
+        maps = heat_maps(part[:, 1:], boxes[first:end], width, height)
         yield Scored(rows.image_id, pooled(part, k, pool), maps)
+    if end != len(image_ids):
+        raise rows_mismatch(shards)
+
+
+def split_patches(manifests: Path) -> dict[str, np.ndarray]:
+    """The patches of a split as `patch_method` reads them, from ``patches.parquet`` in the
+    split's `manifests` directory: ``image_id`` ``[N]`` and ``boxes`` ``[N, 3]``
+    ``(x0, y0, side)``."""
+    table = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
+    return {
+        "image_id": table["image_id"].to_numpy(zero_copy_only=False),
+        "boxes": np.stack([table[c].to_numpy() for c in ("x0", "y0", "side")], axis=1),
+    }
+
+
+def rows_mismatch(shards: Sequence[ShardFile]) -> PipelineError:
+    """The error of a feature cache whose rows are not those of the split's patches table."""
+    return PipelineError(
+        f"{shards[0].path.parent}: rows do not match the split's patches.parquet; re-run "
+        "`pipeline features`"
+    )
 
 
 def dense_method(

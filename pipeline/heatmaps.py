@@ -64,14 +64,6 @@ def side_by_side(panels: Sequence[Image.Image], gap: int = PANEL_GAP) -> Image.I
     return sheet
 
 
-def peak_hits(maps: np.ndarray, boxes_by_label: Mapping[int, np.ndarray]) -> tuple[int, int]:
-    """For one image: of its (image, class) pairs (one per label in `boxes_by_label`, with that
-    class's boxes ``[M, 4]``), how many have the class's map ``maps[label]`` peaking inside one
-    of the boxes. Returns ``(hits, pairs)``."""
-    hits = sum(peak_inside(maps[label], boxes) for label, boxes in boxes_by_label.items())
-    return int(hits), len(boxes_by_label)
-
-
 def render_top_classes(
     image: np.ndarray,
     maps: np.ndarray,
@@ -84,17 +76,18 @@ def render_top_classes(
 ) -> Image.Image:
     """The image beside the overlays of its `top_classes` classes with the highest map mean.
 
-    Takes the RGB image ``[H, W, 3]``, its maps ``[C + 1, H, W]`` (0 = background), the class
-    names (label ``i + 1`` = ``classes[i]``) and the boxes to outline per label. Each caption
-    gives the class and its map's mean (the k = 1 image score).
+    Takes the RGB image ``[H, W, 3]``, its class maps ``[C, H, W]`` (the map of label l at
+    ``l - 1``, as every method gives them), the class names (label ``i + 1`` = ``classes[i]``)
+    and the boxes to outline per label. Each caption gives the class and its map's mean (the
+    k = 1 image score).
     """
-    means = maps[1:].reshape(len(classes), -1).mean(1)
+    means = maps.reshape(len(classes), -1).mean(1)
     top = np.argsort(-means, kind="stable")[:top_classes]
     panels = [overlay(image, np.zeros(image.shape[:2]), "image", np.zeros((0, 4)), alpha=0)]
     for c in top:
         caption = f"{classes[c]}  mean p {means[c]:.2f}"
         boxes = boxes_by_label.get(int(c) + 1, np.zeros((0, 4)))
-        panels.append(overlay(image, maps[c + 1], caption, boxes, colormap=colormap, alpha=alpha))
+        panels.append(overlay(image, maps[c], caption, boxes, colormap=colormap, alpha=alpha))
     return side_by_side(panels)
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
 from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.devices import resolve_device
 from pipeline.errors import PipelineError
@@ -66,7 +64,6 @@ def draw_maps(params: Params, net: str) -> None:
             image, extractor, head, scales=params.tiling.scales,
             min_overlap=params.tiling.min_overlap, patch_size=params.tiling.patch_size,
         )  # fmt: skip
-        with_background = np.concatenate([np.zeros_like(maps[:1]), maps])  # map 0: none here
         boxes = {
             actions.index(a) + 1: rows[rows.actions.map(lambda done, a=a: a in done)][
                 ["x0", "y0", "x1", "y1"]
@@ -74,7 +71,7 @@ def draw_maps(params: Params, net: str) -> None:
             for a in actions
         }
         picture = render_top_classes(
-            image, with_background, actions, boxes, top_classes=params.heatmaps.top_classes,
+            image, maps, actions, boxes, top_classes=params.heatmaps.top_classes,
             colormap=params.heatmaps.colormap, alpha=params.heatmaps.alpha,
         )  # fmt: skip
         write_png(picture, layout.action_maps(net) / f"{image_id}.png")

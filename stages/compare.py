@@ -22,6 +22,7 @@ from pipeline.comparison import (
     compare_methods,
     dense_method,
     patch_method,
+    split_patches,
     weak_method,
 )
 from pipeline.dense_cache import open_dense_cache
@@ -86,11 +87,10 @@ def compare_one(params: Params, net: str) -> None:
     window_head = checked_layers(params, net, "windows", digest, known)
     weak = checked_layers(params, net, "weak", digest, known)
     cam = checked_layers(params, net, "cam", digest, known)
-    patches = read_manifest(manifests, "patches.parquet", ["x0", "y0", "side"])
-    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+    patches = split_patches(manifests)
     sizes = {i: (int(r.width), int(r.height)) for i, r in images.iterrows()}
     streams = {
-        "patches": patch_method(head, feature_shards, boxes, sizes, k=k, pool=pool),
+        "patches": patch_method(head, feature_shards, patches, sizes, k=k, pool=pool),
         "dense": dense_method(patch_head, dense.rule, dense.shards, k=k, pool=pool),
         "windows": dense_method(window_head, dense.rule, dense.shards, k=k, pool=pool),
         "weak": weak_method(weak, dense.rule, dense.shards),

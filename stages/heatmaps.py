@@ -1,33 +1,25 @@
-"""Stage `heatmaps`: per-class heat maps of evaluation images as PNG overlays, and how often a
-map peaks inside an object of its class."""
+"""Stage `heatmaps`: per-class heat maps of evaluation images as PNG overlays, and the
+localization metrics of the maps (pointing, CorLoc), as `compare` measures every method."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
 from pipeline.atomic import exclusive, write_json, write_png
+from pipeline.comparison import dense_method, patch_method, split_patches
 from pipeline.dense_cache import open_dense_cache
 from pipeline.devices import resolve_device
-from pipeline.errors import PipelineError
-from pipeline.heatmaps import (
-    boxes_by_image,
-    chosen_images,
-    heat_maps,
-    peak_hits,
-    render_top_classes,
-)
+from pipeline.heatmaps import boxes_by_image, chosen_images, render_top_classes
 from pipeline.images import load_rgb
+from pipeline.localization import Localization
 from pipeline.manifests import read_manifest
 from pipeline.params import Params
-from pipeline.scoring import dense_probabilities, image_probabilities, load_head_for_cache
+from pipeline.scoring import load_head_for_cache
 from pipeline.trained_layers import check_unseen
 from pipeline.uncached_maps import checked_extractor, image_heat_maps
 
@@ -74,54 +66,14 @@ def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> No
             min_overlap=params.tiling.min_overlap, patch_size=params.tiling.patch_size,
         )  # fmt: skip
         out = layout.heatmaps(net) / "extra" / f"{path.stem}.png"
-        write_png(render(params, image, maps, {}), out)
+        write_png(render(params, image, maps[1:], {}), out)  # map 0: the background
         log.info("wrote %s", out)
-
-
-def patch_mode_maps(
-    params: Params, net: str, head: nn.Module, shards: list, images: pd.DataFrame
-) -> Iterator[tuple[str, np.ndarray]]:
-    """``(image_id, maps [C + 1, H, W])`` of every evaluation image from its grid patches."""
-    manifests = params.layout.manifests(params.dataset.eval_split)
-    patches = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
-    boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
-    patch_images = patches["image_id"].to_numpy(zero_copy_only=False)
-    end = 0
-    for rows in image_probabilities(head, shards):
-        first, end = rows.first, rows.first + len(rows.probabilities)
-        if end > len(patch_images) or (patch_images[first:end] != rows.image_id).any():
-            raise rows_mismatch(shards[0].path.parent, manifests)
-        meta = images.loc[rows.image_id]
-        maps = heat_maps(rows.probabilities, boxes[first:end], int(meta.width), int(meta.height))
-        yield rows.image_id, maps
-    if end != len(patch_images):
-        raise rows_mismatch(shards[0].path.parent, manifests)
-
-
-def rows_mismatch(cache: Path, manifests: Path) -> PipelineError:
-    """The error of a feature cache whose rows are not those of the split's patches table."""
-    return PipelineError(
-        f"{cache}: rows do not match {manifests}/patches.parquet; re-run `pipeline features`"
-    )
-
-
-def dense_mode_maps(
-    params: Params, net: str, head: nn.Module, shards: list
-) -> Iterator[tuple[str, np.ndarray]]:
-    """``(image_id, maps [C + 1, H, W])`` of every evaluation image from every window of its
-    dense maps (the shards of its dense cache), with the window rule stored beside them."""
-    layout, split = params.layout, params.dataset.eval_split
-    rule = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net).rule
-    for scored in dense_probabilities(head, rule, shards):
-        image = scored.image
-        maps = heat_maps(scored.probabilities, scored.windows.boxes, image.width, image.height)
-        yield image.image_id, maps
 
 
 def render_split(params: Params, net: str) -> None:
     """Maps of every evaluation image from the cache ``scoring.cache`` names (the grid's patch
-    descriptors, or the dense maps' windows): the peak-in-box metric over all of them,
-    pictures of the chosen ones."""
+    descriptors, or the dense maps' windows, as `compare` draws them): pointing and CorLoc
+    over all of them, pictures of the chosen ones."""
     layout, split = params.layout, params.dataset.eval_split
     cache = layout.cache(params.scoring.cache, net, split)
     manifests = layout.manifests(split)
@@ -134,26 +86,33 @@ def render_split(params: Params, net: str) -> None:
     objects = read_manifest(manifests, "objects.parquet").to_pandas()
     chosen = chosen_images(params.heatmaps.images, images.index.tolist(), params.dataset.eval_split)
     boxes_of = boxes_by_image(objects)
+    k, pool = 1.0, "mean"  # the maps do not depend on the pooling, and no score is kept here
     if params.scoring.cache == "dense":
-        every_map = dense_mode_maps(params, net, head, shards)
+        rule = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net).rule
+        scored = dense_method(head, rule, shards, k=k, pool=pool)
     else:
-        every_map = patch_mode_maps(params, net, head, shards, images)
-    hits = pairs = 0
-    for image_id, maps in tqdm(every_map, total=len(images), desc="heatmaps", unit="img"):
-        hit, pair = peak_hits(maps, boxes_of.get(image_id, {}))
-        hits, pairs = hits + hit, pairs + pair
-        if image_id in chosen:
-            image = load_rgb(params.dataset.root / images.loc[image_id].path)
-            picture = render(params, image, maps, boxes_of.get(image_id, {}))
-            write_png(picture, layout.heatmaps(net) / f"{image_id}.png")
-    fraction = hits / pairs if pairs else float("nan")
+        sizes = {i: (int(r.width), int(r.height)) for i, r in images.iterrows()}
+        scored = patch_method(head, shards, split_patches(manifests), sizes, k=k, pool=pool)
+    found = Localization()
+    for one in tqdm(scored, total=len(images), desc="heatmaps", unit="img"):
+        found.add(one.maps, boxes_of.get(one.image_id, {}))
+        if one.image_id in chosen:
+            image = load_rgb(params.dataset.root / images.loc[one.image_id].path)
+            picture = render(params, image, one.maps, boxes_of.get(one.image_id, {}))
+            write_png(picture, layout.heatmaps(net) / f"{one.image_id}.png")
     write_json(
-        {"peak_in_box": round(fraction, 6), "pairs": pairs, "rendered": len(chosen),
-         "cache": params.scoring.cache},
+        {"pointing": rounded(found.pointing), "corloc": rounded(found.corloc),
+         "pairs": found.pairs, "rendered": len(chosen), "cache": params.scoring.cache},
         layout.metrics(net) / "heatmaps.json",
     )  # fmt: skip
     log.info(
         "%s: the class map peaks inside an object of its class for %d of %d (image, class) pairs "
-        "(%.1f%%); %d images rendered to %s",
-        split, hits, pairs, 100 * fraction, len(chosen), layout.heatmaps(net),
+        "(pointing %.3f, CorLoc %.3f); %d images rendered to %s",
+        split, found.pointing_hits, found.pairs, found.pointing, found.corloc, len(chosen),
+        layout.heatmaps(net),
     )  # fmt: skip
+
+
+def rounded(fraction: float) -> float | None:
+    """A fraction for the metrics file: 6 decimals, None when there was nothing to count."""
+    return None if np.isnan(fraction) else round(fraction, 6)

@@ -93,13 +93,13 @@ def test_the_2014_pipeline_alone_never_touches_the_dense_stages(project):
 def test_metrics_and_plots_are_declared(project):
     metrics = dvc(project, "metrics", "show")
     assert "metrics/dvc-test/tiny/test.json" in metrics and "mAP" in metrics
-    assert "peak_in_box" in metrics
+    assert "pointing" in metrics
     assert "metrics/dvc-test/tiny/compare.json" in metrics and "methods.weak.corloc" in metrics
     chosen = dvc(
         project, "metrics", "show", "metrics/dvc-test/tiny/test.json",
         "metrics/dvc-test/tiny/heatmaps.json",
     )  # fmt: skip
-    assert "mAP" in chosen and "peak_in_box" in chosen and "train.json" not in chosen
+    assert "mAP" in chosen and "corloc" in chosen and "train.json" not in chosen
     dvc(project, "plots", "show", "-o", "plots-html")
     page = (project / "plots-html" / "index.html").read_text()
     assert "plots/dvc-test/tiny/train.json" in page

@@ -137,7 +137,7 @@ def test_heatmaps_render_chosen_images_and_report_peaks(trained, edit_params):
     top = params["heatmaps"]["top_classes"]
     assert picture.width == (top + 1) * width + top * 6
     report = read_json("metrics/test-voc/tiny/heatmaps.json")
-    assert report["pairs"] > 0 and 0 <= report["peak_in_box"] <= 1
+    assert report["pairs"] > 0 and 0 <= report["pointing"] <= 1 and 0 <= report["corloc"] <= 1
 
 
 def test_heatmaps_of_any_image_and_a_clear_line_for_an_unreadable_one(trained, tmp_path):
