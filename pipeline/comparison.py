@@ -27,10 +27,12 @@ from torch import nn
 from pipeline.dense_cache import iter_dense_cache
 from pipeline.errors import PipelineError
 from pipeline.heatmaps import heat_maps
+from pipeline.layout import Layout
 from pipeline.localization import Localization
 from pipeline.manifests import read_manifest
 from pipeline.scoring import dense_probabilities, head_logits, image_probabilities, image_scores
 from pipeline.shards import ShardFile
+from pipeline.timing import recorded_number
 from pipeline.trunks import WindowRule
 from pipeline.weak import class_activation_maps, whole_image_descriptor
 
@@ -41,6 +43,47 @@ METHODS = {
     "weak": "weak max-pool",
     "cam": "full image + CAM",
 }
+
+
+# per method: the cache it reads on the evaluation split, the cache its layers were trained on,
+# and the kind of its trained layers
+METHOD_SOURCES = {
+    "patches": ("features", "features", "head"),
+    "dense": ("dense", "features", "head"),
+    "windows": ("dense", "dense", "windows"),
+    "weak": ("dense", "dense", "weak"),
+    "cam": ("dense", "dense", "cam"),
+}
+
+
+@dataclass(frozen=True)
+class MethodCosts:
+    """What a method cost, as the stages that did the work recorded it (None where nothing was
+    recorded): backbone seconds per image over the evaluation split and over the training split
+    its layers learnt from, and the training seconds of its layers."""
+
+    test_backbone: float | None
+    train_backbone: float | None
+    train: float | None
+
+
+def method_costs(
+    layout: Layout, net: str, train_split: str, eval_split: str
+) -> dict[str, MethodCosts]:
+    """`MethodCosts` of every method of `net` (``{method: MethodCosts}``), read from the timing
+    records of its backbone passes and the training metrics of its layers."""
+
+    def backbone(cache: str, split: str) -> float | None:
+        return recorded_number(layout.timing(net, f"{cache}-{split}"), "seconds_per_image")
+
+    return {
+        method: MethodCosts(
+            backbone(test, eval_split),
+            backbone(train, train_split),
+            recorded_number(layout.training_metrics(net, kind), "train_seconds"),
+        )
+        for method, (test, train, kind) in METHOD_SOURCES.items()
+    }
 
 
 @dataclass(frozen=True)

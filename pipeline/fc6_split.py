@@ -10,6 +10,7 @@ last block). Other nets have no such layer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.nets import Backbone
 from pipeline.trunks import ForwardFeatures, PooledFullyConnected, WindowedTrunk
 
 NO_FC6 = "no-fc6.txt"  # in place of a below-FC6 cache, for a net without FC6: why there is none
@@ -121,3 +123,17 @@ def split_below_fc6(module: nn.Module, net: str) -> BelowFc6:
     for parameter in first.parameters():
         parameter.requires_grad_(True)
     return below
+
+
+def below_fc6_backbone(backbone: Backbone, patch_size: int) -> Backbone | str:
+    """The backbone cut below FC6 (`split_below_fc6`) as a backbone of its own, whose
+    descriptors are what FC6 reads; the one-line reason when the net has no FC6."""
+    try:
+        below = split_below_fc6(backbone.module, backbone.name)
+    except PipelineError as err:
+        return str(err)
+    with torch.inference_mode():
+        dim = below.lower(torch.zeros(1, 3, patch_size, patch_size)).shape[1]
+    return dataclasses.replace(
+        backbone, module=below.lower.eval(), dim=int(dim), layer=f"{below.cached} (below FC6)"
+    )

@@ -3,6 +3,7 @@ comparison of methods can report test and training cost from the runs that compu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pipeline.atomic import write_json
@@ -24,3 +25,14 @@ def record_backbone_time(
         **counts,
     }
     write_json(record, path)
+
+
+def recorded_number(path: Path, key: str) -> float | None:
+    """A number a stage recorded in a JSON file (a backbone's ``seconds_per_image``, a fit
+    stage's ``train_seconds``), or None when it recorded none (a cache copied in, every shard
+    already computed on the first run here, the file missing or unreadable)."""
+    try:
+        value = json.loads(path.read_text()).get(key)
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None

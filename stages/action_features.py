@@ -4,37 +4,19 @@ variant re-trains FC6 on)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-
-import torch
 
 from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
 from pipeline.atomic import reading, write_text
 from pipeline.devices import chosen_device, resolve_workers
-from pipeline.errors import PipelineError
-from pipeline.fc6_split import NO_FC6, split_below_fc6
+from pipeline.fc6_split import NO_FC6, below_fc6_backbone
 from pipeline.feature_shards import ShardSource, fill_cache
 from pipeline.features import FeatureExtractor, backbone_identity, shard_attributes
-from pipeline.nets import Backbone, build_backbone
+from pipeline.nets import build_backbone
 from pipeline.params import Params
 
 log = logging.getLogger("pipeline")
 KINDS = ("action-features", "action-below-fc6")  # the caches this stage writes per net and split
-
-
-def below_fc6_backbone(backbone: Backbone, patch_size: int) -> Backbone | str:
-    """The backbone cut below FC6 (`split_below_fc6`) as a backbone of its own, whose
-    descriptors are what FC6 reads; the one-line reason when the net has no FC6."""
-    try:
-        below = split_below_fc6(backbone.module, backbone.name)
-    except PipelineError as err:
-        return str(err)
-    with torch.inference_mode():
-        dim = below.lower(torch.zeros(1, 3, patch_size, patch_size)).shape[1]
-    return dataclasses.replace(
-        backbone, module=below.lower.eval(), dim=int(dim), layer=f"{below.cached} (below FC6)"
-    )
 
 
 def run(

@@ -5,10 +5,8 @@ images and classes."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -16,11 +14,13 @@ from tqdm import tqdm
 from pipeline.atomic import exclusive, write_json, write_png
 from pipeline.comparison import (
     METHODS,
+    MethodCosts,
     MethodResult,
     Scored,
     cam_method,
     compare_methods,
     dense_method,
+    method_costs,
     patch_method,
     split_patches,
     weak_method,
@@ -56,17 +56,6 @@ def checked_layers(params: Params, net: str, kind: str, weights_digest: str, ima
     )  # fmt: skip
 
 
-def recorded(path: Path, key: str) -> float | None:
-    """A number a stage recorded in a JSON file (a backbone's ``seconds_per_image``, a fit
-    stage's ``train_seconds``), or None when it recorded none (a cache copied in, every
-    shard already computed on the first run here)."""
-    try:
-        value = json.loads(path.read_text()).get(key)
-    except (FileNotFoundError, ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def compare_one(params: Params, net: str) -> None:
     """Run the methods of one net over the evaluation split; write the comparison metrics and
     the side-by-side pictures."""
@@ -97,23 +86,7 @@ def compare_one(params: Params, net: str) -> None:
         "cam": cam_method(cam, dense.rule, dense.shards),
     }
     chosen = chosen_images(params.heatmaps.images, known, split)
-    backbone = {
-        "patches": recorded(layout.timing(net, f"features-{split}"), "seconds_per_image"),
-        "dense": recorded(layout.timing(net, f"dense-{split}"), "seconds_per_image"),
-    }
-    train_backbone = {
-        "patches": recorded(
-            layout.timing(net, f"features-{params.dataset.train_split}"), "seconds_per_image"
-        ),
-        "dense": recorded(
-            layout.timing(net, f"dense-{params.dataset.train_split}"), "seconds_per_image"
-        ),
-    }
-    kind_of = {"patches": "head", "dense": "head"}  # the others are named as their layers
-    trained = {
-        method: recorded(layout.training_metrics(net, kind_of.get(method, method)), "train_seconds")
-        for method in METHODS
-    }
+    costs = method_costs(layout, net, params.dataset.train_split, split)
 
     def method_map(scores: np.ndarray, counts: np.ndarray) -> float:
         return truth.evaluate(scores, counts).mean_ap
@@ -126,12 +99,7 @@ def compare_one(params: Params, net: str) -> None:
     )
     rows = {}
     for method, result in compared.results.items():
-        kind = "patches" if method == "patches" else "dense"
-        trained_on = "patches" if method in ("patches", "dense") else "dense"
-        rows[method] = method_row(
-            result, result.seconds / len(images), backbone[kind], trained[method],
-            train_backbone[trained_on],
-        )  # fmt: skip
+        rows[method] = method_row(result, result.seconds / len(images), costs[method])
     write_json(
         {"split": split, "images": len(image_ids), "pairs": compared.pairs, "methods": rows},
         layout.metrics(net) / "compare.json",
@@ -149,27 +117,23 @@ def compare_one(params: Params, net: str) -> None:
         )
 
 
-def method_row(
-    result: MethodResult,
-    head_seconds: float,
-    backbone_seconds: float | None,
-    train_seconds: float | None,
-    train_backbone: float | None,
-) -> dict:
-    """One method's line of the comparison (None where not measured, and pointing and CorLoc
-    None for a method without maps)."""
+def method_row(result: MethodResult, head_seconds: float, costs: MethodCosts) -> dict:
+    """One method's line of the comparison: its results, and its costs with `head_seconds` per
+    image of scoring added to the test backbone's (None where not measured, and pointing and
+    CorLoc None for a method without maps)."""
 
     def rounded(v):
         return None if v is None or np.isnan(v) else round(float(v), 6)
 
+    backbone_seconds = costs.test_backbone
     test = None if backbone_seconds is None else backbone_seconds + head_seconds
     localization = result.localization
     return {
         "mAP": rounded(result.m_ap),
         "pointing": None if localization is None else rounded(localization.pointing),
         "corloc": None if localization is None else rounded(localization.corloc),
-        "train_seconds": rounded(train_seconds),
-        "train_backbone_seconds_per_image": rounded(train_backbone),
+        "train_seconds": rounded(costs.train),
+        "train_backbone_seconds_per_image": rounded(costs.train_backbone),
         "test_seconds_per_image": rounded(test),
         "test_backbone_seconds_per_image": rounded(backbone_seconds),
     }
