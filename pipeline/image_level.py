@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.evaluation import image_truth
 from pipeline.head import FittedHead
 from pipeline.image_sets import read_class_image_sets
+from pipeline.image_truth import image_truth
 from pipeline.manifests import read_manifest
 from pipeline.params import Head as HeadParams
 from pipeline.params import Params

@@ -1,7 +1,7 @@
-"""The mAP of a split, wired once: what a split's image scores are measured against (its
-image-set order, objects, per-class image sets, classes and the devkit's AP method of its
-year), read once and applied to any number of score tables (`evaluate`, `compare`'s methods,
-the benchmarks)."""
+"""The truth of a split and its mAP, wired once: what a split's image scores are measured
+against (its image-set order, objects, per-class image sets, classes and the devkit's AP method
+of its year), read once and applied to any number of score tables (`evaluate`, `compare`'s
+methods, the benchmarks); the AP protocol itself is `pipeline.evaluation`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,34 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.evaluation import Evaluation, ap_method, evaluate_scores
+from pipeline.evaluation import ap_method, class_aps, mean_ap
 from pipeline.image_sets import read_class_image_sets, read_image_set
+from pipeline.image_truth import image_truth
 from pipeline.manifests import read_manifest
 from pipeline.params import Params
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores ``[images, C]`` (``-inf`` for unscored images) and truth ``[images, C]`` of the
+    images in ranking order, the AP of each class (NaN without a positive) and the number of
+    patches scored per image."""
+
+    image_ids: list[str]
+    scores: np.ndarray
+    truth: np.ndarray
+    ap: dict[str, float]
+    patches_per_image: np.ndarray
+
+    @property
+    def mean_ap(self) -> float:
+        """The mAP over classes with a defined AP (NaN when none is)."""
+        return mean_ap(self.ap)
+
+    @property
+    def unscored(self) -> int:
+        """How many images had no patch to score (they rank last with ``-inf``)."""
+        return int((self.patches_per_image == 0).sum())
 
 
 @dataclass(frozen=True)
@@ -49,7 +73,8 @@ class SplitTruth:
     def evaluate(self, scores: np.ndarray, patches_per_image: np.ndarray) -> Evaluation:
         """AP per class of image scores ``[images, C]`` in `image_ids` order (``-inf`` for an
         unscored image, which stays in the AP); `patches_per_image` counts what each pooled."""
-        return evaluate_scores(
-            scores, patches_per_image, self.image_ids, self.objects, self.class_files,
-            self.classes, method=self.method,
-        )  # fmt: skip
+        columns = ("image_id", "label", "difficult")
+        objects = {c: self.objects[c].to_numpy(zero_copy_only=False) for c in columns}
+        truth = image_truth(self.image_ids, objects, self.class_files)
+        ap = class_aps(scores, truth, self.classes, self.method)
+        return Evaluation(list(self.image_ids), scores, truth, ap, patches_per_image)

@@ -10,15 +10,11 @@ import pyarrow as pa
 
 from pipeline.atomic import exclusive, write_json, write_text
 from pipeline.dense_cache import open_dense_cache
-from pipeline.evaluation import (
-    Evaluation,
-    devkit_result_lines,
-    precision_recall,
-)
+from pipeline.evaluation import devkit_result_lines, precision_recall
 from pipeline.layout import Layout
 from pipeline.params import Params
 from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
-from pipeline.split_truth import SplitTruth
+from pipeline.split_truth import Evaluation, SplitTruth
 from pipeline.tables import write_parquet
 from pipeline.trained_layers import check_unseen
 
