@@ -5,7 +5,6 @@ methods, the benchmarks); the AP protocol itself is `pipeline.evaluation`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,35 +45,32 @@ class Evaluation:
 class SplitTruth:
     """A split's ground truth as the devkit measures it: `image_ids` in the image-set file's
     order (which ranks ties), the `objects` table (image_id, label, difficult, boxes), the
-    per-class ``{image_id: 1 | -1 | 0}`` image sets (None where absent), the `classes` and the
-    AP `method` (``11-point`` for VOC2007, ``area`` after)."""
+    `truth` ``[images, C]`` int8 (`image_truth`: +1 / -1 / 0) of those images, the `classes`
+    and the AP `method` (``11-point`` for VOC2007, ``area`` after)."""
 
     split: str
     image_ids: list[str]
     objects: pa.Table
-    class_files: Sequence[Mapping[str, int] | None]
+    truth: np.ndarray
     classes: list[str]
     method: str
 
     @classmethod
     def of(cls, params: Params, split: str, project: Path = Path()) -> SplitTruth:
-        """The truth of `split` of the dataset of `params` (its image-set file and the objects
-        manifest that `index` wrote in the project directory `project`)."""
+        """The truth of `split` of the dataset of `params` (its image-set files and the objects
+        manifest that `index` wrote in the project directory `project`), computed once for
+        every score table `evaluate` measures."""
         root, classes = params.dataset.root, list(params.dataset.classes)
-        return cls(
-            split,
-            read_image_set(root, split),
-            read_manifest(project / params.layout.manifests(split), "objects.parquet"),
-            read_class_image_sets(root, classes, split),
-            classes,
-            ap_method(params.dataset.year),
-        )
+        image_ids = read_image_set(root, split)
+        objects = read_manifest(project / params.layout.manifests(split), "objects.parquet")
+        columns = {
+            c: objects[c].to_numpy(zero_copy_only=False) for c in ("image_id", "label", "difficult")
+        }
+        truth = image_truth(image_ids, columns, read_class_image_sets(root, classes, split))
+        return cls(split, image_ids, objects, truth, classes, ap_method(params.dataset.year))
 
     def evaluate(self, scores: np.ndarray, patches_per_image: np.ndarray) -> Evaluation:
         """AP per class of image scores ``[images, C]`` in `image_ids` order (``-inf`` for an
         unscored image, which stays in the AP); `patches_per_image` counts what each pooled."""
-        columns = ("image_id", "label", "difficult")
-        objects = {c: self.objects[c].to_numpy(zero_copy_only=False) for c in columns}
-        truth = image_truth(self.image_ids, objects, self.class_files)
-        ap = class_aps(scores, truth, self.classes, self.method)
-        return Evaluation(list(self.image_ids), scores, truth, ap, patches_per_image)
+        ap = class_aps(scores, self.truth, self.classes, self.method)
+        return Evaluation(list(self.image_ids), scores, self.truth, ap, patches_per_image)
