@@ -13,10 +13,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.action_models import VARIANTS, fit_and_score
-from pipeline.action_nets import model_builder
-from pipeline.evaluation import mean_ap
-from pipeline.params import load_params
+from pipeline.action.backbone_models import model_builder
+from pipeline.action.models import VARIANTS, fit_and_score
+from pipeline.core.params import load_params
+from pipeline.scoring.average_precision import mean_ap
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Peak memory of computing trunk maps image after image (what `dense` does on a CPU), with and
-without giving the C heap's freed blocks back between images (`pipeline.heap`): prints the
+without giving the C heap's freed blocks back between images (`pipeline.core.heap_trim`): prints the
 process's RSS after each image. Images are random pixels of VOC's sizes (500 x 300-500, both
 orientations), so that each has other shapes than the last. Run on demand:
 
@@ -16,9 +16,9 @@ import numpy as np
 import psutil
 import torch
 
-from pipeline import dense
-from pipeline.features import FeatureExtractor
-from pipeline.nets import build_backbone
+from pipeline.features import dense_extractor as dense
+from pipeline.features.nets.registry import build_backbone
+from pipeline.features.patch_extractor import FeatureExtractor
 
 SCALES = [1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0]
 

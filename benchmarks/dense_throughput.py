@@ -29,10 +29,10 @@ from pathlib import Path
 import yaml
 from photo_devkit import write_photo_devkit
 
-from pipeline.dense_cache import open_dense_cache
-from pipeline.params import Params, load_params
-from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
-from pipeline.split_truth import SplitTruth
+from pipeline.core.params import Params, load_params
+from pipeline.features.dense_cache import open_dense_cache
+from pipeline.scoring.image_scores import load_head_for_cache, score_images, score_images_dense
+from pipeline.scoring.split_truth import SplitTruth
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from pipeline.devices import resolve_device
-from pipeline.nets import build_backbone, normalise
+from pipeline.core.devices import resolve_device
+from pipeline.features.nets.registry import build_backbone, normalise
 
 REPO = Path(__file__).resolve().parents[1]
 

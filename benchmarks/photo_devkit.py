@@ -25,7 +25,12 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 from skimage import data as photos
 
-from pipeline.demo import DemoObject, annotation_xml, class_presence, write_main_sets
+from pipeline.data.synthetic_devkit import (
+    DemoObject,
+    annotation_xml,
+    class_presence,
+    write_main_sets,
+)
 
 # class -> (photo, region (x0, y0, x1, y1) of the object in it)
 SOURCES = {

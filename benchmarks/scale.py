@@ -43,7 +43,7 @@ import torch
 import yaml
 from projection import Measured, fit_line, projection_table, role
 
-from pipeline.nets import PRE1512_CONV, AlexNetFC7, build_untrained, normalise
+from pipeline.features.nets.registry import PRE1512_CONV, AlexNetFC7, build_untrained, normalise
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_SECONDS = 0.1

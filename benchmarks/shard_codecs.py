@@ -42,24 +42,24 @@ from features_throughput import bare_forward, forward_seconds
 from PIL import Image
 from skimage import data as photos
 
-from pipeline.cutting import crop_and_resize, cut_patches, cut_patches_torch
-from pipeline.devices import resolve_device, resolve_workers
-from pipeline.feature_shards import ImageSource, ShardSource, fill_cache
-from pipeline.features import (
+from pipeline.core.devices import resolve_device, resolve_workers
+from pipeline.core.params import load_params
+from pipeline.data.cutting import crop_and_resize, cut_patches, cut_patches_torch
+from pipeline.data.image_sets import read_image_set
+from pipeline.data.images import load_rgb
+from pipeline.data.patch_codecs import PatchCodec
+from pipeline.data.patch_shards import plan_patch_shards, write_patch_shards
+from pipeline.data.tiling import patch_grid
+from pipeline.data.voc import image_path
+from pipeline.features.feature_shards import ImageSource, ShardSource, fill_cache
+from pipeline.features.nets.registry import build_backbone
+from pipeline.features.patch_extractor import (
     FeatureExtractor,
     backbone_identity,
     chunk_loader,
     raise_errors,
     shard_attributes,
 )
-from pipeline.image_sets import read_image_set
-from pipeline.images import load_rgb
-from pipeline.nets import build_backbone
-from pipeline.params import load_params
-from pipeline.patch_codecs import PatchCodec
-from pipeline.patch_shards import plan_patch_shards, write_patch_shards
-from pipeline.tiling import patch_grid
-from pipeline.voc import image_path
 
 TILING = load_params(Path(__file__).resolve().parents[1] / "params.yaml").tiling  # the grid
 

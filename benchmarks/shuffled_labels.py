@@ -22,7 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.comparison import (
+from pipeline.core.devices import resolve_device
+from pipeline.core.params import Params, load_params
+from pipeline.data.manifests import read_manifest
+from pipeline.data.sampling import select_training_patches
+from pipeline.features.dense_cache import DenseImageReader, iter_dense_cache, open_dense_cache
+from pipeline.features.feature_cache import feature_cache_on_disk, feature_cache_shards
+from pipeline.scoring.methods import (
     METHODS,
     Scored,
     cam_method,
@@ -31,17 +37,11 @@ from pipeline.comparison import (
     split_patches,
     weak_method,
 )
-from pipeline.dense_cache import DenseImageReader, iter_dense_cache, open_dense_cache
-from pipeline.devices import resolve_device
-from pipeline.feature_cache import feature_cache_on_disk, feature_cache_shards
-from pipeline.head import fit_head
-from pipeline.image_level import image_labels, schedule
-from pipeline.manifests import read_manifest
-from pipeline.params import Params, load_params
-from pipeline.patch_windows import window_descriptors_on_disk
-from pipeline.sampling import select_training_patches
-from pipeline.split_truth import SplitTruth
-from pipeline.weak import (
+from pipeline.scoring.split_truth import SplitTruth
+from pipeline.trained.head import fit_head
+from pipeline.trained.image_label_training import image_labels, schedule
+from pipeline.trained.patch_windows import window_descriptors_on_disk
+from pipeline.trained.weak import (
     WindowDescriptors,
     fit_image_labels,
     full_image_layer,

@@ -7,7 +7,7 @@ number of stale stage instances and, with --names, which) and the sum. The stage
 `dvc.yaml` depend on exactly the modules their command imports (tests/test_dvc_graph.py), so
 the table says what the import graph costs a user who edits a module. Run on demand:
 
-    python benchmarks/stale_stages.py [--names] [--modules pipeline/nets.py ...]
+    python benchmarks/stale_stages.py [--names] [--modules pipeline/features/nets/registry.py ...]
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import h5py
 
-from pipeline.feature_cache import read_features
-from pipeline.params import load_params
-from pipeline.shards import ShardFile, read_shard_index, verify_shards
+from pipeline.core.params import load_params
+from pipeline.core.shards import ShardFile, read_shard_index, verify_shards
+from pipeline.features.feature_cache import read_features
 
 
 def best_of(repeat: int, work: Callable[[], object]) -> float:

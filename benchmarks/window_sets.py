@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.dense_cache import image_windows, iter_dense_cache, open_dense_cache
-from pipeline.disk_rows import disk_rows_writer
-from pipeline.head import fit_head
-from pipeline.labeling import label_patches
-from pipeline.manifests import read_manifest
-from pipeline.params import Params, load_params
-from pipeline.patch_windows import patch_window_index
-from pipeline.sampling import kept_patches, select_training_patches
-from pipeline.scoring import score_images_dense
-from pipeline.split_truth import SplitTruth
-from pipeline.value_runs import value_runs
+from pipeline.core.equal_runs import equal_runs
+from pipeline.core.params import Params, load_params
+from pipeline.core.scratch_rows import disk_rows_writer
+from pipeline.data.labeling import label_patches
+from pipeline.data.manifests import read_manifest
+from pipeline.data.sampling import kept_patches, select_training_patches
+from pipeline.features.dense_cache import image_windows, iter_dense_cache, open_dense_cache
+from pipeline.scoring.image_scores import score_images_dense
+from pipeline.scoring.split_truth import SplitTruth
+from pipeline.trained.head import fit_head
+from pipeline.trained.patch_windows import patch_window_index
 
 CPU = torch.device("cpu")
 
@@ -47,7 +47,7 @@ def training_rows(
         sampling.background_fraction, sampling.seed,
     )  # fmt: skip
     ids = selected["image_id"].to_numpy(zero_copy_only=False)
-    runs = {ids[a]: (a, b) for a, b in value_runs(ids)}
+    runs = {ids[a]: (a, b) for a, b in equal_runs(ids)}
     columns = {c: selected[c].to_numpy() for c in ("scale", "x0", "y0", "label")}
     objects = read_manifest(layout.manifests(split), "objects.parquet").to_pandas()
     rule = cache.rule

@@ -1,4 +1,5 @@
-"""voc-transfer library: VOC parsing, patch tiling and labelling, shards, nets, features, heads,
-scores, evaluation and heat maps: functions and data formats, no CLI. Where outputs live is one
-module of it (`layout.py`), so that stage modules never need each other; docs/method.md lists
-every module."""
+"""voc-transfer library: functions and data formats, no CLI. Six subpackages stacked as layers,
+each importing only itself and those below: `core` (params, layout, errors, files, shards,
+parallel work), `data` (VOC, tiling, labels, patches), `features` (backbones and their caches),
+`trained` (every kind of trained layers), `scoring` (scores, AP, maps, localization) and
+`action` (the Action task). docs/method.md lists every module."""

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.action_subset import clear_skipped, mark_skipped, skipped_reason
-from pipeline.atomic import reading, write_text
-from pipeline.devices import chosen_device, resolve_workers
-from pipeline.fc6_split import NO_FC6, below_fc6_backbone
-from pipeline.feature_shards import ShardSource, fill_cache
-from pipeline.features import FeatureExtractor, backbone_identity, shard_attributes
-from pipeline.nets import build_backbone
-from pipeline.params import Params
+from pipeline.action.subset import clear_skipped, mark_skipped, skipped_reason
+from pipeline.core.atomic import reading, write_text
+from pipeline.core.devices import chosen_device, resolve_workers
+from pipeline.core.params import Params
+from pipeline.features.below_fc6 import NO_FC6, below_fc6_backbone
+from pipeline.features.feature_shards import ShardSource, fill_cache
+from pipeline.features.nets.registry import build_backbone
+from pipeline.features.patch_extractor import FeatureExtractor, backbone_identity, shard_attributes
 
 log = logging.getLogger("pipeline")
 KINDS = ("action-features", "action-below-fc6")  # the caches this stage writes per net and split

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.atomic import exclusive, write_json, write_png
-from pipeline.devices import resolve_device
-from pipeline.errors import PipelineError
-from pipeline.heatmaps import render_top_classes
-from pipeline.images import load_rgb
-from pipeline.params import Params
-from pipeline.tables import read_parquet
-from pipeline.trained_layers import check_trained_for, load_layers, read_trained
-from pipeline.uncached_maps import checked_extractor, image_heat_maps
+from pipeline.core.atomic import exclusive, write_json, write_png
+from pipeline.core.devices import resolve_device
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Params
+from pipeline.core.sealed_tables import read_parquet
+from pipeline.data.images import load_rgb
+from pipeline.scoring.heatmaps import render_top_classes
+from pipeline.scoring.new_image_maps import checked_extractor, image_heat_maps
+from pipeline.trained.trained_layers import check_trained_for, load_layers, read_trained
 
 log = logging.getLogger("pipeline")
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.action_subset import clear_skipped, mark_skipped, missing_action_subset
-from pipeline.actions import (
+from pipeline.action.persons import (
     NO_ACTION,
     SEVERAL_ACTIONS,
     Person,
@@ -20,14 +19,15 @@ from pipeline.actions import (
     read_action_set,
     read_persons,
 )
-from pipeline.atomic import exclusive
-from pipeline.errors import PipelineError
-from pipeline.manifests import image_digests
-from pipeline.parallel import Problems, cluster_jobs, parallel_map
-from pipeline.params import Params
-from pipeline.patch_codecs import shard_codec
-from pipeline.patch_shards import plan_patch_shards, write_patch_shards
-from pipeline.tables import write_parquet
+from pipeline.action.subset import clear_skipped, mark_skipped, missing_action_subset
+from pipeline.core.atomic import exclusive
+from pipeline.core.errors import PipelineError
+from pipeline.core.parallel import Problems, cluster_jobs, parallel_map
+from pipeline.core.params import Params
+from pipeline.core.sealed_tables import write_parquet
+from pipeline.data.manifests import image_digests
+from pipeline.data.patch_codecs import shard_codec
+from pipeline.data.patch_shards import plan_patch_shards, write_patch_shards
 
 log = logging.getLogger("pipeline")
 

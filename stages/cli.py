@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import PipelineError
-from pipeline.limits import LOWER_THE_NEED, address_space_limit
-from pipeline.params import Params, load_params
+from pipeline.core.errors import PipelineError
+from pipeline.core.limits import LOWER_THE_NEED, address_space_limit
+from pipeline.core.params import Params, load_params
 
 STAGE_MODULES: dict[str, str] = {
     "demo": "stages.demo",

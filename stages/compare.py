@@ -11,8 +11,14 @@ from collections.abc import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.atomic import exclusive, write_json, write_png
-from pipeline.comparison import (
+from pipeline.core.atomic import exclusive, write_json, write_png
+from pipeline.core.params import Params
+from pipeline.data.images import load_rgb
+from pipeline.data.manifests import read_manifest
+from pipeline.features.dense_cache import open_dense_cache
+from pipeline.scoring.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
+from pipeline.scoring.image_scores import load_head_for_cache
+from pipeline.scoring.methods import (
     METHODS,
     MethodCosts,
     MethodResult,
@@ -25,14 +31,8 @@ from pipeline.comparison import (
     split_patches,
     weak_method,
 )
-from pipeline.dense_cache import open_dense_cache
-from pipeline.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
-from pipeline.images import load_rgb
-from pipeline.manifests import read_manifest
-from pipeline.params import Params
-from pipeline.scoring import load_head_for_cache
-from pipeline.split_truth import SplitTruth
-from pipeline.trained_layers import check_unseen, load_layers, read_trained
+from pipeline.scoring.split_truth import SplitTruth
+from pipeline.trained.trained_layers import check_unseen, load_layers, read_trained
 
 log = logging.getLogger("pipeline")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.atomic import exclusive
-from pipeline.demo import generate_demo
-from pipeline.params import Params
+from pipeline.core.atomic import exclusive
+from pipeline.core.params import Params
+from pipeline.data.synthetic_devkit import generate_demo
 
 log = logging.getLogger("pipeline")
 

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from pipeline.dense import dense_split
-from pipeline.devices import chosen_device, resolve_workers
-from pipeline.features import FeatureExtractor
-from pipeline.nets import build_backbone
-from pipeline.params import Params
+from pipeline.core.devices import chosen_device, resolve_workers
+from pipeline.core.params import Params
+from pipeline.features.dense_extractor import dense_split
+from pipeline.features.nets.registry import build_backbone
+from pipeline.features.patch_extractor import FeatureExtractor
 
 
 def run(

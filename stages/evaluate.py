@@ -8,15 +8,15 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from pipeline.atomic import exclusive, write_json, write_text
-from pipeline.dense_cache import open_dense_cache
-from pipeline.evaluation import devkit_result_lines, precision_recall
-from pipeline.layout import Layout
-from pipeline.params import Params
-from pipeline.scoring import load_head_for_cache, score_images, score_images_dense
-from pipeline.split_truth import Evaluation, SplitTruth
-from pipeline.tables import write_parquet
-from pipeline.trained_layers import check_unseen
+from pipeline.core.atomic import exclusive, write_json, write_text
+from pipeline.core.layout import Layout
+from pipeline.core.params import Params
+from pipeline.core.sealed_tables import write_parquet
+from pipeline.features.dense_cache import open_dense_cache
+from pipeline.scoring.average_precision import devkit_result_lines, precision_recall
+from pipeline.scoring.image_scores import load_head_for_cache, score_images, score_images_dense
+from pipeline.scoring.split_truth import Evaluation, SplitTruth
+from pipeline.trained.trained_layers import check_unseen
 
 log = logging.getLogger("pipeline")
 

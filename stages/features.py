@@ -13,21 +13,21 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
-from pipeline.atomic import reading
-from pipeline.devices import chosen_device, resolve_workers
-from pipeline.feature_shards import FeatureSource, ImageSource, ShardSource, fill_cache
-from pipeline.features import (
+from pipeline.core.atomic import reading
+from pipeline.core.devices import chosen_device, resolve_workers
+from pipeline.core.parallel import cluster_jobs
+from pipeline.core.params import Params
+from pipeline.core.shards import INDEX_NAME
+from pipeline.data.manifests import image_digests, image_files, read_manifest
+from pipeline.features.feature_shards import FeatureSource, ImageSource, ShardSource, fill_cache
+from pipeline.features.nets.registry import build_backbone
+from pipeline.features.patch_extractor import (
     FeatureExtractor,
     WorkerExtractor,
     backbone_identity,
     resolve_cutting,
     shard_attributes,
 )
-from pipeline.manifests import image_digests, image_files, read_manifest
-from pipeline.nets import build_backbone
-from pipeline.parallel import cluster_jobs
-from pipeline.params import Params
-from pipeline.shards import INDEX_NAME
 
 log = logging.getLogger("pipeline")
 

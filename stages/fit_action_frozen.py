@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from pipeline.action_models import adaptation_layers, fit_variant
-from pipeline.atomic import exclusive
-from pipeline.params import Params
+from pipeline.action.models import adaptation_layers, fit_variant
+from pipeline.core.atomic import exclusive
+from pipeline.core.params import Params
 
 
 def run(params: Params, net: str | None, *, device: str | None) -> None:

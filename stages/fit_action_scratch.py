@@ -5,10 +5,10 @@ rule) and devkit result files."""
 
 from __future__ import annotations
 
-from pipeline.action_models import fit_variant
-from pipeline.action_nets import model_builder
-from pipeline.atomic import exclusive
-from pipeline.params import Params
+from pipeline.action.backbone_models import model_builder
+from pipeline.action.models import fit_variant
+from pipeline.core.atomic import exclusive
+from pipeline.core.params import Params
 
 
 def run(params: Params, net: str | None, *, device: str | None) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from pipeline.atomic import exclusive
-from pipeline.devices import chosen_device
-from pipeline.errors import PipelineError
-from pipeline.feature_cache import feature_cache_on_disk
-from pipeline.head_training import train_and_save
-from pipeline.params import Params
+from pipeline.core.atomic import exclusive
+from pipeline.core.devices import chosen_device
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Params
+from pipeline.features.feature_cache import feature_cache_on_disk
+from pipeline.trained.head_training import train_and_save
 
 
 def run(params: Params, net: str | None, *, device: str | None) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import time
 
-from pipeline.atomic import exclusive, reading
-from pipeline.dense_cache import DenseImageReader, open_dense_cache
-from pipeline.devices import chosen_device
-from pipeline.head import epoch_logger
-from pipeline.image_level import image_labels, save_fitted, schedule
-from pipeline.params import Params
-from pipeline.weak import WindowDescriptors, fit_image_labels, weak_head
+from pipeline.core.atomic import exclusive, reading
+from pipeline.core.devices import chosen_device
+from pipeline.core.params import Params
+from pipeline.features.dense_cache import DenseImageReader, open_dense_cache
+from pipeline.trained.head import epoch_logger
+from pipeline.trained.image_label_training import image_labels, save_fitted, schedule
+from pipeline.trained.weak import WindowDescriptors, fit_image_labels, weak_head
 
 log = logging.getLogger("pipeline")
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import time
 
-from pipeline.atomic import exclusive, reading
-from pipeline.dense_cache import DenseCache, open_dense_cache
-from pipeline.devices import chosen_device
-from pipeline.errors import PipelineError
-from pipeline.head_training import train_and_save
-from pipeline.manifests import read_manifest
-from pipeline.nets import dense_mode_refusal
-from pipeline.params import Params
-from pipeline.patch_windows import window_descriptors_on_disk
-from pipeline.sampling import select_training_patches
+from pipeline.core.atomic import exclusive, reading
+from pipeline.core.devices import chosen_device
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Params
+from pipeline.data.manifests import read_manifest
+from pipeline.data.sampling import select_training_patches
+from pipeline.features.dense_cache import DenseCache, open_dense_cache
+from pipeline.features.nets.registry import dense_mode_refusal
+from pipeline.trained.head_training import train_and_save
+from pipeline.trained.patch_windows import window_descriptors_on_disk
 
 COLUMNS = ["image_id", "patch", "scale", "x0", "y0", "label"]
 

@@ -10,18 +10,18 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.atomic import exclusive, write_json, write_png
-from pipeline.comparison import dense_method, patch_method, split_patches
-from pipeline.dense_cache import open_dense_cache
-from pipeline.devices import resolve_device
-from pipeline.heatmaps import boxes_by_image, chosen_images, render_top_classes
-from pipeline.images import load_rgb
-from pipeline.localization import Localization
-from pipeline.manifests import read_manifest
-from pipeline.params import Params
-from pipeline.scoring import load_head_for_cache
-from pipeline.trained_layers import check_unseen
-from pipeline.uncached_maps import checked_extractor, image_heat_maps
+from pipeline.core.atomic import exclusive, write_json, write_png
+from pipeline.core.devices import resolve_device
+from pipeline.core.params import Params
+from pipeline.data.images import load_rgb
+from pipeline.data.manifests import read_manifest
+from pipeline.features.dense_cache import open_dense_cache
+from pipeline.scoring.heatmaps import boxes_by_image, chosen_images, render_top_classes
+from pipeline.scoring.image_scores import load_head_for_cache
+from pipeline.scoring.localization import Localization
+from pipeline.scoring.methods import dense_method, patch_method, split_patches
+from pipeline.scoring.new_image_maps import checked_extractor, image_heat_maps
+from pipeline.trained.trained_layers import check_unseen
 
 log = logging.getLogger("pipeline")
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from pipeline.atomic import exclusive
-from pipeline.errors import PipelineError
-from pipeline.image_sets import read_image_set
-from pipeline.parallel import Problems, cluster_jobs, parallel_map
-from pipeline.params import Params
-from pipeline.tables import write_parquet
-from pipeline.voc import annotation_summary, annotation_tables, read_annotated_image
+from pipeline.core.atomic import exclusive
+from pipeline.core.errors import PipelineError
+from pipeline.core.parallel import Problems, cluster_jobs, parallel_map
+from pipeline.core.params import Params
+from pipeline.core.sealed_tables import write_parquet
+from pipeline.data.image_sets import read_image_set
+from pipeline.data.voc import annotation_summary, annotation_tables, read_annotated_image
 
 log = logging.getLogger("pipeline")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.manifests import image_digests, image_files, label_counts, read_manifest
-from pipeline.parallel import cluster_jobs
-from pipeline.params import Params
-from pipeline.patch_codecs import shard_codec
-from pipeline.patch_shards import plan_patch_shards, write_patch_shards
-from pipeline.sampling import select_training_patches
+from pipeline.core.parallel import cluster_jobs
+from pipeline.core.params import Params
+from pipeline.data.manifests import image_digests, image_files, label_counts, read_manifest
+from pipeline.data.patch_codecs import shard_codec
+from pipeline.data.patch_shards import plan_patch_shards, write_patch_shards
+from pipeline.data.sampling import select_training_patches
 
 log = logging.getLogger("pipeline")
 

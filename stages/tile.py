@@ -7,11 +7,11 @@ from functools import partial
 
 from tqdm import tqdm
 
-from pipeline.atomic import exclusive
-from pipeline.manifests import label_counts, read_manifest
-from pipeline.params import Params
-from pipeline.patches_table import patches_table
-from pipeline.tables import write_parquet
+from pipeline.core.atomic import exclusive
+from pipeline.core.params import Params
+from pipeline.core.sealed_tables import write_parquet
+from pipeline.data.manifests import label_counts, read_manifest
+from pipeline.data.patches_table import patches_table
 
 log = logging.getLogger("pipeline")
 

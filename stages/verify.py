@@ -7,17 +7,17 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.action_models import VARIANTS
-from pipeline.action_subset import skipped_reason
-from pipeline.actions import PERSONS_SCHEMA
-from pipeline.dense_cache import open_dense_cache
-from pipeline.errors import PipelineError
-from pipeline.fc6_split import NO_FC6
-from pipeline.layout import Layout
-from pipeline.manifests import manifest_problems
-from pipeline.params import Params
-from pipeline.shards import INDEX_NAME, shard_directory_problems
-from pipeline.trained_layers import METHODS, read_trained
+from pipeline.action.models import VARIANTS
+from pipeline.action.persons import PERSONS_SCHEMA
+from pipeline.action.subset import skipped_reason
+from pipeline.core.errors import PipelineError
+from pipeline.core.layout import Layout
+from pipeline.core.params import Params
+from pipeline.core.shards import INDEX_NAME, shard_directory_problems
+from pipeline.data.manifests import manifest_problems
+from pipeline.features.below_fc6 import NO_FC6
+from pipeline.features.dense_cache import open_dense_cache
+from pipeline.trained.trained_layers import METHODS, read_trained
 
 log = logging.getLogger("pipeline")
 

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from filelock import FileLock
 
-from pipeline.demo import generate_demo
-from pipeline.params import load_params
-from pipeline.patch_codecs import read_pixels, shard_codec
-from pipeline.tiling import patch_grid
+from pipeline.core.params import load_params
+from pipeline.data.patch_codecs import read_pixels, shard_codec
+from pipeline.data.synthetic_devkit import generate_demo
+from pipeline.data.tiling import patch_grid
 from tests.cli import run_cli
 
 CLASSES = ("aeroplane", "bicycle", "bird", "boat")

@@ -14,11 +14,11 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.cutting import RESAMPLE, cut_mirrored
-from pipeline.errors import PipelineError
-from pipeline.fc6_split import split_below_fc6
-from pipeline.nets import build_backbone, build_untrained
-from pipeline.trunks import WindowAverage, WindowedTrunk
+from pipeline.core.errors import PipelineError
+from pipeline.data.cutting import RESAMPLE, cut_mirrored
+from pipeline.features.below_fc6 import split_below_fc6
+from pipeline.features.nets.registry import build_backbone, build_untrained
+from pipeline.features.trunks import WindowAverage, WindowedTrunk
 from tests.cli import run_cli
 from tests.conftest import (
     ACTIONS,
@@ -109,9 +109,9 @@ def test_several_action_persons_never_reach_a_batch_and_are_scored(described_per
     several = persons[persons.actions.map(len) > 1]
     assert len(several) > 0, "the demo draws some persons doing two actions"
 
-    import pipeline.action_models as action_models
+    import pipeline.action.models as action_models
     import stages.fit_action_frozen as fit_action
-    from pipeline.params import load_params
+    from pipeline.core.params import load_params
 
     seen = {}
     real_train = action_models.train_head

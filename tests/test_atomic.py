@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.atomic import atomic_path, write_text
-from pipeline.errors import PipelineError
-from pipeline.hashing import file_sha256
-from pipeline.params import load_params
+from pipeline.core.atomic import atomic_path, write_text
+from pipeline.core.errors import PipelineError
+from pipeline.core.hashing import file_sha256
+from pipeline.core.params import load_params
 from stages import sample
 from tests.cli import run_cli
 

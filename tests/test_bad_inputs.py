@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from pipeline.params import validate_params
+from pipeline.core.params import validate_params
 from stages import index, tile
 from tests.cli import run_cli
 from tests.conftest import demo_params

@@ -1,11 +1,11 @@
-"""The comparison's loop over methods (pipeline/comparison.py): what `compare` reports per
+"""The comparison's loop over methods (pipeline/scoring/methods.py): what `compare` reports per
 method and for the whole split."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.comparison import Scored, compare_methods
+from pipeline.scoring.methods import Scored, compare_methods
 
 BOXES = {
     "a": {1: np.array([[0.0, 0.0, 4.0, 4.0]])},

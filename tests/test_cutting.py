@@ -10,10 +10,10 @@ from PIL import Image
 from skimage import data as photo_data
 from torchvision.transforms.v2.functional import resize
 
-from pipeline import cutting
-from pipeline.cutting import TORCH_CUTTING_TOLERANCE, crop_and_resize, cut_patches
-from pipeline.images import load_rgb
-from pipeline.voc import image_path
+from pipeline.data import cutting as cutting
+from pipeline.data.cutting import TORCH_CUTTING_TOLERANCE, crop_and_resize, cut_patches
+from pipeline.data.images import load_rgb
+from pipeline.data.voc import image_path
 from tests.conftest import paper_grid
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo import MARKER, generate_demo
-from pipeline.errors import PipelineError
-from pipeline.image_sets import read_class_image_set, read_image_set
+from pipeline.core.errors import PipelineError
+from pipeline.data.image_sets import read_class_image_set, read_image_set
+from pipeline.data.synthetic_devkit import MARKER, generate_demo
 from tests.cli import run_cli
 
 

@@ -8,22 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.cutting import cut_patches
-from pipeline.demo import generate_demo
-from pipeline.dense import aligned, resized_scales, trunk_maps
-from pipeline.dense_cache import (
+from pipeline.core.errors import PipelineError
+from pipeline.data.cutting import cut_patches
+from pipeline.data.images import load_rgb
+from pipeline.data.synthetic_devkit import generate_demo
+from pipeline.data.tiling import patch_grid
+from pipeline.features.dense_cache import (
     ImageMaps,
     image_windows,
     read_window_rule,
     window_boxes,
     write_window_rule,
 )
-from pipeline.errors import PipelineError
-from pipeline.features import FeatureExtractor
-from pipeline.images import load_rgb
-from pipeline.nets import build_backbone, normalise
-from pipeline.tiling import patch_grid
-from pipeline.trunks import PooledFullyConnected, adaptive_pool_matrix, fold_batch_norms
+from pipeline.features.dense_extractor import aligned, resized_scales, trunk_maps
+from pipeline.features.nets.registry import build_backbone, normalise
+from pipeline.features.patch_extractor import FeatureExtractor
+from pipeline.features.trunks import PooledFullyConnected, adaptive_pool_matrix, fold_batch_norms
 from tests.test_nets import serve_torchvision_weights
 
 CPU = torch.device("cpu")

@@ -10,25 +10,34 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def listed_modules(text: str) -> set[str]:
-    """The modules the layout section lists, as ``<package>/<module>.py``: the ``name.py``
-    words of the lines indented under ``pipeline/`` and ``stages/`` in its code block."""
+    """The modules the layout section lists, as ``<package>/<subpackage>/.../<module>.py``: the
+    ``name.py`` words of each line indented one step (two spaces) under a folder line
+    (``name/``) of ``pipeline/`` or ``stages/``, folders nesting by indentation."""
     section = text.split("## 5. Layout", 1)[1]
     block = section.split("```", 2)[1]
-    listed, package = set(), None
+    listed: set[str] = set()
+    folders: list[tuple[int, str]] = []  # (indentation, name) from the top folder down
     for line in block.splitlines():
-        top = re.match(r"^(\S+)/\s", line + " ")
-        if top:
-            package = top.group(1) if top.group(1) in ("pipeline", "stages") else None
-        elif package and line.startswith("  ") and line[2] != " ":
-            listed.update(f"{package}/{name}" for name in re.findall(r"\b\w+\.py\b", line))
+        words = line.split()
+        if not words:
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= (folders[-1][0] if folders else -1) + 2 or words[0].endswith("/"):
+            folders = [(i, name) for i, name in folders if i < indent]
+        if words[0].endswith("/") and len(words[0]) > 1:
+            folders.append((indent, words[0].rstrip("/")))
+        elif folders and folders[0][1] in ("pipeline", "stages") and indent == folders[-1][0] + 2:
+            prefix = "/".join(name for _, name in folders)
+            listed.update(f"{prefix}/{name}" for name in re.findall(r"\b\w+\.py\b", line))
     return listed
 
 
 def code_modules(repo: Path) -> set[str]:
+    """Every module of the library and the stages, subpackages included, as repo paths."""
     return {
         str(p.relative_to(repo))
         for package in ("pipeline", "stages")
-        for p in (repo / package).glob("*.py")
+        for p in (repo / package).rglob("*.py")
         if p.name != "__init__.py"
     }
 
@@ -42,9 +51,26 @@ def test_the_layout_list_names_every_module_and_nothing_else():
 
 def test_a_module_left_out_or_a_stale_name_is_found():
     layout = (
-        "## 5. Layout\n```\npipeline/   lib\n  voc.py  gone.py   x\nstages/  s\n  cli.py\n```\n"
+        "## 5. Layout\n```\npipeline/   lib\n  data/  d\n    voc.py  gone.py   x\n"
+        "                  more words.py\n    nets/  n\n      tiny.py  t\n    cut.py  c\n"
+        "  loose.py  l\nstages/  s\n  cli.py\ndvc.yaml  g\n```\n"
     )
-    assert listed_modules(layout) == {"pipeline/voc.py", "pipeline/gone.py", "stages/cli.py"}
+    assert listed_modules(layout) == {
+        "pipeline/data/voc.py",
+        "pipeline/data/gone.py",
+        "pipeline/data/nets/tiny.py",
+        "pipeline/data/cut.py",
+        "pipeline/loose.py",
+        "stages/cli.py",
+    }
+
+
+def test_a_module_in_a_subpackage_counts_as_code(tmp_path):
+    (tmp_path / "pipeline" / "data").mkdir(parents=True)
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "pipeline" / "data" / "voc.py").write_text("")
+    (tmp_path / "pipeline" / "data" / "__init__.py").write_text("")
+    assert code_modules(tmp_path) == {"pipeline/data/voc.py"}
 
 
 def test_the_readme_stays_short():

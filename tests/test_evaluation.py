@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluation import ap_method, average_precision, precision_recall
+from pipeline.scoring.average_precision import ap_method, average_precision, precision_recall
 
 
 def ap(scores, truth, method):

@@ -16,16 +16,16 @@ import pytest
 import torch
 import yaml
 
-from pipeline.atomic import exclusive, reading
-from pipeline.errors import PipelineError
-from pipeline.feature_cache import feature_cache_shards, read_features
-from pipeline.features import FeatureExtractor, WorkerExtractor, rebatch
-from pipeline.hashing import file_sha256
-from pipeline.nets import build_backbone
-from pipeline.patch_chunks import ImagePatchChunks, ShardPixelChunks
-from pipeline.patch_codecs import PATCH_FORMAT_VERSION
-from pipeline.shards import read_shard_attrs
-from pipeline.tables import write_parquet
+from pipeline.core.atomic import exclusive, reading
+from pipeline.core.errors import PipelineError
+from pipeline.core.hashing import file_sha256
+from pipeline.core.sealed_tables import write_parquet
+from pipeline.core.shards import read_shard_attrs
+from pipeline.data.patch_codecs import PATCH_FORMAT_VERSION
+from pipeline.data.patch_datasets import ImagePatchChunks, ShardPixelChunks
+from pipeline.features.feature_cache import feature_cache_shards, read_features
+from pipeline.features.nets.registry import build_backbone
+from pipeline.features.patch_extractor import FeatureExtractor, WorkerExtractor, rebatch
 from tests.cli import run_cli
 from tests.conftest import as_stored
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.disk_rows import disk_rows_writer
-from pipeline.errors import PipelineError
-from pipeline.head import build_head, holdout_mask, train_head
-from pipeline.params import Head, load_params
-from pipeline.trained_layers import load_layers
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Head, load_params
+from pipeline.core.scratch_rows import disk_rows_writer
+from pipeline.trained.head import build_head, holdout_mask, train_head
+from pipeline.trained.trained_layers import load_layers
 from tests.conftest import REPO_PARAMS
 
 

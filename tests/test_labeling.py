@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.labeling import BACKGROUND, IGNORED, OUTSIDE_CLASSES, label_patches
+from pipeline.data.labeling import BACKGROUND, IGNORED, OUTSIDE_CLASSES, label_patches
 from tests.conftest import PAPER
 
 PATCH = np.array([[0.0, 0.0, 100.0]])  # covers [0, 100) x [0, 100), area 10000

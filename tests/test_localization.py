@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.dense_cache import ImageMaps
-from pipeline.localization import Localization, box_found, region_box
-from pipeline.trunks import WindowAverage, WindowRule
-from pipeline.weak import class_activation_maps, full_image_layer, whole_image_descriptor
+from pipeline.features.dense_cache import ImageMaps
+from pipeline.features.trunks import WindowAverage, WindowRule
+from pipeline.scoring.localization import Localization, box_found, region_box
+from pipeline.trained.weak import class_activation_maps, full_image_layer, whole_image_descriptor
 
 
 def blob(height: int, width: int, box: tuple[int, int, int, int], level: float = 1.0):

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from pipeline import nets
-from pipeline.errors import PipelineError
-from pipeline.hashing import file_sha256
-from pipeline.nets import (
+from pipeline.core.errors import PipelineError
+from pipeline.core.hashing import file_sha256
+from pipeline.features.nets import registry as nets
+from pipeline.features.nets.registry import (
     PRE1512_CONV,
     REGISTRY,
     AlexNetFC7,

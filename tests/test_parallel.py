@@ -6,7 +6,7 @@ import os
 
 from distributed import LocalCluster
 
-from pipeline.dask_cluster import dask_client
+from pipeline.core.dask_cluster import dask_client
 
 
 def test_dask_workers_work_in_the_project_directory_even_after_a_restart(tmp_path, monkeypatch):

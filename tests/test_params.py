@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import PipelineError
-from pipeline.params import load_params, validate_params
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params, validate_params
 from tests.cli import run_cli
 from tests.conftest import REPO_PARAMS
 
@@ -101,11 +101,11 @@ def test_the_cli_names_the_params_file_it_read(tmp_path, monkeypatch):
 
 
 def test_docs_params_md_is_the_schema_reference_and_documents_every_key():
-    from pipeline.params import reference
+    from pipeline.core.params import reference
 
     text = reference()
     assert (REPO_PARAMS.parent / "docs" / "params.md").read_text() == text, (
-        "docs/params.md is out of date: run `python -m pipeline.params > docs/params.md`"
+        "docs/params.md is out of date: run `python -m pipeline.core.params > docs/params.md`"
     )
 
     def keys(raw: dict, prefix: str = "") -> list[str]:

@@ -12,19 +12,19 @@ import pyarrow.parquet as pq
 import pytest
 from skimage import data as photos
 
-from pipeline.cutting import cut_patches
-from pipeline.feature_cache import read_feature_cache
-from pipeline.hashing import file_sha256
-from pipeline.patch_chunks import ShardPixelChunks
-from pipeline.patch_codecs import (
+from pipeline.core.hashing import file_sha256
+from pipeline.core.sealed_tables import write_parquet
+from pipeline.core.shards import read_shard_index
+from pipeline.data.cutting import cut_patches
+from pipeline.data.patch_codecs import (
     LOSSLESS,
     PATCH_FORMAT_VERSION,
     PatchCodec,
     read_pixels,
     write_patch_shard,
 )
-from pipeline.shards import read_shard_index
-from pipeline.tables import write_parquet
+from pipeline.data.patch_datasets import ShardPixelChunks
+from pipeline.features.feature_cache import read_feature_cache
 from tests.cli import run_cli
 from tests.conftest import paper_grid, shard_rows
 

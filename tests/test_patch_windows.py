@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.cutting import resized_size
-from pipeline.dense import aligned, patch_side
-from pipeline.dense_cache import ImageMaps, window_boxes
-from pipeline.errors import PipelineError
-from pipeline.patch_windows import patch_window_index
-from pipeline.tiling import patch_grid
+from pipeline.core.errors import PipelineError
+from pipeline.data.cutting import resized_size
+from pipeline.data.tiling import patch_grid
+from pipeline.features.dense_cache import ImageMaps, window_boxes
+from pipeline.features.dense_extractor import aligned, patch_side
+from pipeline.trained.patch_windows import patch_window_index
 
 PATCH_SIZE, STRIDE = 32, 4
 WINDOW = (PATCH_SIZE // STRIDE, PATCH_SIZE // STRIDE)

@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from pipeline.actions import VOC_ACTIONS
-from pipeline.demo import MARKER, generate_demo
-from pipeline.image_sets import read_image_set
+from pipeline.action.persons import VOC_ACTIONS
+from pipeline.data.image_sets import read_image_set
+from pipeline.data.synthetic_devkit import MARKER, generate_demo
 from tests.devkit import devkit_ap
 from tests.test_demo import tree_digest
 

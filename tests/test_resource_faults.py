@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.tables import read_parquet
+from pipeline.core.errors import PipelineError
+from pipeline.core.sealed_tables import read_parquet
 from stages import cli
 from tests.cli import run_cli
 from tests.conftest import set_params

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.sampling import kept_patches
+from pipeline.data.sampling import kept_patches
 
 
 def test_keeps_every_positive_and_a_tenth_of_background_never_ignored():

@@ -5,13 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.feature_cache import feature_cache_shards, read_feature_cache
-from pipeline.head import build_head
-from pipeline.heatmaps import heat_maps, peak_inside
-from pipeline.params import load_params
-from pipeline.scoring import SplitScores, image_probabilities, image_scores, patch_probabilities
-from pipeline.value_runs import value_runs
+from pipeline.core.equal_runs import equal_runs
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params
+from pipeline.features.feature_cache import feature_cache_shards, read_feature_cache
+from pipeline.scoring.heatmaps import heat_maps, peak_inside
+from pipeline.scoring.image_scores import (
+    SplitScores,
+    image_probabilities,
+    image_scores,
+    patch_probabilities,
+)
+from pipeline.trained.head import build_head
 
 
 def test_image_score_is_the_mean_of_probabilities_to_the_power_k():
@@ -73,7 +78,7 @@ def test_image_probabilities_join_an_image_split_across_shards(cached):
     everything, _ = read_feature_cache(layout.features("tiny", "trainval"))
     head = build_head(everything["features"].shape[1], 7, seed=0)
     expected = patch_probabilities(head, everything["features"])
-    runs = value_runs(everything["image_id"])
+    runs = equal_runs(everything["image_id"])
     images = list(image_probabilities(head, shards))
     assert len(shards) > 1 and len(images) == len(runs)
     for rows, (start, end) in zip(images, runs, strict=True):

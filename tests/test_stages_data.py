@@ -19,13 +19,13 @@ import pytest
 import yaml
 from distributed import Client, LocalCluster, WorkerPlugin
 
-from pipeline.cutting import cut_patches
-from pipeline.hashing import file_sha256
-from pipeline.images import load_rgb
-from pipeline.params import load_params
-from pipeline.patch_codecs import read_pixels
-from pipeline.shards import read_shard_index
-from pipeline.tiling import patch_grid
+from pipeline.core.hashing import file_sha256
+from pipeline.core.params import load_params
+from pipeline.core.shards import read_shard_index
+from pipeline.data.cutting import cut_patches
+from pipeline.data.images import load_rgb
+from pipeline.data.patch_codecs import read_pixels
+from pipeline.data.tiling import patch_grid
 from tests.cli import run_cli
 from tests.conftest import as_stored, demo_params, shard_rows
 

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.shards import read_shard_index
-from pipeline.trained_layers import writer_of
+from pipeline.core.shards import read_shard_index
+from pipeline.trained.trained_layers import writer_of
 from tests.cli import run_cli
 
 METHODS = ("patches", "dense", "windows", "weak", "cam")

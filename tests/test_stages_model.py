@@ -12,8 +12,8 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.evaluation import average_precision
-from pipeline.torch_files import sealed
+from pipeline.core.torch_files import sealed
+from pipeline.scoring.average_precision import average_precision
 from tests.cli import run_cli
 from tests.conftest import flip_a_byte_in_the_middle
 from tests.devkit import devkit_ap

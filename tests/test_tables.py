@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.tables import read_parquet, table_digest, write_parquet
+from pipeline.core.errors import PipelineError
+from pipeline.core.sealed_tables import read_parquet, table_digest, write_parquet
 from tests.cli import run_cli
 
 

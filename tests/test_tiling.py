@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.tiling import patch_grid
+from pipeline.data.tiling import patch_grid
 from tests.conftest import PAPER, paper_grid
 
 

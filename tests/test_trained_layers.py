@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import PipelineError
-from pipeline.layout import Layout
-from pipeline.trained_layers import KINDS, METHODS, load_layers, read_trained, writer_of
+from pipeline.core.errors import PipelineError
+from pipeline.core.layout import Layout
+from pipeline.trained.trained_layers import KINDS, METHODS, load_layers, read_trained, writer_of
 from tests.cli import run_cli
 from tests.conftest import ACTIONS, CLASSES, flip_a_byte_in_the_middle
 

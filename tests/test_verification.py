@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from pipeline.atomic import exclusive
-from pipeline.hashing import file_sha256
-from pipeline.tables import write_parquet
+from pipeline.core.atomic import exclusive
+from pipeline.core.hashing import file_sha256
+from pipeline.core.sealed_tables import write_parquet
 from tests.cli import run_cli
 from tests.conftest import Payload, flip_a_byte_in_the_middle
 

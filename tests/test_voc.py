@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import PipelineError
-from pipeline.image_sets import read_class_image_set, read_image_set
-from pipeline.images import check_image, load_rgb
-from pipeline.voc import annotation_path, parse_annotation, read_annotated_image
+from pipeline.core.errors import PipelineError
+from pipeline.data.image_sets import read_class_image_set, read_image_set
+from pipeline.data.images import check_image, load_rgb
+from pipeline.data.voc import annotation_path, parse_annotation, read_annotated_image
 
 
 def write_xml(

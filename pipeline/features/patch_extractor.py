@@ -1,0 +1,208 @@
+"""Running a frozen backbone over patch pixels: the extractor, the loading of patch chunks and
+their batching (the cache these descriptors go to is read by `pipeline.features.feature_cache`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.core.errors import PipelineError
+from pipeline.features.nets.registry import Backbone, build_backbone, normalise
+from pipeline.features.trunks import fold_batch_norms
+
+PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead
+
+
+class PatchChunks(Protocol):
+    """A dataset of chunks of patches in row order (those of `pipeline.data.patch_datasets`):
+    item i is a loaded chunk, which `patches` turns into uint8 patches ``[n, S, S, 3]`` on a
+    device (the chunk itself when already cut; cut there when it is a decoded image)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def patches(self, chunk: Any, device: torch.device) -> torch.Tensor: ...
+
+
+class FeatureExtractor:
+    """A backbone placed on a device, turning uint8 patches into float16 descriptors.
+
+    On CUDA it runs channels_last under bf16 autocast (fp16 where bf16 is unsupported); on the
+    CPU channels_last in float32.
+    """
+
+    def __init__(self, backbone: Backbone, device: torch.device, batch_size: int) -> None:
+        self.backbone = backbone
+        self.device = device
+        self.batch_size = batch_size
+        self.module = backbone.module.to(device, memory_format=torch.channels_last)
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.autocast: Any = torch.autocast("cuda", dtype=dtype)
+        else:
+            self.autocast = nullcontext()
+
+    @functools.cached_property
+    def whole_image_trunk(self) -> tuple[torch.nn.Module, bool]:
+        """The trunk dense mode runs over whole images, built when first asked for (patch mode
+        never pays for it): the backbone's trunk with its batch norms folded into the
+        convolutions where that is exact to rounding (`fold_batch_norms`), and whether it is."""
+        return fold_batch_norms(self.backbone.dense_trunk().trunk)
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor) -> np.ndarray:
+        """Descriptors ``[N, d]`` float16 of uint8 patches ``[N, S, S, 3]`` (any N)."""
+        out = []
+        for start in range(0, len(pixels), self.batch_size):
+            batch = pixels[start : start + self.batch_size].to(self.device, non_blocking=True)
+            with self.autocast:
+                features = self.module(normalise(batch, self.backbone.mean, self.backbone.std))
+            out.append(features.float().cpu().numpy().astype(np.float16))
+        if not out:
+            return np.zeros((0, self.backbone.dim), np.float16)
+        return np.concatenate(out)
+
+
+def resolve_cutting(setting: str, device: torch.device) -> Literal["pil", "torch"]:
+    """Where evaluation patches are cut (``features.cutting``): ``auto`` -> ``torch`` on CUDA
+    (a GPU cuts faster than the CPU decodes), ``pil`` elsewhere; otherwise as given."""
+    if setting == "auto":
+        return "torch" if device.type == "cuda" else "pil"
+    if setting in ("pil", "torch"):
+        return setting  # type: ignore[return-value]
+    raise PipelineError(f"features.cutting: {setting!r} is not auto, pil or torch")
+
+
+def raise_errors(chunks: Iterable[Any]) -> Iterator[Any]:
+    """Pass chunks through, raising a PipelineError a dataset returned in place of a chunk (so
+    that a bad file met in a DataLoader worker still ends as its one-line message)."""
+    for chunk in chunks:
+        if isinstance(chunk, PipelineError):
+            raise chunk
+        yield chunk
+
+
+def chunk_loader(chunks: Dataset, device: torch.device, workers: int) -> DataLoader:
+    """A DataLoader yielding the dataset's uint8 chunks in order, prefetched by `workers`
+    processes and pinned for fast transfer when the device is CUDA."""
+    return DataLoader(
+        chunks,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=PREFETCH_CHUNKS if workers else None,
+        persistent_workers=False,
+    )
+
+
+def rebatch(
+    chunks: Iterable[torch.Tensor], batch_size: int, boundaries: Iterable[int] = ()
+) -> Iterator[torch.Tensor]:
+    """Regroup a stream of ``[n_i, ...]`` chunks into batches of `batch_size` rows, keeping the
+    row order and never letting a batch cross a boundary (a cumulative row count, e.g. the end of
+    an output shard), so that each shard's batches, and so its bytes, do not depend on what
+    came before it. A chunk must not cross a boundary either."""
+    ends = iter(sorted(boundaries))
+    end = next(ends, None)
+    pending: list[torch.Tensor] = []
+    held = position = 0
+
+    def flush() -> Iterator[torch.Tensor]:
+        joined = torch.cat(pending)
+        for start in range(0, len(joined), batch_size):
+            yield joined[start : start + batch_size]
+
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        position += len(chunk)
+        if end is not None and position >= end:
+            if position > end:
+                raise ValueError(f"a chunk crosses the boundary at row {end}")
+            yield from flush()
+            pending, held = [], 0
+            while end is not None and end <= position:
+                end = next(ends, None)
+        elif held >= batch_size:
+            joined = torch.cat(pending)
+            cut = len(joined) - len(joined) % batch_size
+            for start in range(0, cut, batch_size):
+                yield joined[start : start + batch_size]
+            pending, held = [joined[cut:]], len(joined) - cut
+    if held:
+        yield from flush()
+
+
+def descriptor_batches(
+    extractor: FeatureExtractor, chunks: PatchChunks, workers: int, boundaries: Iterable[int]
+) -> Iterator[np.ndarray]:
+    """Descriptors ``[n, d]`` float16 of a dataset of patch chunks, in row order, in batches of
+    the extractor's batch size that never cross a boundary (see `rebatch`); the chunks are
+    loaded by `workers` DataLoader processes and made patches on the extractor's device."""
+    loaded = raise_errors(chunk_loader(chunks, extractor.device, workers))
+    on_device = (chunks.patches(chunk, extractor.device) for chunk in loaded)
+    for pixels in rebatch(on_device, extractor.batch_size, boundaries):
+        yield extractor(pixels)
+
+
+@dataclass(frozen=True)
+class WorkerExtractor:
+    """The extractor of a stage as a cluster worker rebuilds it on its CPU, once per process:
+    the net's name and options (the ``nets.<net>`` block as JSON), the digest of the stage's
+    weights, and the batch size."""
+
+    net: str
+    options: str
+    weights_digest: str
+    batch_size: int
+
+    def descriptors(self, work: tuple[PatchChunks, int]) -> np.ndarray:
+        """All descriptors ``[rows, d]`` float16 of one feature shard, given its patch chunks
+        and row count, computed in this process on the CPU in the stage's batches (so the
+        same bytes as the stage's). PipelineError when this process's weights of the net are
+        not the stage's."""
+        chunks, rows = work
+        extractor = _cpu_extractor(self.net, self.options, self.batch_size)
+        if extractor.backbone.weights_digest != self.weights_digest:
+            raise PipelineError(
+                f"{self.net}: the weights on worker {socket.gethostname()} "
+                f"({extractor.backbone.weights_digest}) are not the stage's "
+                f"({self.weights_digest}); install the same weights on every worker"
+            )
+        return np.concatenate(list(descriptor_batches(extractor, chunks, 0, [rows])))
+
+
+@functools.cache
+def _cpu_extractor(net: str, options: str, batch_size: int) -> FeatureExtractor:
+    return FeatureExtractor(
+        build_backbone(net, json.loads(options)), torch.device("cpu"), batch_size
+    )
+
+
+def backbone_identity(net: str, backbone: Backbone, patch_size: int) -> dict[str, Any]:
+    """What, besides the pixels, descriptors depend on; `net` is the name as given."""
+    return {
+        "net": net,
+        "layer": backbone.layer,
+        "weights": backbone.weights,
+        "weights_digest": backbone.weights_digest,
+        "transform": backbone.transform_description(),
+        "patch_size": patch_size,
+    }
+
+
+def shard_attributes(identity: dict[str, Any]) -> dict[str, Any]:
+    """The attributes stored in every feature shard: the identity without the patch size
+    (which the pixels already carry)."""
+    return {k: v for k, v in identity.items() if k != "patch_size"}

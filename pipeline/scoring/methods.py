@@ -1,0 +1,280 @@
+"""The methods of the comparison, each turning the cached evaluation split into image
+scores and per-class maps (``[C, H, W]`` at the image's pixels, values in [0, 1], the map of
+label l at ``l - 1``), image by image:
+
+- ``patches``: the 2014 head on the grid's patches (mean of ``y^k``; maps: mean probability
+  of the patches covering a pixel);
+- ``dense``: the same head on every window of the dense maps;
+- ``windows``: the head trained on the windows of the training split's dense maps (fit-windows)
+  on every window of the dense maps, as ``dense``;
+- ``weak``: the layers trained from image labels, score = max logit over windows and scales,
+  maps: mean sigmoid of the windows covering a pixel;
+- ``cam``: the full-image linear layer, score = its logit, maps: the sigmoid of its class
+  activation map (nets whose descriptor averages the maps only; others give no map).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.layout import Layout
+from pipeline.core.shards import ShardFile
+from pipeline.core.timing import recorded_number
+from pipeline.data.manifests import read_manifest
+from pipeline.features.dense_cache import iter_dense_cache
+from pipeline.features.trunks import WindowRule
+from pipeline.scoring.heatmaps import heat_maps
+from pipeline.scoring.image_scores import (
+    dense_probabilities,
+    head_logits,
+    image_probabilities,
+    image_scores,
+)
+from pipeline.scoring.localization import Localization
+from pipeline.trained.weak import class_activation_maps, whole_image_descriptor
+
+METHODS = {
+    "patches": "patches 2014",
+    "dense": "dense patches",
+    "windows": "dense windows",
+    "weak": "weak max-pool",
+    "cam": "full image + CAM",
+}
+
+
+# per method: the cache it reads on the evaluation split, the cache its layers were trained on,
+# and the kind of its trained layers
+METHOD_SOURCES = {
+    "patches": ("features", "features", "head"),
+    "dense": ("dense", "features", "head"),
+    "windows": ("dense", "dense", "windows"),
+    "weak": ("dense", "dense", "weak"),
+    "cam": ("dense", "dense", "cam"),
+}
+
+
+@dataclass(frozen=True)
+class MethodCosts:
+    """What a method cost, as the stages that did the work recorded it (None where nothing was
+    recorded): backbone seconds per image over the evaluation split and over the training split
+    its layers learnt from, and the training seconds of its layers."""
+
+    test_backbone: float | None
+    train_backbone: float | None
+    train: float | None
+
+
+def method_costs(
+    layout: Layout, net: str, train_split: str, eval_split: str
+) -> dict[str, MethodCosts]:
+    """`MethodCosts` of every method of `net` (``{method: MethodCosts}``), read from the timing
+    records of its backbone passes and the training metrics of its layers."""
+
+    def backbone(cache: str, split: str) -> float | None:
+        return recorded_number(layout.timing(net, f"{cache}-{split}"), "seconds_per_image")
+
+    return {
+        method: MethodCosts(
+            backbone(test, eval_split),
+            backbone(train, train_split),
+            recorded_number(layout.training_metrics(net, kind), "train_seconds"),
+        )
+        for method, (test, train, kind) in METHOD_SOURCES.items()
+    }
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One image under one method: its scores ``[C]`` and maps ``[C, H, W]`` (None when the
+    method has no map for this net)."""
+
+    image_id: str
+    scores: np.ndarray
+    maps: np.ndarray | None
+
+
+def pooled(probabilities: np.ndarray, k: float, pool: str) -> np.ndarray:
+    """The image scores ``[C]`` of one image's patch probabilities ``[P, C + 1]``."""
+    return image_scores(probabilities, np.zeros(len(probabilities), np.int64), 1, k, pool)[0]
+
+
+def patch_method(
+    head: nn.Module,
+    shards: Sequence[ShardFile],
+    patches: Mapping[str, np.ndarray],
+    sizes: Mapping[str, tuple[int, int]],
+    *,
+    k: float,
+    pool: str,
+) -> Iterator[Scored]:
+    """The 2014 method from the feature cache of the split, whose rows are the split's patches:
+    `patches` holds their ``image_id`` ``[N]`` and ``boxes`` ``[N, 3]`` in ``patches.parquet``
+    order; `sizes` maps image ids to width, height. PipelineError, naming the cache and the
+    stage that rewrites it, when its rows are not those patches."""
+    image_ids, boxes = patches["image_id"], patches["boxes"]
+    end = 0
+    for rows in image_probabilities(head, shards):
+        width, height = sizes[rows.image_id]
+        part, first = rows.probabilities, rows.first
+        end = first + len(part)
+        if end > len(image_ids) or (image_ids[first:end] != rows.image_id).any():
+            raise rows_mismatch(shards)
+        maps = heat_maps(part[:, 1:], boxes[first:end], width, height)
+        yield Scored(rows.image_id, pooled(part, k, pool), maps)
+    if end != len(image_ids):
+        raise rows_mismatch(shards)
+
+
+def split_patches(manifests: Path) -> dict[str, np.ndarray]:
+    """The patches of a split as `patch_method` reads them, from ``patches.parquet`` in the
+    split's `manifests` directory: ``image_id`` ``[N]`` and ``boxes`` ``[N, 3]``
+    ``(x0, y0, side)``."""
+    table = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
+    return {
+        "image_id": table["image_id"].to_numpy(zero_copy_only=False),
+        "boxes": np.stack([table[c].to_numpy() for c in ("x0", "y0", "side")], axis=1),
+    }
+
+
+def rows_mismatch(shards: Sequence[ShardFile]) -> PipelineError:
+    """The error of a feature cache whose rows are not those of the split's patches table."""
+    return PipelineError(
+        f"{shards[0].path.parent}: rows do not match the split's patches.parquet; re-run "
+        "`pipeline features`"
+    )
+
+
+def dense_method(
+    head: nn.Module,
+    rule: WindowRule,
+    shards: Sequence[ShardFile],
+    *,
+    k: float,
+    pool: str,
+) -> Iterator[Scored]:
+    """A patch-class head (the 2014 head, or the one trained on windows) on every window of
+    every scale of the dense maps."""
+    for s in dense_probabilities(head, rule, shards):
+        maps = heat_maps(s.probabilities[:, 1:], s.windows.boxes, s.image.width, s.image.height)
+        yield Scored(s.image.image_id, pooled(s.probabilities, k, pool), maps)
+
+
+def weak_method(
+    layers: nn.Module, rule: WindowRule, shards: Sequence[ShardFile]
+) -> Iterator[Scored]:
+    """The weakly supervised layers: per class the max logit over windows and scales."""
+    for s in dense_probabilities(layers, rule, shards, softmax=False):
+        values = 1 / (1 + np.exp(-s.probabilities))
+        maps = heat_maps(values, s.windows.boxes, s.image.width, s.image.height)
+        yield Scored(s.image.image_id, s.probabilities.max(0).astype(np.float64), maps)
+
+
+def cam_method(layer: nn.Module, rule: WindowRule, shards: Sequence[ShardFile]) -> Iterator[Scored]:
+    """The full-image layer: its logits on the whole image, and its class activation maps
+    when the net's descriptor is the average of its maps."""
+    for image in iter_dense_cache(shards):
+        descriptor = torch.from_numpy(whole_image_descriptor(rule, image, torch.device("cpu")))
+        scores = head_logits(layer, descriptor[None])[0].astype(np.float64)
+        maps = class_activation_maps(layer, image, rule.stride) if rule.averages else None
+        yield Scored(image.image_id, scores, maps)
+
+
+class TimedStream:
+    """Iterate a method's stream, adding up the seconds spent producing its items (not those
+    spent using them) in `seconds`."""
+
+    def __init__(self, items: Iterable[Scored]) -> None:
+        self.items, self.seconds = iter(items), 0.0
+
+    def __iter__(self) -> Iterator[Scored]:
+        while True:
+            started = time.perf_counter()
+            item = next(self.items, None)
+            self.seconds += time.perf_counter() - started
+            if item is None:
+                return
+            yield item
+
+
+def picture_class(scores: np.ndarray, present: dict) -> int:
+    """The label a picture shows: of the classes present, the one the first method scores
+    highest (else the highest-scored class)."""
+    order = np.argsort(-scores, kind="stable") + 1
+    inside = [int(c) for c in order if int(c) in present]
+    return inside[0] if inside else int(order[0])
+
+
+@dataclass
+class MethodResult:
+    """One method over the evaluation split: its mAP, its localization counts (None when the
+    method has no maps for this net) and the seconds spent producing its scores and maps."""
+
+    m_ap: float
+    localization: Localization | None
+    seconds: float
+
+
+@dataclass
+class Comparison:
+    """The methods side by side: each one's result, the (image, class) pairs the localization
+    metrics count (None when no method has maps), and for each pictured image the label shown
+    and each method's map of it (None for a method without maps)."""
+
+    results: dict[str, MethodResult]
+    pairs: int | None
+    pictures: dict[str, tuple[int, dict[str, np.ndarray | None]]]
+
+
+def compare_methods(
+    streams: Mapping[str, Iterable[Scored]],
+    image_ids: Sequence[str],
+    boxes_of: Mapping[str, Mapping[int, np.ndarray]],
+    pictured: Collection[str],
+    n_classes: int,
+    mean_ap: Callable[[np.ndarray, np.ndarray], float],
+    progress: Callable[[Iterable[Scored], str], Iterable[Scored]] = lambda items, _: items,
+) -> Comparison:
+    """Run every method's stream image by image (only scores are kept; each image's maps are
+    counted for pointing and CorLoc, and kept for the `pictured` images, then dropped).
+
+    `image_ids`: the split's listed images (an image a stream does not score gets ``-inf``
+    for each of the `n_classes`);
+    `boxes_of`: per image, the non-difficult boxes of each label present; `mean_ap`: the mAP
+    of scores ``[N, C]`` with per-image counts ``[N]`` (0: unscored); `progress` wraps each
+    stream (a progress bar, given the method's name). The label a picture shows is chosen from
+    the first method's scores (`picture_class`)."""
+    results: dict[str, MethodResult] = {}
+    pictures: dict[str, tuple[int, dict[str, np.ndarray | None]]] = {}
+    pairs: int | None = None
+    for method, stream in streams.items():
+        by_id, localization, has_maps = {}, Localization(), False
+        timed = TimedStream(progress(stream, method))
+        for s in timed:
+            by_id[s.image_id] = s.scores
+            has_maps = s.maps is not None
+            if has_maps:
+                localization.add(s.maps, boxes_of.get(s.image_id, {}))
+            if s.image_id in pictured:
+                if s.image_id not in pictures:
+                    pictures[s.image_id] = (
+                        picture_class(s.scores, boxes_of.get(s.image_id, {})),
+                        {},
+                    )
+                label, maps = pictures[s.image_id]
+                maps[method] = s.maps[label - 1] if has_maps else None
+        missing = np.full(n_classes, -np.inf)
+        scores = np.array([by_id.get(i, missing) for i in image_ids])
+        counts = np.array([int(i in by_id) for i in image_ids])
+        kept = localization if has_maps else None
+        if kept is not None and pairs is None:
+            pairs = kept.pairs
+        results[method] = MethodResult(mean_ap(scores, counts), kept, timed.seconds)
+    return Comparison(results, pairs, pictures)

@@ -1,0 +1,217 @@
+"""Layers trained from image-level labels alone on cached dense maps (docs/method.md, weak
+supervision and class activation maps): no box is ever read.
+
+- Weak (Oquab et al. 2015): the adaptation layers over every window of every scale, the image
+  score of class c the maximum of its logit over windows and scales.
+- Full image (Zhou et al. 2016): one linear layer on the descriptor of the whole image at scale
+  1; for nets whose descriptor is the average of the maps, its class activation map
+  ``M_c = sum_k w_ck f_k(x, y)`` (plus the bias) needs no other forward pass.
+
+Both minimise the sum over classes of the logistic loss ``log(1 + exp(-y_c f_c))`` with
+``y_c = +1`` (a non-difficult object of c in the image), ``-1`` (none), ``0`` (difficult only:
+ignored), on the hold-out/plateau schedule of the patch head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Head as HeadParams
+from pipeline.features.dense_cache import DenseImageReader, ImageMaps, image_windows
+from pipeline.features.trunks import WindowRule
+from pipeline.trained.head import (
+    EpochLog,
+    FittedHead,
+    build_head,
+    holdout_mask,
+    train_on_plateaus,
+)
+
+
+class WindowDescriptors(Sequence[torch.Tensor]):
+    """The descriptors ``[P_i, d]`` (float16, CPU) of every window of every scale of each image
+    of a dense cache, in cache order, computed from the image's maps when asked: memory holds
+    the images of one batch, never the training set's windows (6 MB per image at 224 px)."""
+
+    def __init__(self, images: DenseImageReader, rule: WindowRule, device: torch.device) -> None:
+        self.images, self.rule, self.device = images, rule, device
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):  # type: ignore[override]  # an int
+        """The window descriptors of image `index`."""
+        return image_windows(self.rule, self.images[index], self.device).descriptors.half()
+
+
+class Picked(Sequence[torch.Tensor]):
+    """The items at `indices` of a sequence, fetched when asked (a view: nothing is copied or
+    loaded before it is used); a slice gives a list."""
+
+    def __init__(self, items: Sequence[torch.Tensor], indices: np.ndarray) -> None:
+        self.items, self.indices = items, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index):  # type: ignore[override]  # an int, or a slice: a list
+        """Item `index` of the view, or the list of a slice's items."""
+        if isinstance(index, slice):
+            return [self.items[int(i)] for i in self.indices[index]]
+        return self.items[int(self.indices[index])]
+
+
+def scale_one(image: ImageMaps) -> int:
+    """The index of scale 1 (the whole image) among an image's maps; PipelineError when the
+    maps were computed without it."""
+    for n, scale in enumerate(image.scales):
+        if abs(scale - 1.0) < 1e-6:
+            return n
+    raise PipelineError(
+        f"image {image.image_id}: no map at scale 1 (tiling.scales lacks 1.0), which the "
+        "full-image layer and its class activation maps need"
+    )
+
+
+@torch.inference_mode()
+def whole_image_descriptor(rule: WindowRule, image: ImageMaps, device: torch.device) -> np.ndarray:
+    """The descriptor ``[d]`` float32 of the whole image: the net's window rule over the entire
+    scale-1 map (its global average for GAP nets)."""
+    maps = torch.from_numpy(np.asarray(image.maps[scale_one(image)])).float()[None].to(device)
+    return rule.rule(maps, tuple(maps.shape[-2:])).flatten().float().cpu().numpy()
+
+
+def max_scores(module: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device):
+    """Image scores ``[B, C]``: per image, the maximum over its rows ``[P_i, d]`` of the
+    module's logits (one forward pass over all rows)."""
+    logits = module(torch.cat(list(inputs)).to(device).float())
+    parts = torch.split(logits, [len(x) for x in inputs])
+    return torch.stack([part.max(0).values for part in parts])
+
+
+def logistic_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over classes of ``log(1 + exp(-y f))`` (``y = 0`` ignored), mean over images."""
+    return (F.softplus(-labels * scores) * (labels != 0)).sum(1).mean()
+
+
+@torch.inference_mode()
+def measure_multilabel(
+    module: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    batch: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """Mean logistic loss and the fraction of labelled (image, class) pairs whose score has the
+    label's sign, over images given as ``[P_i, d]`` rows."""
+    module.eval()
+    loss, right, images = 0.0, 0, 0
+    for start in range(0, len(inputs), batch):
+        scores = max_scores(module, inputs[start : start + batch], device).cpu()
+        y = labels[start : start + batch]
+        loss += float(logistic_loss(scores, y)) * len(y)
+        right += int(((scores > 0) == (y > 0))[y != 0].sum())
+        images += len(y)
+    labelled = max(int((labels != 0).sum()), 1)
+    return loss / max(images, 1), right / labelled
+
+
+def chosen_windows(module: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device):
+    """Rows ``[B, C, d]``: for each image and class, the row where the module (in eval mode,
+    no dropout) gives the class its highest logit, i.e. where max-pooling sends the gradient."""
+    module.eval()
+    with torch.no_grad():
+        logits = module(torch.cat(list(inputs)).to(device).float())
+        parts = torch.split(logits, [len(x) for x in inputs])
+        picks = [part.argmax(0).cpu() for part in parts]
+    module.train()
+    return torch.stack([x[p] for x, p in zip(inputs, picks, strict=True)]).to(device).float()
+
+
+def fit_image_labels(
+    module: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    labels: np.ndarray,
+    image_ids: Sequence[str],
+    config: HeadParams,
+    device: torch.device,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    lr_key: str = "weak.lr",
+) -> FittedHead:
+    """Train `module` (rows ``[P, d]`` -> logits ``[P, C]``) from image labels ``[N, C]`` in {-1,
+    0, +1}, the rows of image i being ``inputs[i]`` (fetched batch by batch, so that `inputs`
+    may compute them on demand, as `WindowDescriptors` does): each image's score of class c is
+    the maximum of its rows' logits, `config.batch_size` images per SGD step, a seeded
+    `config.val_fraction` of the images held out. The gradient of a maximum flows through its
+    row alone, so each step finds that row (without dropout) and trains on it (with dropout).
+    Training loss and accuracy in the log are running means over the epoch's steps; hold-out
+    ones are measured after it."""
+    held = holdout_mask(np.asarray(image_ids), config.val_fraction, config.seed)
+    y = torch.from_numpy(np.asarray(labels, np.float32))
+    train, val = Picked(inputs, np.flatnonzero(~held)), Picked(inputs, np.flatnonzero(held))
+    y_train, y_val = y[torch.from_numpy(~held)], y[torch.from_numpy(held)]
+    order_rng = torch.Generator().manual_seed(config.seed)
+    running: dict[str, float] = {}
+    classes = torch.arange(y.shape[1])
+
+    def one_epoch(optimiser: torch.optim.Optimizer) -> None:
+        order = torch.randperm(len(train), generator=order_rng).tolist()
+        loss_sum = right = 0.0
+        for start in range(0, len(order), config.batch_size):
+            rows = order[start : start + config.batch_size]
+            chosen = chosen_windows(module, [train[r] for r in rows], device)  # [B, C, d]
+            scores = module(chosen)[:, classes, classes]  # class c's logit at its own row
+            target = y_train[rows].to(device)
+            loss = logistic_loss(scores, target)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            loss_sum += loss.item() * len(rows)
+            right += float((((scores > 0) == (target > 0)) & (target != 0)).sum())
+        running["loss"] = loss_sum / max(len(order), 1)
+        running["accuracy"] = right / max(int((y_train != 0).sum()), 1)
+
+    def measure() -> tuple[float, float, float, float]:
+        val_loss, val_accuracy = measure_multilabel(module, val, y_val, config.batch_size, device)
+        return running["loss"], running["accuracy"], val_loss, val_accuracy
+
+    history = train_on_plateaus(module, config, device, one_epoch, measure, on_epoch, lr_key)
+    dim = int(inputs[0].shape[1])
+    shape = {"dim": dim, "layers": config.layers, "hidden": config.hidden,
+             "outputs": int(labels.shape[1])}  # fmt: skip
+    return FittedHead(module, history, shape, held)
+
+
+def weak_head(dim: int, n_classes: int, config: HeadParams) -> nn.Sequential:
+    """The adaptation layers of `config` with one logit per class (no background)."""
+    return build_head(
+        dim, n_classes, layers=config.layers, hidden=config.hidden, dropout=config.dropout,
+        seed=config.seed,
+    )  # fmt: skip
+
+
+def full_image_layer(dim: int, n_classes: int, seed: int) -> nn.Sequential:
+    """The full-image classifier: one linear layer, no dropout (as CAM's)."""
+    return build_head(dim, n_classes, layers=1, dropout=0.0, seed=seed)
+
+
+@torch.inference_mode()
+def class_activation_maps(layer: nn.Module, image: ImageMaps, stride: int) -> np.ndarray:
+    """Per-class activation maps of the full-image layer on an image's scale-1 map,
+    ``sigmoid(sum_k w_ck f_k(x, y) + b_c)``: float32 ``[C, H, W]`` at the original image's
+    pixels (cells upsampled bilinearly; a cell covers `stride` resized pixels)."""
+    n = scale_one(image)
+    maps = torch.from_numpy(np.asarray(image.maps[n])).float()
+    linear = [m for m in layer if isinstance(m, nn.Linear)][0]
+    cam = torch.einsum("ck,khw->chw", linear.weight, maps) + linear.bias[:, None, None]
+    rows, cols = maps.shape[1:]
+    span = (round(rows * stride / image.factors[n]), round(cols * stride / image.factors[n]))
+    size = (max(span[0], image.height), max(span[1], image.width))
+    full = F.interpolate(cam[None], size=size, mode="bilinear", align_corners=False)[0]
+    return torch.sigmoid(full[:, : image.height, : image.width]).numpy()
