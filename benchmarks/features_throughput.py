@@ -26,7 +26,8 @@ import torch
 import yaml
 
 from pipeline.core.devices import resolve_device
-from pipeline.features.nets.registry import build_backbone, normalise
+from pipeline.features.nets.backbone import normalise
+from pipeline.features.nets.registry import build_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -43,7 +43,9 @@ import torch
 import yaml
 from projection import Measured, fit_line, projection_table, role
 
-from pipeline.features.nets.registry import PRE1512_CONV, AlexNetFC7, build_untrained, normalise
+from pipeline.features.nets.alexnet import PRE1512_CONV, AlexNetFC7
+from pipeline.features.nets.backbone import normalise
+from pipeline.features.nets.registry import build_untrained
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_SECONDS = 0.1

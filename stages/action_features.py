@@ -10,7 +10,7 @@ from pipeline.action.subset import clear_skipped, mark_skipped, skipped_reason
 from pipeline.core.atomic import reading, write_text
 from pipeline.core.devices import chosen_device, resolve_workers
 from pipeline.core.params import Params
-from pipeline.features.below_fc6 import NO_FC6, below_fc6_backbone
+from pipeline.features.below_fc6 import below_fc6_backbone
 from pipeline.features.feature_shards import ShardSource, fill_cache
 from pipeline.features.nets.registry import build_backbone
 from pipeline.features.patch_extractor import FeatureExtractor, backbone_identity, shard_attributes
@@ -41,7 +41,7 @@ def run(
         splits = splits_with_persons(params, name, params.splits(split))
         if not splits:
             continue
-        backbone = build_backbone(name, params.nets.options(name))
+        backbone = build_backbone(name, params.net_options(name))
         kinds = {
             "action-features": backbone,
             "action-below-fc6": below_fc6_backbone(backbone, size),
@@ -49,7 +49,7 @@ def run(
         for kind, described in kinds.items():
             if isinstance(described, str):
                 for one_split in splits:
-                    write_text(described + "\n", layout.cache(kind, name, one_split) / NO_FC6)
+                    write_text(described + "\n", layout.no_fc6(name, one_split))
                 log.info("%s; no update variant", described)
                 continue
             extractor = FeatureExtractor(described, torch_device, batch)

@@ -54,7 +54,7 @@ def draw_maps(params: Params, net: str) -> None:
     persons = read_parquet(persons_path, rerun).to_pandas()
     chosen = list(dict.fromkeys(persons.image_id))[: params.action.map_images]
     extractor = checked_extractor(
-        net, params.nets.options(net), resolve_device(params.features.device),
+        net, params.net_options(net), resolve_device(params.features.device),
         params.features.batch_size, weights_digest=weights_digest, source=path,
     )  # fmt: skip
     for image_id in chosen:

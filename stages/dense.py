@@ -21,7 +21,7 @@ def run(
         params.features.workers if workers is None else workers, torch_device
     )
     for name in params.net_names(net):
-        backbone = build_backbone(name, params.nets.options(name))
+        backbone = build_backbone(name, params.net_options(name))
         backbone.dense_trunk()  # a net without dense mode says so before any work
         extractor = FeatureExtractor(backbone, torch_device, params.features.batch_size)
         for one_split in params.splits(split):

@@ -57,7 +57,7 @@ def run(
         log.info("features run here on %s, not on the Dask cluster (CPU work)", torch_device)
     with cluster_jobs(params.cluster, params.jobs) if on_cluster else nullcontext():
         for name in params.net_names(net):
-            options = params.nets.options(name)
+            options = params.net_options(name)
             backbone = build_backbone(name, options)
             extractor = FeatureExtractor(backbone, torch_device, batch)
             remote = (

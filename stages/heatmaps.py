@@ -55,7 +55,7 @@ def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> No
         classes=params.dataset.classes,
     )  # fmt: skip
     extractor = checked_extractor(
-        net, params.nets.options(net), resolve_device(params.features.device),
+        net, params.net_options(net), resolve_device(params.features.device),
         params.features.batch_size, weights_digest=checkpoint.get("weights_digest"),
         source=layout.head(net, trained),
     )  # fmt: skip

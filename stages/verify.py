@@ -15,7 +15,6 @@ from pipeline.core.layout import Layout
 from pipeline.core.params import Params
 from pipeline.core.shards import INDEX_NAME, shard_directory_problems
 from pipeline.data.manifests import manifest_problems
-from pipeline.features.below_fc6 import NO_FC6
 from pipeline.features.dense_cache import open_dense_cache
 from pipeline.trained.trained_layers import METHODS, read_trained
 
@@ -70,7 +69,7 @@ def _action_task(params: Params) -> Iterator[Checked]:
     if any(skipped_reason(layout.action_patches(split)) for split in splits):
         return  # no Action subset: the later action stages wrote the reason, nothing to check
     for net in params.features.nets:
-        without_fc6 = (layout.cache("action-below-fc6", net, splits[0]) / NO_FC6).is_file()
+        without_fc6 = layout.no_fc6(net, splits[0]).is_file()
         for split in splits:
             yield shard_directory_problems(
                 layout.cache("action-features", net, split), "action-features"

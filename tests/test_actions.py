@@ -17,6 +17,7 @@ from PIL import Image
 from pipeline.core.errors import PipelineError
 from pipeline.data.cutting import RESAMPLE, cut_mirrored
 from pipeline.features.below_fc6 import split_below_fc6
+from pipeline.features.nets.backbone import Backbone
 from pipeline.features.nets.registry import build_backbone, build_untrained
 from pipeline.features.trunks import WindowAverage, WindowedTrunk
 from tests.cli import run_cli
@@ -143,9 +144,18 @@ def test_the_three_variants_train_verify_checks_them_and_a_net_without_fc6_says_
         assert 0 <= metrics["mAP"] <= 1 and set(metrics["AP"]) == set(ACTIONS)
     run_cli("action-maps", "--net", "tiny")
     assert len(list(Path("data/action-maps/test-voc/tiny").glob("*.png"))) == 2
-    without = WindowedTrunk(torch.nn.Conv2d(3, 8, 3), WindowAverage())
-    with pytest.raises(PipelineError, match="no FC6 to re-train"):
-        split_below_fc6(without, "torchvision:resnet18")
+    without = Backbone(
+        "torchvision:resnet18:flatten",
+        WindowedTrunk(torch.nn.Conv2d(3, 8, 3), WindowAverage()),
+        8,
+        "flatten",
+        (0.5,) * 3,
+        (0.5,) * 3,
+        "random",
+        "0" * 64,
+    )
+    with pytest.raises(PipelineError, match="torchvision:resnet18:flatten: no FC6 to re-train"):
+        split_below_fc6(without)
 
     clean = run_cli("verify", check=False).stderr
     assert "action" not in clean  # only the object task (not run here) has problems
@@ -175,8 +185,8 @@ def test_the_three_variants_train_verify_checks_them_and_a_net_without_fc6_says_
 
 @pytest.mark.parametrize("net", ["tiny", "effnet-lite0"])
 def test_the_layers_above_the_cache_rebuild_the_descriptor_and_only_fc6_trains(net):
-    backbone = build_backbone(net, {"seed": 0})
-    below = split_below_fc6(backbone.module, net)
+    backbone = build_backbone(net)
+    below = split_below_fc6(backbone)
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         whole, rebuilt = backbone.module(pixels), below.upper.eval()(below.lower(pixels))

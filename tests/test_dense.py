@@ -21,7 +21,8 @@ from pipeline.features.dense_cache import (
     write_window_rule,
 )
 from pipeline.features.dense_extractor import aligned, resized_scales, trunk_maps
-from pipeline.features.nets.registry import build_backbone, normalise
+from pipeline.features.nets.backbone import normalise
+from pipeline.features.nets.registry import build_backbone
 from pipeline.features.patch_extractor import FeatureExtractor
 from pipeline.features.trunks import PooledFullyConnected, adaptive_pool_matrix, fold_batch_norms
 from tests.test_nets import serve_torchvision_weights

@@ -56,8 +56,16 @@ def imported_modules(path: Path) -> set[str]:
     return {n for n in names if module_file(n) is not None}
 
 
+def discovered_modules(path: Path) -> set[Path]:
+    """The modules a file imports by discovery (``pkgutil.iter_modules``, as the backbone
+    registry finds its families): every module of its own folder."""
+    if "iter_modules(" not in path.read_text():
+        return set()
+    return {p for p in path.parent.glob("*.py") if p.name != "__init__.py"}
+
+
 def closure(files: set[Path]) -> set[Path]:
-    """`files` and every project module they import, transitively."""
+    """`files` and every project module they import, transitively (discovered ones too)."""
     seen: set[Path] = set()
     todo = list(files)
     while todo:
@@ -66,6 +74,7 @@ def closure(files: set[Path]) -> set[Path]:
             continue
         seen.add(path)
         todo.extend(module_file(name) for name in imported_modules(path))
+        todo.extend(discovered_modules(path))
     return seen
 
 
@@ -182,3 +191,14 @@ def test_package_inits_hold_no_code_so_leaving_them_out_of_deps_is_safe():
     for init in inits:
         body = ast.parse(init.read_text()).body
         assert all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
+def test_a_module_that_discovers_its_package_depends_on_every_module_of_it(tmp_path):
+    (tmp_path / "finder.py").write_text("import pkgutil\nfound = pkgutil.iter_modules(x)\n")
+    (tmp_path / "family.py").write_text("NETS = ()\n")
+    (tmp_path / "__init__.py").write_text("")
+    assert discovered_modules(tmp_path / "finder.py") == {
+        tmp_path / "finder.py",
+        tmp_path / "family.py",
+    }
+    assert discovered_modules(tmp_path / "family.py") == set()

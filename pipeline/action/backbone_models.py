@@ -21,7 +21,8 @@ from pipeline.action.models import (
 )
 from pipeline.core.params import Params
 from pipeline.features.below_fc6 import split_below_fc6
-from pipeline.features.nets.registry import build_backbone, build_untrained, normalise
+from pipeline.features.nets.backbone import normalise
+from pipeline.features.nets.registry import build_backbone, build_untrained
 from pipeline.trained.head import as_float
 
 
@@ -39,7 +40,7 @@ def build_action_model(
     shape = {"dim": dim, "layers": config.layers, "hidden": config.hidden, "outputs": n_actions}
     if variant == "update":
         backbone = build_backbone(net, options)
-        below = split_below_fc6(backbone.module, net)
+        below = split_below_fc6(backbone)
         return ActionModel(nn.Sequential(below.upper, head(backbone.dim)), as_float, config, shape)
     trunk, mean, std = build_untrained(net, options, config.seed)
     with torch.no_grad():
@@ -57,4 +58,4 @@ def model_builder(params: Params, variant: str, net: str) -> ModelBuilder:
     frozen one needs no backbone, see `pipeline.action.models.adaptation_layers`)."""
     if variant == "frozen":
         return partial(adaptation_layers, params)
-    return partial(build_action_model, params, variant, net, options=params.nets.options(net))
+    return partial(build_action_model, params, variant, net, options=params.net_options(net))

@@ -39,7 +39,6 @@ from pipeline.core.shards import (
     verified_bytes,
 )
 from pipeline.data.patch_codecs import PATCH_FORMAT_VERSION, read_pixels
-from pipeline.features.below_fc6 import NO_FC6
 from pipeline.features.feature_cache import read_feature_cache
 from pipeline.scoring.average_precision import class_aps, mean_ap
 from pipeline.trained.head import (
@@ -87,8 +86,8 @@ def variant_inputs(
     if variant == "scratch":
         return read_person_pixels(layout.action_patches(split)), None
     cache = variant_directory(layout, variant, net, split)
-    if (cache / NO_FC6).is_file():
-        raise PipelineError((cache / NO_FC6).read_text().strip())
+    if variant == "update" and layout.no_fc6(net, split).is_file():
+        raise PipelineError(layout.no_fc6(net, split).read_text().strip())
     rows, attrs = read_feature_cache(cache, writer="action-features")
     if attrs.get("net") != net:
         raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}, not {net!r}")

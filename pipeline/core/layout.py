@@ -58,6 +58,11 @@ class Layout:
         descriptors) or ``action-below-fc6`` (what the person's FC6 reads)."""
         return Path("data") / kind / self.dataset / net_dir(net) / split
 
+    def no_fc6(self, net: str, split: str) -> Path:
+        """``data/action-below-fc6/<dataset>/<net>/<split>/no-fc6.txt``: written in place of the
+        below-FC6 cache of a net without FC6, it says why there is none (one line)."""
+        return self.cache("action-below-fc6", net, split) / "no-fc6.txt"
+
     def dense(self, net: str, split: str) -> Path:
         """``data/dense/<dataset>/<net>/<split>``: the trunk maps of a split (dense mode)."""
         return self.cache("dense", net, split)

@@ -172,33 +172,6 @@ class Shards(Block):
     )
 
 
-class Pre1512Options(Block):
-    """Options of the paper's network."""
-
-    weights: Path | None = Field(description="a torch state dict of the 1512-class network")
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8,64}$")] | None = Field(
-        description="its SHA-256 (or a prefix), checked before it is loaded when given"
-    )
-
-
-class TinyOptions(Block):
-    """Options of the random test net."""
-
-    seed: Seed = Field(description="seeds its random weights")
-
-
-class Nets(Block):
-    """Per-backbone options."""
-
-    pre1512: Pre1512Options
-    tiny: TinyOptions
-
-    def options(self, net: str) -> dict[str, Any]:
-        """The options block of `net` as a dict ({} for nets without options)."""
-        block = getattr(self, net, None) if net.isidentifier() else None
-        return block.model_dump() if isinstance(block, BaseModel) else {}
-
-
 class Features(Block):
     """Which backbones run, where, and how the evaluation split's cache is cut into shards."""
 
@@ -334,7 +307,10 @@ class Params(Block):
     labeling: Labeling
     sampling: Sampling
     shards: Shards
-    nets: Nets
+    nets: dict[Annotated[str, Field(min_length=1)], dict[str, Any]] = Field(
+        description="options of each backbone, `nets.<net>.<option>`, checked by the net's "
+        "family when it is built (docs/backbones.md lists them)"
+    )
     features: Features
     head: Head
     scoring: Scoring
@@ -352,6 +328,11 @@ class Params(Block):
         """The splits a stage runs for: `split` when given, else the training then the
         evaluation split."""
         return [split] if split else [self.dataset.train_split, self.dataset.eval_split]
+
+    def net_options(self, net: str) -> dict[str, Any]:
+        """The ``nets.<net>`` block of `net` ({} when params have none); the net's family
+        checks it when it builds the net."""
+        return dict(self.nets.get(net) or {})
 
     def net_names(self, net: str | None) -> list[str]:
         """The nets a stage runs for: `net` when given, else every net of ``features.nets``."""
@@ -516,6 +497,10 @@ def _type_text(annotation: Any) -> str:
         return " or ".join(repr(a) for a in args)
     if origin is list:
         return f"list of {_type_text(args[0])}"
+    if origin is dict:
+        return f"mapping of {_type_text(args[0])} to {_type_text(args[1])}"
+    if annotation is Any:
+        return "anything"
     if origin in (Union, UnionType):
         return " or ".join("null" if a is type(None) else _type_text(a) for a in args)
     return "path" if annotation is Path else getattr(annotation, "__name__", str(annotation))

@@ -31,7 +31,7 @@ from pipeline.data.cutting import resize_for_patches
 from pipeline.data.images import load_rgb
 from pipeline.data.manifests import image_digests, image_files, read_manifest
 from pipeline.features.dense_cache import ImageMaps, write_dense_shard, write_window_rule
-from pipeline.features.nets.registry import normalise
+from pipeline.features.nets.backbone import normalise
 from pipeline.features.patch_extractor import (
     FeatureExtractor,
     backbone_identity,

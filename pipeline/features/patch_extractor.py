@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.core.errors import PipelineError
-from pipeline.features.nets.registry import Backbone, build_backbone, normalise
+from pipeline.features.nets.backbone import Backbone, normalise
+from pipeline.features.nets.registry import build_backbone
 from pipeline.features.trunks import fold_batch_norms
 
 PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead

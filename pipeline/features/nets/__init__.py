@@ -1,2 +1,2 @@
-"""The backbone registry: one file per family of nets, each entry registered beside its
-builder (see `registry.py`)."""
+"""The backbone registry: one file per family of nets (`alexnet.py`, `efficientnet_lite.py`,
+`tiny.py`), each declaring its entries beside their builders; `registry.py` finds them."""
