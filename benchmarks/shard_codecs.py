@@ -51,15 +51,10 @@ from pipeline.data.patch_codecs import PatchCodec
 from pipeline.data.patch_shards import plan_patch_shards, write_patch_shards
 from pipeline.data.tiling import patch_grid
 from pipeline.data.voc import image_path
+from pipeline.features.cache_identity import backbone_identity, shard_attributes
 from pipeline.features.feature_shards import ImageSource, ShardSource, fill_cache
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import (
-    FeatureExtractor,
-    backbone_identity,
-    chunk_loader,
-    raise_errors,
-    shard_attributes,
-)
+from pipeline.features.patch_extractor import FeatureExtractor, chunk_loader, raise_errors
 
 TILING = load_params(Path(__file__).resolve().parents[1] / "params.yaml").tiling  # the grid
 

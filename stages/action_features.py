@@ -11,9 +11,10 @@ from pipeline.core.atomic import reading, write_text
 from pipeline.core.devices import chosen_device, resolve_workers
 from pipeline.core.params import Params
 from pipeline.features.below_fc6 import below_fc6_backbone
+from pipeline.features.cache_identity import backbone_identity, shard_attributes
 from pipeline.features.feature_shards import ShardSource, fill_cache
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import FeatureExtractor, backbone_identity, shard_attributes
+from pipeline.features.patch_extractor import FeatureExtractor
 
 log = logging.getLogger("pipeline")
 KINDS = ("action-features", "action-below-fc6")  # the caches this stage writes per net and split

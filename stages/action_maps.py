@@ -12,7 +12,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
 from pipeline.core.sealed_tables import read_parquet
 from pipeline.data.images import load_rgb
-from pipeline.scoring.heatmaps import render_top_classes
+from pipeline.scoring.map_pictures import render_top_classes
 from pipeline.scoring.new_image_maps import checked_extractor, image_heat_maps
 from pipeline.trained.trained_layers import check_trained_for, load_layers, read_trained
 

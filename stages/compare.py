@@ -16,8 +16,8 @@ from pipeline.core.params import Params
 from pipeline.data.images import load_rgb
 from pipeline.data.manifests import read_manifest
 from pipeline.features.dense_cache import open_dense_cache
-from pipeline.scoring.heatmaps import boxes_by_image, chosen_images, overlay, side_by_side
 from pipeline.scoring.image_scores import load_head_for_cache
+from pipeline.scoring.map_pictures import boxes_by_image, chosen_images, overlay, side_by_side
 from pipeline.scoring.methods import (
     METHODS,
     MethodCosts,

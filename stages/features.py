@@ -19,15 +19,11 @@ from pipeline.core.parallel import cluster_jobs
 from pipeline.core.params import Params
 from pipeline.core.shards import INDEX_NAME
 from pipeline.data.manifests import image_digests, image_files, read_manifest
+from pipeline.features.cache_identity import backbone_identity, shard_attributes
+from pipeline.features.dask_extractor import WorkerExtractor
 from pipeline.features.feature_shards import FeatureSource, ImageSource, ShardSource, fill_cache
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import (
-    FeatureExtractor,
-    WorkerExtractor,
-    backbone_identity,
-    resolve_cutting,
-    shard_attributes,
-)
+from pipeline.features.patch_extractor import FeatureExtractor, resolve_cutting
 
 log = logging.getLogger("pipeline")
 

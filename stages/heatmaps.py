@@ -16,9 +16,9 @@ from pipeline.core.params import Params
 from pipeline.data.images import load_rgb
 from pipeline.data.manifests import read_manifest
 from pipeline.features.dense_cache import open_dense_cache
-from pipeline.scoring.heatmaps import boxes_by_image, chosen_images, render_top_classes
 from pipeline.scoring.image_scores import load_head_for_cache
 from pipeline.scoring.localization import Localization
+from pipeline.scoring.map_pictures import boxes_by_image, chosen_images, render_top_classes
 from pipeline.scoring.methods import dense_method, patch_method, split_patches
 from pipeline.scoring.new_image_maps import checked_extractor, image_heat_maps
 from pipeline.trained.trained_layers import check_unseen

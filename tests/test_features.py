@@ -23,9 +23,10 @@ from pipeline.core.sealed_tables import write_parquet
 from pipeline.core.shards import read_shard_attrs
 from pipeline.data.patch_codecs import PATCH_FORMAT_VERSION
 from pipeline.data.patch_datasets import ImagePatchChunks, ShardPixelChunks
+from pipeline.features.dask_extractor import WorkerExtractor
 from pipeline.features.feature_cache import feature_cache_shards, read_features
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import FeatureExtractor, WorkerExtractor, rebatch
+from pipeline.features.patch_extractor import FeatureExtractor, rebatch
 from tests.cli import run_cli
 from tests.conftest import as_stored
 

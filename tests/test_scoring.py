@@ -9,13 +9,14 @@ from pipeline.core.equal_runs import equal_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import load_params
 from pipeline.features.feature_cache import feature_cache_shards, read_feature_cache
-from pipeline.scoring.heatmaps import heat_maps, peak_inside
+from pipeline.scoring.heatmaps import heat_maps
 from pipeline.scoring.image_scores import (
     SplitScores,
     image_probabilities,
     image_scores,
     patch_probabilities,
 )
+from pipeline.scoring.localization import peak_inside
 from pipeline.trained.head import build_head
 
 

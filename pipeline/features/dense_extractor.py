@@ -30,14 +30,10 @@ from pipeline.core.timing import record_backbone_time
 from pipeline.data.cutting import resize_for_patches
 from pipeline.data.images import load_rgb
 from pipeline.data.manifests import image_digests, image_files, read_manifest
+from pipeline.features.cache_identity import backbone_identity, shard_attributes
 from pipeline.features.dense_cache import ImageMaps, write_dense_shard, write_window_rule
 from pipeline.features.nets.backbone import normalise
-from pipeline.features.patch_extractor import (
-    FeatureExtractor,
-    backbone_identity,
-    chunk_loader,
-    shard_attributes,
-)
+from pipeline.features.patch_extractor import FeatureExtractor, chunk_loader
 
 log = logging.getLogger("pipeline")
 

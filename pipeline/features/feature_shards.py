@@ -35,13 +35,9 @@ from pipeline.core.shards import (
 )
 from pipeline.core.timing import record_backbone_time
 from pipeline.data.patch_datasets import DecodedImages, ImagePatchChunks, ShardPixelChunks
+from pipeline.features.dask_extractor import WorkerExtractor
 from pipeline.features.feature_cache import FEATURE_FORMAT_VERSION
-from pipeline.features.patch_extractor import (
-    FeatureExtractor,
-    PatchChunks,
-    WorkerExtractor,
-    descriptor_batches,
-)
+from pipeline.features.patch_extractor import FeatureExtractor, PatchChunks, descriptor_batches
 
 RowKeys = dict[str, np.ndarray]  # label, image_id, patch of a shard's rows
 log = logging.getLogger("pipeline")

@@ -1,14 +1,13 @@
 """Running a frozen backbone over patch pixels: the extractor, the loading of patch chunks and
-their batching (the cache these descriptors go to is read by `pipeline.features.feature_cache`)."""
+their batching (the cache these descriptors go to is read by `pipeline.features.feature_cache`;
+its identity is `pipeline.features.cache_identity`; on a Dask worker it is
+`pipeline.features.dask_extractor`)."""
 
 from __future__ import annotations
 
 import functools
-import json
-import socket
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -17,7 +16,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.core.errors import PipelineError
 from pipeline.features.nets.backbone import Backbone, normalise
-from pipeline.features.nets.registry import build_backbone
 from pipeline.features.trunks import fold_batch_norms
 
 PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead
@@ -155,55 +153,3 @@ def descriptor_batches(
     on_device = (chunks.patches(chunk, extractor.device) for chunk in loaded)
     for pixels in rebatch(on_device, extractor.batch_size, boundaries):
         yield extractor(pixels)
-
-
-@dataclass(frozen=True)
-class WorkerExtractor:
-    """The extractor of a stage as a cluster worker rebuilds it on its CPU, once per process:
-    the net's name and options (the ``nets.<net>`` block as JSON), the digest of the stage's
-    weights, and the batch size."""
-
-    net: str
-    options: str
-    weights_digest: str
-    batch_size: int
-
-    def descriptors(self, work: tuple[PatchChunks, int]) -> np.ndarray:
-        """All descriptors ``[rows, d]`` float16 of one feature shard, given its patch chunks
-        and row count, computed in this process on the CPU in the stage's batches (so the
-        same bytes as the stage's). PipelineError when this process's weights of the net are
-        not the stage's."""
-        chunks, rows = work
-        extractor = _cpu_extractor(self.net, self.options, self.batch_size)
-        if extractor.backbone.weights_digest != self.weights_digest:
-            raise PipelineError(
-                f"{self.net}: the weights on worker {socket.gethostname()} "
-                f"({extractor.backbone.weights_digest}) are not the stage's "
-                f"({self.weights_digest}); install the same weights on every worker"
-            )
-        return np.concatenate(list(descriptor_batches(extractor, chunks, 0, [rows])))
-
-
-@functools.cache
-def _cpu_extractor(net: str, options: str, batch_size: int) -> FeatureExtractor:
-    return FeatureExtractor(
-        build_backbone(net, json.loads(options)), torch.device("cpu"), batch_size
-    )
-
-
-def backbone_identity(net: str, backbone: Backbone, patch_size: int) -> dict[str, Any]:
-    """What, besides the pixels, descriptors depend on; `net` is the name as given."""
-    return {
-        "net": net,
-        "layer": backbone.layer,
-        "weights": backbone.weights,
-        "weights_digest": backbone.weights_digest,
-        "transform": backbone.transform_description(),
-        "patch_size": patch_size,
-    }
-
-
-def shard_attributes(identity: dict[str, Any]) -> dict[str, Any]:
-    """The attributes stored in every feature shard: the identity without the patch size
-    (which the pixels already carry)."""
-    return {k: v for k, v in identity.items() if k != "patch_size"}

@@ -16,10 +16,18 @@ import torch
 from scipy import ndimage
 from torchvision.ops import box_iou
 
-from pipeline.scoring.heatmaps import peak_inside
-
 REGION_THRESHOLD = 0.2  # of the map's range, min to max (Zhou et al. 2016)
 MIN_IOU = 0.5
+
+
+def peak_inside(heat_map: np.ndarray, boxes: np.ndarray) -> bool:
+    """Whether the highest pixel of `heat_map` ``[H, W]`` lies in one of `boxes` ``[M, 4]``
+    ``(x0, y0, x1, y1)`` (pixels, 0-based, half-open); the pixel centre is tested."""
+    y, x = np.unravel_index(int(np.argmax(heat_map)), heat_map.shape)
+    cx, cy = x + 0.5, y + 0.5
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    inside = (boxes[:, 0] <= cx) & (cx < boxes[:, 2]) & (boxes[:, 1] <= cy) & (cy < boxes[:, 3])
+    return bool(inside.any())
 
 
 def region_box(heat_map: np.ndarray, threshold: float = REGION_THRESHOLD) -> np.ndarray:
