@@ -144,7 +144,15 @@ def command_files(stage: dict) -> set[Path]:
 
 
 def code_deps(stage: dict) -> set[Path]:
-    return {REPO / d for d in stage_spec(stage).get("deps", []) if str(d).endswith(".py")}
+    """The project modules a stage declares: its ``.py`` deps, and every module of a folder it
+    declares whole (the backbone registry's, whose families are found, not imported by name)."""
+    declared = set()
+    for dep in map(str, stage_spec(stage).get("deps", [])):
+        if dep.endswith(".py"):
+            declared.add(REPO / dep)
+        elif dep.startswith(PROJECT_PACKAGES) and (REPO / dep).is_dir():
+            declared.update(p for p in (REPO / dep).glob("*.py") if p.name != "__init__.py")
+    return declared
 
 
 def interpolated(stage: dict) -> list[str]:
