@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.action.subset import clear_skipped, mark_skipped
 from pipeline.core.atomic import exclusive, write_json, write_png
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import PipelineError
@@ -34,8 +35,8 @@ def draw_maps(params: Params, net: str) -> None:
     checkpoint = read_trained(path, net)
     check_trained_for(checkpoint, net=net, classes=actions, source=path)
     if "no_action_subset" in checkpoint:
-        layout.action_maps(net).mkdir(parents=True, exist_ok=True)
         reason = checkpoint["no_action_subset"]
+        mark_skipped(layout.action_maps(net), reason)  # the reason, not an empty directory
         write_json(
             {"rendered": 0, "images": [], "action_subset": False, "reason": reason},
             layout.metrics(net) / "action-maps.json",
@@ -57,6 +58,7 @@ def draw_maps(params: Params, net: str) -> None:
         net, params.net_options(net), resolve_device(params.features.device),
         params.features.batch_size, weights_digest=weights_digest, source=path,
     )  # fmt: skip
+    clear_skipped(layout.action_maps(net))
     for image_id in chosen:
         rows = persons[persons.image_id == image_id]
         image = load_rgb(params.dataset.root / rows.path.iloc[0])

@@ -14,6 +14,7 @@ import torch
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.layout import Layout
+from pipeline.core.torch_files import sealed
 from pipeline.trained.trained_layers import KINDS, METHODS, load_layers, read_trained, writer_of
 from tests.cli import run_cli
 from tests.conftest import ACTIONS, CLASSES, flip_a_byte_in_the_middle
@@ -103,6 +104,21 @@ def test_a_checkpoint_of_another_kind_in_its_place_is_refused(projects, kind, tm
     line = refusal(path)
     assert line.startswith(f"{path}: holds the trained layers of {kind}.pt, not of {other}.pt")
     assert line.endswith(f"re-run `pipeline {writer_of(other)} --net tiny`")
+
+
+def test_a_checkpoint_that_records_every_fact_but_its_kind_is_refused_as_of_an_earlier_version(
+    projects, kind, tmp_path
+):
+    # the patch heads of earlier versions recorded no kind; sealed anew, such a file is intact
+    path = copied(projects, kind, tmp_path)
+    record = torch.load(path, weights_only=True)
+    del record["kind"]
+    torch.save(sealed({k: v for k, v in record.items() if k != "digest"}), path)
+    line = refusal(path)
+    assert line == (
+        f"{path}: written by an earlier version of voc-transfer (it records no kind of trained "
+        f"layers); re-run `pipeline {writer_of(kind)} --net tiny`"
+    )
 
 
 def test_every_kind_writes_the_same_training_metrics_and_its_per_epoch_log(projects, kind):

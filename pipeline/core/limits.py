@@ -18,7 +18,7 @@ def address_space_limit() -> str:
 
 def out_of_threads(message: str) -> bool:
     """Whether a library's error `message` says a thread could not be started (pyarrow's
-    ``Failed to launch worker thread``, glibc's ``Resource temporarily unavailable``)."""
+    ``Failed to launch worker thread``, OpenMP's (libgomp) ``Thread creation failed``)."""
     return "launch worker thread" in message or "Thread creation failed" in message
 
 

@@ -63,15 +63,15 @@ def checkpoint(module: nn.Module, kind: str, **identity: Any) -> dict[str, Any]:
     """The checkpoint of trained layers of `kind`: the module's weights (on the CPU), the kind,
     and everything that identifies what they were trained on (``net``, ``weights_digest``,
     ``classes``, ``shape``, ``params``, ``train_split``, ``train_images``, ...), sealed by its
-    digest. The patch head records no kind (its files predate kinds): absent means ``head``."""
-    recorded = {} if kind == "head" else {"kind": kind}
+    digest."""
     state = {k: v.cpu() for k, v in module.state_dict().items()}
-    return sealed({"state_dict": state, **identity, **recorded})
+    return sealed({"state_dict": state, **identity, "kind": kind})
 
 
 def recorded_kind(record: dict[str, Any]) -> str:
-    """The kind of trained layers a checkpoint says it holds (``head`` when it records none)."""
-    return str(record.get("kind", "head"))
+    """The kind of trained layers a checkpoint says it holds ('' when it records none: a file
+    of an earlier version, whose patch heads recorded no kind)."""
+    return str(record.get("kind", ""))
 
 
 def training_summary(
@@ -130,6 +130,11 @@ def read_trained(path: Path, net: str) -> dict[str, Any]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PipelineError(f"{path}: not a checkpoint of trained layers; {rerun}")
     check_seal(record, path, writer_of(kind), rerun)
+    if not recorded_kind(record):
+        raise PipelineError(
+            f"{path}: written by an earlier version of voc-transfer (it records no kind of "
+            f"trained layers); {rerun}"
+        )
     if recorded_kind(record) != kind:
         raise PipelineError(
             f"{path}: holds the trained layers of {recorded_kind(record)}.pt, not of "
