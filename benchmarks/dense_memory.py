@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import psutil
 import torch
 
+from pipeline.core.params import load_params
 from pipeline.features import dense_extractor as dense
 from pipeline.features.nets.registry import build_backbone
 from pipeline.features.patch_extractor import FeatureExtractor
+
+CPU = torch.device("cpu")
 
 SCALES = [1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0]
 
@@ -30,7 +34,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--no-trim", action="store_true", help="keep freed blocks in the heap")
     args = parser.parse_args()
-    extractor = FeatureExtractor(build_backbone(args.net), torch.device("cpu"), 64)
+    options = load_params(Path(__file__).resolve().parents[1] / "params.yaml").net_options
+    extractor = FeatureExtractor(build_backbone(args.net, options(args.net)), CPU, 64)
     rng, process = np.random.default_rng(0), psutil.Process()
     kept = mock.patch.object(dense, "release_free_heap", lambda: None)
     with kept if args.no_trim else contextlib.nullcontext():

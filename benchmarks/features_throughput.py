@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from pipeline.core.devices import resolve_device
+from pipeline.core.params import load_params
 from pipeline.features.nets.backbone import normalise
 from pipeline.features.nets.registry import build_backbone
 
@@ -37,7 +38,7 @@ def forward_seconds(
 ) -> list[float]:
     """Seconds of each of `passes` forward passes of the module alone on a ready batch of
     `batch` normalised random patches of `size` px in device memory (after one warm-up)."""
-    backbone = build_backbone(net)
+    backbone = build_backbone(net, load_params(REPO / "params.yaml").net_options(net))
     module = backbone.module.to(device, memory_format=torch.channels_last)
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
     x = normalise(pixels, backbone.mean, backbone.std)

@@ -43,6 +43,7 @@ import torch
 import yaml
 from projection import Measured, fit_line, projection_table, role
 
+from pipeline.core.params import load_params
 from pipeline.features.nets.alexnet import PRE1512_CONV, AlexNetFC7
 from pipeline.features.nets.backbone import normalise
 from pipeline.features.nets.registry import build_untrained
@@ -196,7 +197,9 @@ def measured(project: Path, runs: list[StageRun]) -> list[Measured]:
 def cpu_forward_rate(net: str, size: int, batch: int = 32, repeats: int = 3) -> float:
     """Patches/s of `net`'s forward pass (random weights) on this machine's CPU at `size` px:
     the best of `repeats` batches after one warm-up."""
-    model, mean, std = build_untrained(net, {}, seed=0)
+    model, mean, std = build_untrained(
+        net, load_params(REPO / "params.yaml").net_options(net), seed=0
+    )
     model.eval()
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     best = float("inf")

@@ -56,7 +56,8 @@ from pipeline.features.feature_shards import ImageSource, ShardSource, fill_cach
 from pipeline.features.nets.registry import build_backbone
 from pipeline.features.patch_extractor import FeatureExtractor, chunk_loader, raise_errors
 
-TILING = load_params(Path(__file__).resolve().parents[1] / "params.yaml").tiling  # the grid
+PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+TILING = PARAMS.tiling  # the grid
 
 PHOTOS = (
     "astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
@@ -257,7 +258,8 @@ def main() -> None:
         print(f"{source}: {n} patches of {args.size} px")
         for name, rate in rates.items():
             print(f"cutting, {name:24s}: {rate:8.1f} patches/s")
-        extractor = FeatureExtractor(build_backbone(args.net), device, args.batch)
+        backbone = build_backbone(args.net, PARAMS.net_options(args.net))
+        extractor = FeatureExtractor(backbone, device, args.batch)
         workers = resolve_workers(args.workers, device)
         bare = bare_forward(args.net, device, args.size, args.batch, args.repeat)
         print(f"{args.net} bare forward on {device}: {bare:8.1f} patches/s at best")

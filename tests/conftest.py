@@ -31,6 +31,11 @@ REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 PAPER = load_params(REPO_PARAMS)  # the paper's grid and labelling rule, as params.yaml holds them
 
 
+def net_options(net: str) -> dict:
+    """The ``nets.<net>`` options params.yaml gives `net` ({} for a net without options)."""
+    return PAPER.net_options(net)
+
+
 def paper_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """`patch_grid` of a `width` x `height` image with the tiling params of params.yaml (the
     paper's 9 scales, 2/3 overlap): ``(scale [N], boxes [N, 3])``."""

@@ -25,6 +25,7 @@ from tests.conftest import (
     ACTIONS,
     action_params,
     flip_a_byte_in_the_middle,
+    net_options,
     private_copy,
     set_params,
 )
@@ -185,7 +186,7 @@ def test_the_three_variants_train_verify_checks_them_and_a_net_without_fc6_says_
 
 @pytest.mark.parametrize("net", ["tiny", "effnet-lite0"])
 def test_the_layers_above_the_cache_rebuild_the_descriptor_and_only_fc6_trains(net):
-    backbone = build_backbone(net)
+    backbone = build_backbone(net, net_options(net))
     below = split_below_fc6(backbone)
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

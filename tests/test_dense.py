@@ -25,6 +25,7 @@ from pipeline.features.nets.backbone import normalise
 from pipeline.features.nets.registry import build_backbone
 from pipeline.features.patch_extractor import FeatureExtractor
 from pipeline.features.trunks import PooledFullyConnected, adaptive_pool_matrix, fold_batch_norms
+from tests.conftest import net_options
 from tests.test_nets import serve_torchvision_weights
 
 CPU = torch.device("cpu")
@@ -37,7 +38,7 @@ def backbone_for(name: str, monkeypatch):
 
         torch.manual_seed(0)
         serve_torchvision_weights(monkeypatch, torchvision.models.alexnet())
-    return build_backbone(name)
+    return build_backbone(name, net_options(name))
 
 
 def dense_image(extractor, image: np.ndarray, scales, size: int) -> ImageMaps:
@@ -194,7 +195,7 @@ def test_the_stored_window_rule_gives_the_windows_of_the_backbone_it_was_written
 ):
     # the stages that read dense maps (fit-weak, fit-cam, evaluate, compare) use the stored
     # rule instead of building the backbone: it must give the very same descriptors
-    backbone = build_backbone(name)
+    backbone = build_backbone(name, net_options(name))
     size = PATCH_SIZES[name]
     image = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     maps = dense_image(FeatureExtractor(backbone, CPU, batch_size=4), image, [1.0, 1.6], size)
@@ -215,7 +216,7 @@ def test_the_stored_window_rule_gives_the_windows_of_the_backbone_it_was_written
 
 
 def test_a_window_rule_of_other_weights_or_a_damaged_one_is_one_line_naming_dense(tmp_path):
-    backbone = build_backbone("tiny")
+    backbone = build_backbone("tiny", net_options("tiny"))
     rule = backbone.dense_trunk().window_rule(32)
     path = tmp_path / "trainval.rule.pt"
     write_window_rule(path, rule, {"net": "tiny", "weights_digest": backbone.weights_digest})

@@ -28,7 +28,7 @@ from pipeline.features.feature_cache import feature_cache_shards, read_features
 from pipeline.features.nets.registry import build_backbone
 from pipeline.features.patch_extractor import FeatureExtractor, rebatch
 from tests.cli import run_cli
-from tests.conftest import as_stored
+from tests.conftest import as_stored, net_options
 
 FEATURES = Path("data/features/test-voc/tiny")
 
@@ -42,7 +42,7 @@ def test_rebatch_keeps_order_and_never_crosses_a_boundary():
 
 
 def test_descriptors_do_not_depend_on_batch_size():
-    backbone = build_backbone("tiny")
+    backbone = build_backbone("tiny", net_options("tiny"))
     pixels = torch.randint(0, 256, (37, 32, 32, 3), dtype=torch.uint8)
     one = FeatureExtractor(backbone, torch.device("cpu"), 37)(pixels)
     other = FeatureExtractor(backbone, torch.device("cpu"), 5)(pixels)
@@ -93,7 +93,9 @@ def test_features_from_shards_equal_features_cut_from_the_image(cached):
     picked = np.arange(0, len(rows["patch"]), 7)
     boxes = keyed.loc[list(zip(rows["image_id"][picked], rows["patch"][picked], strict=True))]
     assert (boxes.label.to_numpy() == rows["label"][picked]).all()
-    extractor = FeatureExtractor(build_backbone("tiny"), torch.device("cpu"), 16)
+    extractor = FeatureExtractor(
+        build_backbone("tiny", net_options("tiny")), torch.device("cpu"), 16
+    )
     root = Path(yaml.safe_load(Path("params.yaml").read_text())["dataset"]["root"]) / "JPEGImages"
     for k, (image_id, patch) in enumerate(
         zip(rows["image_id"][picked], rows["patch"][picked], strict=True)

@@ -28,7 +28,7 @@ from pipeline.features.nets.registry import (
     registered,
 )
 from pipeline.features.trunks import DenseTrunk
-from tests.conftest import Payload
+from tests.conftest import Payload, net_options
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def registry_options(name: str, pre1512_weights: Path, monkeypatch) -> dict:
         import torchvision
 
         serve_torchvision_weights(monkeypatch, torchvision.models.alexnet())
-    return {"weights": str(pre1512_weights)} if name == "pre1512" else {}
+    given = {"weights": str(pre1512_weights)} if name == "pre1512" else {}
+    return {**net_options(name), **given}
 
 
 @pytest.mark.parametrize("name", list(registered()))
@@ -86,7 +87,7 @@ def test_registry_has_the_designs_nets_with_their_descriptor_sizes():
 
 
 def test_pre1512_loads_a_saved_state_dict_exactly(pre1512_weights):
-    backbone = build_backbone("pre1512", {"weights": str(pre1512_weights)})
+    backbone = build_backbone("pre1512", {"weights": str(pre1512_weights), "sha256": None})
     saved = torch.load(pre1512_weights, weights_only=True)
     # the trunk is `features`; the window rule holds FC6 (`classifier.1`) and FC7 (`.4`)
     names = {
@@ -103,21 +104,21 @@ def test_pre1512_loads_a_saved_state_dict_exactly(pre1512_weights):
 
 def test_pre1512_without_weights_says_which_file_and_keys_to_provide(tmp_path):
     with pytest.raises(PipelineError) as err:
-        build_backbone("pre1512", {"weights": None})
+        build_backbone("pre1512", {"weights": None, "sha256": None})
     assert "nets.pre1512.weights" in str(err.value)
     assert "classifier.4.weight (6144, 6144)" in str(err.value)
     with pytest.raises(PipelineError, match="nope.pt: pre1512 weights file is missing"):
-        build_backbone("pre1512", {"weights": str(tmp_path / "nope.pt")})
+        build_backbone("pre1512", {"weights": str(tmp_path / "nope.pt"), "sha256": None})
 
 
 def test_wrong_shaped_state_dict_names_the_first_mismatching_key(tmp_path):
     state = AlexNetFC7(PRE1512_CONV, fc=4096, classes=1000).state_dict()
     torch.save(state, tmp_path / "alexnet-sized.pt")
     with pytest.raises(PipelineError, match=r"key 'classifier.1.weight' has shape \(4096, 9216\)"):
-        build_backbone("pre1512", {"weights": str(tmp_path / "alexnet-sized.pt")})
+        build_backbone("pre1512", {"weights": str(tmp_path / "alexnet-sized.pt"), "sha256": None})
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(PipelineError, match="junk.pt: not a readable torch state dict"):
-        build_backbone("pre1512", {"weights": str(tmp_path / "junk.pt")})
+        build_backbone("pre1512", {"weights": str(tmp_path / "junk.pt"), "sha256": None})
 
 
 def test_unknown_net_lists_the_known_ones():
@@ -303,6 +304,9 @@ def test_a_net_options_block_with_an_unknown_key_or_a_bad_value_is_one_line(pre1
         build_backbone("pre1512", {"weights": str(pre1512_weights), "sha256": "xyz"})
     with pytest.raises(PipelineError, match=r"^params nets\.tiny\.seed: Input should be"):
         build_untrained("tiny", {"seed": -1}, seed=0)
+    # every option is given by params.yaml: none has a default of its own in code
+    with pytest.raises(PipelineError, match=r"^params nets\.tiny\.seed: Field required"):
+        build_backbone("tiny", {})
 
 
 def test_every_option_of_every_net_is_documented():

@@ -76,9 +76,9 @@ class Pre1512Options(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weights: Path | None = Field(None, description="a torch state dict of the 1512-class network")
+    weights: Path | None = Field(description="a torch state dict of the 1512-class network")
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8,64}$")] | None = Field(
-        None, description="its SHA-256 (or a prefix), checked before it is loaded when given"
+        description="its SHA-256 (or a prefix), checked before it is loaded when given"
     )
 
 

@@ -77,8 +77,9 @@ class NetSpec:
     options -> (the pretrained `WindowedTrunk`, the digest of its weights); its window rule is
     the dense mode. untrained: options -> the same architecture with random weights (the
     action task's NO PRETRAIN variant; the caller seeds torch). options: the pydantic model of
-    its ``nets.<name>`` params block. below_fc6: how the module is cut below FC6 (None: the net
-    has no FC6 or counterpart, and the update variant says so).
+    its ``nets.<name>`` params block, without defaults (the values live in params.yaml).
+    below_fc6: how the module is cut below FC6 (None: the net has no FC6 or counterpart, and
+    the update variant says so).
     """
 
     name: str

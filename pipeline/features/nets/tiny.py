@@ -18,7 +18,7 @@ class TinyOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seed: int = Field(0, strict=True, ge=0, description="seeds its random weights")
+    seed: int = Field(strict=True, ge=0, description="seeds its random weights")
 
 
 def tiny_net(options: TinyOptions) -> WindowedTrunk:
