@@ -107,6 +107,7 @@ def test_head_for_another_net_or_class_list_is_refused():
     head = build_head(8, 3, hidden=4)
     checkpoint = {
         "state_dict": head.state_dict(),
+        "kind": "head",
         "net": "tiny",
         "classes": ["cat", "dog"],
         "shape": {"dim": 8, "layers": 2, "hidden": 4},
