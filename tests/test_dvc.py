@@ -44,9 +44,7 @@ def project(tmp_path_factory) -> Path:
     params["demo"].update(
         n_trainval=6, n_test=3, classes=list(CLASSES), n_action_trainval=4, n_action_test=2
     )
-    # what re-runs is checked, not what it learns: short schedules, narrow layers
-    params["action"]["scratch"]["max_epochs"] = 2
-    params["head"].update(max_epochs=3, hidden=64)
+    params["action"]["scratch"]["max_epochs"] = 2  # what re-runs is checked, not what it learns
     params["tiling"]["patch_size"] = 32
     params["features"].update(nets=["tiny"], device="cpu")
     params["heatmaps"]["images"] = 1
