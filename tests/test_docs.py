@@ -3,8 +3,11 @@ it cannot drift from the code it describes."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,3 +79,27 @@ def test_a_module_in_a_subpackage_counts_as_code(tmp_path):
 def test_the_readme_stays_short():
     lines = (REPO / "README.md").read_text().splitlines()
     assert len(lines) < 180, f"README.md has {len(lines)} lines: move detail to docs/"
+
+
+README_METHODS = {  # the first words of a row of the README's table -> compare.json's method
+    "patches 2014": "patches",
+    "dense patches": "dense",
+    "dense windows": "windows",
+    "weak max-pool": "weak",
+    "full image + CAM": "cam",
+}
+
+
+def test_the_readme_table_of_the_demo_is_the_committed_comparison():
+    compare = json.loads((REPO / "metrics/demo-voc2007/effnet-lite0/compare.json").read_text())
+    rows = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        name = next((n for n in README_METHODS if cells[0].startswith(n)), None)
+        if line.startswith("| ") and name and len(cells) == 4:
+            rows[README_METHODS[name]] = [float(c) for c in cells[1:]]
+    assert rows.keys() == compare["methods"].keys()
+    for method, shown in rows.items():
+        measured = compare["methods"][method]
+        expected = [round(measured[k], 3) for k in ("mAP", "pointing", "corloc")]
+        assert shown == pytest.approx(expected, abs=5e-4), method
