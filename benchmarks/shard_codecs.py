@@ -66,7 +66,6 @@ PHOTOS = (
 CODECS = [
     PatchCodec("none"),
     PatchCodec("gzip", 1),
-    PatchCodec("lzf"),
     PatchCodec("blosc2-lz4", 5),
     PatchCodec("blosc2-zstd", 1),
     PatchCodec("blosc2-zstd", 5),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
 import subprocess
@@ -125,7 +126,8 @@ def test_features_on_a_local_dask_cluster_are_the_bytes_of_a_local_run(cached):
 
 
 def test_a_worker_with_other_weights_is_refused_in_one_line(cached):
-    worker = WorkerExtractor("tiny", "{}", weights_digest="another", batch_size=8)
+    options = json.dumps(net_options("tiny"))
+    worker = WorkerExtractor("tiny", options, weights_digest="another", batch_size=8)
     shard = feature_cache_shards(FEATURES / "trainval")[0]
     chunks = ShardPixelChunks([(Path("data/patches/test-voc/trainval") / shard.path.name, 4)], 4)
     with pytest.raises(PipelineError, match="are not the stage's .*install the same weights"):

@@ -161,7 +161,7 @@ class Shards(Block):
     """HDF5 patch shards."""
 
     patches_per_shard: PositiveInt = Field(description="consecutive training patches per file")
-    compression: Literal["none", "gzip", "lzf", "blosc2-lz4", "blosc2-zstd", "jpeg"] = Field(
+    compression: Literal["none", "gzip", "blosc2-lz4", "blosc2-zstd", "jpeg"] = Field(
         description="how the pixels are stored: an HDF5 filter (lossless), or JPEG (lossy)"
     )
     compression_level: Annotated[int, Field(strict=True, ge=0, le=9)] | None = Field(

@@ -2,8 +2,10 @@
 ``shards.compression``), writing a patch shard and reading its pixels back.
 
 Lossless codecs keep ``pixels`` uint8 ``[N, S, S, 3]`` as an HDF5 dataset, one patch per chunk,
-through an HDF5 filter: none, gzip, lzf (built into h5py), or Blosc2 with LZ4 or Zstd (the
-filter plugins of the `hdf5plugin` package, registered on import of this module). ``jpeg``
+through an HDF5 filter: none, gzip, or Blosc2 with LZ4 or Zstd (the filter plugins of the
+`hdf5plugin` package, registered on import of this module). h5py's LZF filter is not offered:
+it leaves its hash table uninitialised, so the same pixels compress to other bytes from one
+run to the next, and shards must be byte-identical. ``jpeg``
 stores each patch as a JPEG (``jpeg``: variable-length uint8 ``[N]``), decoded where the pixels
 are read (in DataLoader workers for the features stage). The shard attribute ``codec`` names
 the codec, so that a reader never guesses.
@@ -27,7 +29,7 @@ from pipeline.core.shards import write_shard
 if TYPE_CHECKING:
     from pipeline.core.params import Shards
 
-LOSSLESS = ("none", "gzip", "lzf", "blosc2-lz4", "blosc2-zstd")  # and "jpeg"
+LOSSLESS = ("none", "gzip", "blosc2-lz4", "blosc2-zstd")  # and "jpeg"
 LEVELLED = ("gzip", "blosc2-lz4", "blosc2-zstd")  # the codecs that read compression_level
 
 
@@ -53,8 +55,6 @@ class PatchCodec:
         level = self.level
         if self.name == "gzip":
             return {"compression": "gzip", "compression_opts": 1 if level is None else level}
-        if self.name == "lzf":
-            return {"compression": "lzf"}
         if self.name.startswith("blosc2-"):
             return dict(
                 hdf5plugin.Blosc2(
