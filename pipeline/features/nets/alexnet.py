@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from torch import nn
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.hashing import checked_file_sha256
 from pipeline.features.below_fc6 import split_fully_connected
-from pipeline.features.nets.backbone import IMAGENET_MEAN, IMAGENET_STD, NetSpec
+from pipeline.features.nets.backbone import IMAGENET_MEAN, IMAGENET_STD, NetOptions, NetSpec
 from pipeline.features.nets.weights import (
     load_matching,
     load_state_dict_file,
@@ -71,10 +71,8 @@ def alexnet_windowed(model: nn.Module) -> WindowedTrunk:
     return WindowedTrunk(model.features, PooledFullyConnected(6, [fc6, fc7]))
 
 
-class Pre1512Options(BaseModel):
+class Pre1512Options(NetOptions):
     """Options of the paper's network (``nets.pre1512``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: Path | None = Field(description="a torch state dict of the 1512-class network")
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8,64}$")] | None = Field(

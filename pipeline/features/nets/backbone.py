@@ -27,8 +27,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FindBelowFc6 = Callable[[nn.Module], "BelowFc6"]
 
 
-class NoOptions(BaseModel):
-    """The options of a net that takes none (a ``nets.<name>`` block must then be empty)."""
+class NetOptions(BaseModel):
+    """The options of a net, its ``nets.<name>`` block: no unknown key, read-only. A family
+    declares its own as a subclass; this class itself is the options of a net that takes none
+    (its block must then be empty)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -91,7 +93,7 @@ class NetSpec:
     stride: int
     build: Callable[[Any], tuple[WindowedTrunk, str]]
     untrained: Callable[[Any], WindowedTrunk]
-    options: type[BaseModel] = NoOptions
+    options: type[NetOptions] = NetOptions
     below_fc6: FindBelowFc6 | None = None
 
 

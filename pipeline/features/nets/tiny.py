@@ -4,19 +4,17 @@ its weights drawn from ``nets.tiny.seed``."""
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from pipeline.features.below_fc6 import split_fully_connected
-from pipeline.features.nets.backbone import IMAGENET_MEAN, IMAGENET_STD, NetSpec
+from pipeline.features.nets.backbone import IMAGENET_MEAN, IMAGENET_STD, NetOptions, NetSpec
 from pipeline.features.nets.weights import tensors_digest
 from pipeline.features.trunks import PooledFullyConnected, WindowedTrunk
 
 
-class TinyOptions(BaseModel):
+class TinyOptions(NetOptions):
     """Options of the random test net (``nets.tiny``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(strict=True, ge=0, description="seeds its random weights")
 
