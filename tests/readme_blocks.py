@@ -1,4 +1,8 @@
-"""The README's real-data recipes run verbatim on read-only devkits of each VOC layout."""
+"""What the README tests share: the README's bash blocks, devkits as users have them (read-only,
+without the demo's marker), a git checkout of the repository, and running a block in it.
+
+Each README recipe is tested in a module of its own (`test_readme_voc2007.py`,
+`test_readme_voc2012.py`) so that the two, minutes each, run on different workers."""
 
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ from pipeline.action.persons import VOC_ACTIONS
 from pipeline.data.image_sets import read_image_set
 from pipeline.data.synthetic_devkit import MARKER, generate_demo
 from tests.devkit import devkit_ap
-from tests.test_demo import tree_digest
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -128,51 +131,3 @@ def check_evaluation(project: Path, root: Path, dataset: str, split: str, train:
     assert set(head["train_images"]) <= set(read_image_set(root, train))
     assert not set(head["train_images"]) & set(read_image_set(root, split))
     return metrics
-
-
-@pytest.mark.long
-def test_the_readme_voc2007_recipe_runs_verbatim_on_a_read_only_devkit(tmp_path):
-    devkits = tmp_path / "VOCdevkit"
-    voc2007 = devkits / "VOC2007"
-    make_real_devkit(voc2007, n_trainval=4, n_test=1)
-    before = tree_digest(voc2007)
-    project = git_project(tmp_path)
-
-    run_block(readme_block("VOC2007"), devkits, project)
-    metrics = check_evaluation(project, voc2007, "voc2007", "test", "trainval")
-    assert metrics["method"] == "VOC2007 11-point"
-    assert tree_digest(voc2007) == before
-
-
-@pytest.mark.long
-def test_the_readme_voc2012_recipe_runs_verbatim_without_then_with_the_action_subset(tmp_path):
-    devkits = tmp_path / "VOCdevkit"
-    voc2012 = devkits / "VOC2012"
-    make_real_devkit(voc2012, n_trainval=4, n_test=0, n_action=10)  # no test split
-    before = tree_digest(voc2012)
-    project = git_project(tmp_path)
-
-    # a VOC2012 copy without the Action files: the object task runs alone, the action stages
-    # say so; with the subset put back, the same block runs the action task too
-    action_set = voc2012 / "ImageSets/Action"
-    writable(action_set.parent, True)
-    action_set.rename(tmp_path / "Action")
-    run_block(readme_block("VOC2012"), devkits, project)
-    metrics = check_evaluation(project, voc2012, "voc2012", "val", "train")
-    assert metrics["method"] == "VOC2012 area"
-    for variant in ("frozen", "update", "scratch"):
-        path = project / f"metrics/voc2012/effnet-lite0/action-{variant}.json"
-        assert json.loads(path.read_text())["action_subset"] is False
-
-    (tmp_path / "Action").rename(action_set)
-    writable(action_set.parent, False)
-    run_block(readme_block("VOC2012"), devkits, project)
-    listed = (voc2012 / "ImageSets/Action/val.txt").read_text().splitlines()
-    for variant in ("frozen", "update", "scratch"):
-        path = project / f"metrics/voc2012/effnet-lite0/action-{variant}.json"
-        action = json.loads(path.read_text())
-        assert action["eval_persons"] == len(listed) and len(action["AP"]) == 10
-
-    assert tree_digest(voc2012) == before
-    # the demo stage ran too, and wrote its own dataset only
-    assert (project / "data/demo/VOCdevkit/VOC2007" / MARKER).is_file()
