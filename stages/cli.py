@@ -20,6 +20,7 @@ from pipeline.core.limits import LOWER_THE_NEED, address_space_limit
 from pipeline.core.params import Params, load_params
 
 STAGE_MODULES: dict[str, str] = {
+    "code-digests": "stages.code_digests",
     "demo": "stages.demo",
     "index": "stages.index",
     "tile": "stages.tile",
@@ -112,6 +113,15 @@ def start(params_path: Path, verbose: bool) -> Params:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """voc-transfer: Pascal VOC patches and transferred CNN features (Oquab et al. 2014)."""
+
+
+@cli.command("code-digests")
+@verbose_option
+def code_digests(verbose: bool) -> None:
+    """Write data/code/<command>.sha256: the digests of the project modules each command runs
+    (what the stages of dvc.yaml depend on for their code). Run it in the project's root."""
+    setup_logging(verbose)
+    stage("code-digests")(STAGE_MODULES)
 
 
 @cli.command("demo")

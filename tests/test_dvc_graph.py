@@ -1,26 +1,29 @@
-"""dvc.yaml cannot go stale: each stage depends on exactly the project modules its command
-imports, and on every parameter its code reads.
+"""dvc.yaml cannot go stale: each stage depends on the digests of the project modules its
+command runs (``data/code/<command>.sha256``, which change exactly when one of those modules
+does), and on every parameter its code reads.
 
-Imports are followed transitively with `ast` from the stage's command (``stages/cli.py``, then
-its stage module). Parameters are the chains ``params.<block>[.<key>]`` in that code, and the
-reads of the `Params` helpers it calls (``params.layout`` reads ``dataset.name``, ...).
+Parameters are the chains ``params.<block>[.<key>]`` in the command's code (its modules as
+`pipeline.core.code_digests` finds them), and the reads of the `Params` helpers it calls
+(``params.layout`` reads ``dataset.name``, ...).
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.core.code_digests import PROJECT_PACKAGES, closure, discovered_modules, module_file
 from pipeline.core.params import Params
 from stages.cli import STAGE_MODULES
+from tests.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-PROJECT_PACKAGES = ("pipeline", "stages")
 # Parameters that a stage reads but that cannot change its outputs, so that depending on them
 # would only re-run stages for nothing:
 NEVER_CHANGE_OUTPUTS = {
@@ -34,48 +37,6 @@ NEVER_CHANGE_OUTPUTS = {
     # which cuts the evaluation patches: pil and torch agree within one grey level (tested)
     "features.cutting",
 }
-
-
-def module_file(name: str) -> Path | None:
-    """The file of a project module (``pipeline.data.voc`` -> ``pipeline/data/voc.py``), or None."""
-    if name.split(".")[0] not in PROJECT_PACKAGES:
-        return None
-    path = REPO / Path(*name.split("."))
-    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Project modules imported anywhere in a file (top level or inside functions)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {n for n in names if module_file(n) is not None}
-
-
-def discovered_modules(path: Path) -> set[Path]:
-    """The modules a file imports by discovery (``pkgutil.iter_modules``, as the backbone
-    registry finds its families): every module of its own folder."""
-    if "iter_modules(" not in path.read_text():
-        return set()
-    return {p for p in path.parent.glob("*.py") if p.name != "__init__.py"}
-
-
-def closure(files: set[Path]) -> set[Path]:
-    """`files` and every project module they import, transitively (discovered ones too)."""
-    seen: set[Path] = set()
-    todo = list(files)
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        todo.extend(module_file(name) for name in imported_modules(path))
-        todo.extend(discovered_modules(path))
-    return seen
 
 
 def params_chains(path: Path, root_name: str) -> set[tuple[str, ...]]:
@@ -133,26 +94,20 @@ def stage_spec(stage: dict) -> dict:
     return stage.get("do", stage)
 
 
-def command_files(stage: dict) -> set[Path]:
-    """The project modules the stage's command runs: the CLI and its stage module."""
+def command_name(stage: dict) -> str:
+    """The `pipeline` command a stage runs (``fit-action-<variant>`` for fit-action)."""
     command = stage_spec(stage)["cmd"].split()
     assert command[0] == "pipeline", command
     name = command[1]
     if "--variant" in command:  # fit-action: one stage module per variant
         name = f"{name}-{command[command.index('--variant') + 1]}"
-    return {module_file("stages.cli"), module_file(STAGE_MODULES[name])}
+    return name
 
 
-def code_deps(stage: dict) -> set[Path]:
-    """The project modules a stage declares: its ``.py`` deps, and every module of a folder it
-    declares whole (the backbone registry's, whose families are found, not imported by name)."""
-    declared = set()
-    for dep in map(str, stage_spec(stage).get("deps", [])):
-        if dep.endswith(".py"):
-            declared.add(REPO / dep)
-        elif dep.startswith(PROJECT_PACKAGES) and (REPO / dep).is_dir():
-            declared.update(p for p in (REPO / dep).glob("*.py") if p.name != "__init__.py")
-    return declared
+def command_files(stage: dict) -> set[Path]:
+    """The project modules the stage's command runs: the CLI and its stage module."""
+    module = STAGE_MODULES[command_name(stage)]
+    return {module_file("stages.cli", REPO), module_file(module, REPO)}
 
 
 def interpolated(stage: dict) -> list[str]:
@@ -167,14 +122,51 @@ def covered(key: str, declared: list[str]) -> bool:
 
 
 @pytest.mark.parametrize("name", sorted(DVC_YAML))
-def test_stage_depends_on_exactly_the_modules_its_command_imports(name):
-    stage = DVC_YAML[name]
-    imported = {p for p in closure(command_files(stage)) if p.name != "__init__.py"}
-    declared = code_deps(stage)
-    missing = sorted(str(p.relative_to(REPO)) for p in imported - declared)
-    extra = sorted(str(p.relative_to(REPO)) for p in declared - imported)
-    assert not missing, f"{name}: imported but not in deps: {missing}"
-    assert not extra, f"{name}: in deps but never imported: {extra}"
+def test_stage_depends_on_the_code_digests_of_its_command_and_on_no_module_by_name(name):
+    deps = [str(d) for d in stage_spec(DVC_YAML[name]).get("deps", [])]
+    code = [d for d in deps if d.startswith((*PROJECT_PACKAGES, "data/code"))]
+    if name == "code-digests":
+        assert code == list(PROJECT_PACKAGES)  # every module: any edit re-runs it
+    else:
+        assert code == [f"data/code/{command_name(DVC_YAML[name])}.sha256"]
+
+
+def test_every_command_has_code_digests_listing_exactly_the_modules_it_runs(tmp_path, monkeypatch):
+    for package in PROJECT_PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package)
+    monkeypatch.chdir(tmp_path)
+    run_cli("code-digests")
+    for command, module in STAGE_MODULES.items():
+        listing = (tmp_path / f"data/code/{command}.sha256").read_text().splitlines()
+        runs = closure({REPO / "stages/cli.py", module_file(module, REPO)}, REPO)
+        assert [line.split("  ")[1] for line in listing] == sorted(
+            str(p.relative_to(REPO)) for p in runs
+        )
+    assert "pipeline/features/nets/tiny.py" in (tmp_path / "data/code/features.sha256").read_text()
+
+
+def test_editing_a_module_changes_the_digests_of_exactly_the_commands_that_run_it(
+    tmp_path, monkeypatch
+):
+    for package in PROJECT_PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package)
+    monkeypatch.chdir(tmp_path)
+    digests = tmp_path / "data/code"
+
+    def listings() -> dict[str, str]:
+        run_cli("code-digests")
+        return {p.stem: p.read_text() for p in digests.glob("*.sha256")}
+
+    before = listings()
+    with (tmp_path / "pipeline/scoring/map_pictures.py").open("a") as f:
+        f.write("# an edit\n")
+    after = listings()
+    assert {c for c in before if before[c] != after[c]} == {"heatmaps", "compare", "action-maps"}
+    with (tmp_path / "pipeline/features/nets/tiny.py").open("a") as f:
+        f.write("# an edit\n")  # found by the registry's discovery, never imported by name
+    changed = {c for c, text in listings().items() if text != after[c]}
+    assert {"features", "dense", "action-features"} <= changed
+    assert not changed & {"demo", "index", "tile", "sample", "fit-head", "evaluate"}
 
 
 @pytest.mark.parametrize("name", sorted(DVC_YAML))
@@ -186,7 +178,7 @@ def test_stage_lists_each_dependency_once(name):
 @pytest.mark.parametrize("name", sorted(DVC_YAML))
 def test_stage_declares_every_parameter_its_code_reads(name):
     stage = DVC_YAML[name]
-    files = closure(command_files(stage)) - {REPO / "pipeline/core/params.py"}
+    files = closure(command_files(stage), REPO) - {REPO / "pipeline/core/params.py"}
     reads = set().union(*(keys_of(c) for f in files for c in params_chains(f, "params")))
     declared = [str(p) for p in stage_spec(stage).get("params", [])] + interpolated(stage)
     missing = sorted(k for k in reads if not covered(k, [*NEVER_CHANGE_OUTPUTS, *declared]))

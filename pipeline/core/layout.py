@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# the code digests of the `pipeline` commands, one file per command (not per dataset: the code
+# is the same for every dataset)
+CODE_DIGESTS = Path("data/code")
+
 
 def net_dir(net: str) -> str:
     """A net's name as a directory name (``torchvision:resnet50`` -> ``torchvision-resnet50``)."""
