@@ -202,3 +202,13 @@ def test_a_module_that_discovers_its_package_depends_on_every_module_of_it(tmp_p
         tmp_path / "family.py",
     }
     assert discovered_modules(tmp_path / "family.py") == set()
+
+
+def test_code_digests_outside_a_project_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = run_cli("code-digests", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: code-digests: {tmp_path} has no stages/cli.py; run it in the project's root"
+    ]
+    assert not (tmp_path / "data").exists()
