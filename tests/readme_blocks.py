@@ -50,6 +50,14 @@ def make_real_devkit(root: Path, *, n_trainval: int, n_test: int, n_action: int 
         writable(path, False)
 
 
+def devkit_and_checkout(tmp: Path, year_dir: str, **sizes: int) -> tuple[Path, Path, Path]:
+    """A read-only devkit at ``tmp/VOCdevkit/<year_dir>`` (`make_real_devkit` with `sizes`)
+    and a git checkout of the repository beside it: ``(devkits folder, devkit, project)``."""
+    devkits = tmp / "VOCdevkit"
+    make_real_devkit(devkits / year_dir, **sizes)
+    return devkits, devkits / year_dir, git_project(tmp)
+
+
 def writable(path: Path, write: bool) -> None:
     """Give the owner write permission on `path`, or take everyone's away."""
     mode, everyone = path.stat().st_mode, stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH

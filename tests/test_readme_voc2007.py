@@ -6,8 +6,7 @@ import pytest
 
 from tests.readme_blocks import (
     check_evaluation,
-    git_project,
-    make_real_devkit,
+    devkit_and_checkout,
     readme_block,
     run_block,
 )
@@ -16,11 +15,8 @@ from tests.test_demo import tree_digest
 
 @pytest.mark.long
 def test_the_readme_voc2007_recipe_runs_verbatim_on_a_read_only_devkit(tmp_path):
-    devkits = tmp_path / "VOCdevkit"
-    voc2007 = devkits / "VOC2007"
-    make_real_devkit(voc2007, n_trainval=4, n_test=1)
+    devkits, voc2007, project = devkit_and_checkout(tmp_path, "VOC2007", n_trainval=4, n_test=1)
     before = tree_digest(voc2007)
-    project = git_project(tmp_path)
 
     run_block(readme_block("VOC2007"), devkits, project)
     metrics = check_evaluation(project, voc2007, "voc2007", "test", "trainval")

@@ -10,8 +10,7 @@ import pytest
 from pipeline.data.synthetic_devkit import MARKER
 from tests.readme_blocks import (
     check_evaluation,
-    git_project,
-    make_real_devkit,
+    devkit_and_checkout,
     readme_block,
     run_block,
     writable,
@@ -21,11 +20,10 @@ from tests.test_demo import tree_digest
 
 @pytest.mark.long
 def test_the_readme_voc2012_recipe_runs_verbatim_without_then_with_the_action_subset(tmp_path):
-    devkits = tmp_path / "VOCdevkit"
-    voc2012 = devkits / "VOC2012"
-    make_real_devkit(voc2012, n_trainval=4, n_test=0, n_action=10)  # no test split
+    devkits, voc2012, project = devkit_and_checkout(
+        tmp_path, "VOC2012", n_trainval=4, n_test=0, n_action=10
+    )  # no test split
     before = tree_digest(voc2012)
-    project = git_project(tmp_path)
 
     # a VOC2012 copy without the Action files: the object task runs alone, the action stages
     # say so; with the subset put back, the same block runs the action task too
