@@ -19,6 +19,7 @@ import subprocess
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 
 import torch
 
@@ -65,7 +66,9 @@ def exit_code(code: object, stderr: io.StringIO) -> int:
 
 
 @contextlib.contextmanager
-def as_a_new_process(args: tuple[str, ...], stdout: io.StringIO, stderr: io.StringIO):
+def as_a_new_process(
+    args: tuple[str, ...], stdout: io.StringIO, stderr: io.StringIO
+) -> Iterator[None]:
     """Give the command the state of a process of its own for the duration of the block."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
