@@ -25,11 +25,12 @@ def run(commands: dict[str, str], root: Path = Path()) -> None:
             f"code-digests: {root.resolve()} has no stages/cli.py; run it in the project's root"
         )
     out = root / CODE_DIGESTS
+    found: dict[Path, set[Path]] = {}  # each module's imports, parsed once for all commands
     with exclusive(out):
         for command, module in sorted(commands.items()):
             stage_module = module_file(module, root)
             if stage_module is None:
                 raise PipelineError(f"code-digests: {root.resolve()} has no module {module}")
-            modules = closure({cli, stage_module}, root)
+            modules = closure({cli, stage_module}, root, found)
             write_text(digest_listing(modules, root), out / f"{command}.sha256")
     log.info("code digests of %d commands in %s", len(commands), out)

@@ -50,9 +50,14 @@ def discovered_modules(path: Path) -> set[Path]:
     return {p for p in path.parent.glob("*.py") if p.name != "__init__.py"}
 
 
-def closure(files: Iterable[Path], root: Path) -> set[Path]:
+def closure(
+    files: Iterable[Path], root: Path, found: dict[Path, set[Path]] | None = None
+) -> set[Path]:
     """`files` and every project module under `root` they import, transitively (discovered
-    ones too). Package ``__init__.py`` files hold no code and are left out."""
+    ones too). Package ``__init__.py`` files hold no code and are left out. `found` keeps
+    what each file imports between calls, so that the closures of many commands parse each
+    module once (pass the same dict only while no file changes)."""
+    found = {} if found is None else found
     seen: set[Path] = set()
     todo = list(files)
     while todo:
@@ -60,8 +65,9 @@ def closure(files: Iterable[Path], root: Path) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        todo.extend(imported_modules(path, root))
-        todo.extend(discovered_modules(path))
+        if path not in found:
+            found[path] = imported_modules(path, root) | discovered_modules(path)
+        todo.extend(found[path])
     return seen
 
 
