@@ -2,7 +2,7 @@
 without the demo's marker), a git checkout of the repository, and running a block in it.
 
 Each README recipe is tested in a module of its own (`test_readme_voc2007.py`,
-`test_readme_voc2012.py`) so that the two, minutes each, run on different workers."""
+`test_readme_voc2012.py`), a unit the xdist scheduler may give to either worker."""
 
 from __future__ import annotations
 
