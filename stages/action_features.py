@@ -14,7 +14,7 @@ from pipeline.features.below_fc6 import below_fc6_backbone
 from pipeline.features.cache_identity import backbone_identity, shard_attributes
 from pipeline.features.feature_shards import ShardSource, fill_cache
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import FeatureExtractor
+from pipeline.features.patch_extractor import configured_extractor
 
 log = logging.getLogger("pipeline")
 KINDS = ("action-features", "action-below-fc6")  # the caches this stage writes per net and split
@@ -53,8 +53,10 @@ def run(
                     write_text(described + "\n", layout.no_fc6(name, one_split))
                 log.info("%s; no update variant", described)
                 continue
-            extractor = FeatureExtractor(described, torch_device, batch)
-            identity = backbone_identity(name, described, size)
+            extractor = configured_extractor(
+                described, torch_device, batch, params.features.runtime, params.features.precision
+            )
+            identity = backbone_identity(name, described, size, extractor.arithmetic)
             for one_split in splits:
                 out = layout.cache(kind, name, one_split)
                 clear_skipped(out)
@@ -64,7 +66,7 @@ def run(
                         layout.action_patches(one_split), out, identity, batch,
                         writer="action-samples",
                     )  # fmt: skip
-                    attrs = shard_attributes(identity)
+                    attrs = shard_attributes(identity, torch_device)
                     fill_cache(out, planned, extractor, n_workers, timing, attrs)
 
 

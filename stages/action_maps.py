@@ -13,6 +13,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
 from pipeline.core.sealed_tables import read_parquet
 from pipeline.data.images import load_rgb
+from pipeline.features.cache_identity import descriptor_origin
 from pipeline.scoring.map_pictures import render_top_classes
 from pipeline.scoring.new_image_maps import checked_extractor, image_heat_maps
 from pipeline.trained.trained_layers import check_trained_for, load_layers, read_trained
@@ -43,11 +44,9 @@ def draw_maps(params: Params, net: str) -> None:
         )
         log.warning("%s", reason)
         return
-    # the backbone that draws the maps is checked against the weights the layers learnt from
-    weights_digest = checkpoint.get("weights_digest")
-    head = load_layers(
-        checkpoint, net=net, classes=actions, weights_digest=weights_digest, source=path
-    )
+    # the backbone that draws the maps is checked against what made the layers' descriptors
+    origin = descriptor_origin(checkpoint)
+    head = load_layers(checkpoint, net=net, classes=actions, origin=origin, source=path)
     persons_path = layout.action_manifests(params.dataset.eval_split) / "persons.parquet"
     if not persons_path.is_file():
         raise PipelineError(f"{persons_path}: missing; run `pipeline action-samples`")
@@ -56,7 +55,7 @@ def draw_maps(params: Params, net: str) -> None:
     chosen = list(dict.fromkeys(persons.image_id))[: params.action.map_images]
     extractor = checked_extractor(
         net, params.net_options(net), resolve_device(params.features.device),
-        params.features.batch_size, weights_digest=weights_digest, source=path,
+        params.features, origin=origin, source=path,
     )  # fmt: skip
     clear_skipped(layout.action_maps(net))
     for image_id in chosen:

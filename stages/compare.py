@@ -15,6 +15,7 @@ from pipeline.core.atomic import exclusive, write_json, write_png
 from pipeline.core.params import Params
 from pipeline.data.images import load_rgb
 from pipeline.data.manifests import read_manifest
+from pipeline.features.cache_identity import descriptor_origin
 from pipeline.features.dense_cache import open_dense_cache
 from pipeline.scoring.image_scores import load_head_for_cache
 from pipeline.scoring.map_pictures import boxes_by_image, chosen_images, overlay, side_by_side
@@ -44,15 +45,15 @@ def run(params: Params, net: str | None) -> None:
             compare_one(params, name)
 
 
-def checked_layers(params: Params, net: str, kind: str, weights_digest: str, images: list[str]):
+def checked_layers(params: Params, net: str, kind: str, origin: dict, images: list[str]):
     """The trained layers of `kind` (``head``, ``windows``, ``weak``, ``cam``) of `net`,
-    refused when damaged, trained on other weights or on images of the evaluation split."""
+    refused when damaged, trained on descriptors of another `origin` (weights, arithmetic)
+    or on images of the evaluation split."""
     path = params.layout.head(net, kind)
     record = read_trained(path, net)
     check_unseen(record, images, params.dataset.eval_split, path)
     return load_layers(
-        record, net=net, classes=params.dataset.classes, weights_digest=weights_digest,
-        source=path,
+        record, net=net, classes=params.dataset.classes, origin=origin, source=path,
     )  # fmt: skip
 
 
@@ -70,12 +71,12 @@ def compare_one(params: Params, net: str) -> None:
         layout.head(net), layout.features(net, split), net=net, classes=classes
     )
     dense = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
-    digest = dense.attrs.get("weights_digest")
+    origin = descriptor_origin(dense.attrs)
     known = images.index.tolist()
-    patch_head = checked_layers(params, net, "head", digest, known)
-    window_head = checked_layers(params, net, "windows", digest, known)
-    weak = checked_layers(params, net, "weak", digest, known)
-    cam = checked_layers(params, net, "cam", digest, known)
+    patch_head = checked_layers(params, net, "head", origin, known)
+    window_head = checked_layers(params, net, "windows", origin, known)
+    weak = checked_layers(params, net, "weak", origin, known)
+    cam = checked_layers(params, net, "cam", origin, known)
     patches = split_patches(manifests)
     sizes = {i: (int(r.width), int(r.height)) for i, r in images.iterrows()}
     streams = {

@@ -7,7 +7,7 @@ from pipeline.core.devices import chosen_device, resolve_workers
 from pipeline.core.params import Params
 from pipeline.features.dense_extractor import dense_split
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import FeatureExtractor
+from pipeline.features.patch_extractor import configured_extractor
 
 
 def run(
@@ -23,6 +23,9 @@ def run(
     for name in params.net_names(net):
         backbone = build_backbone(name, params.net_options(name))
         backbone.dense_trunk()  # a net without dense mode says so before any work
-        extractor = FeatureExtractor(backbone, torch_device, params.features.batch_size)
+        features = params.features
+        extractor = configured_extractor(
+            backbone, torch_device, features.batch_size, features.runtime, features.precision
+        )
         for one_split in params.splits(split):
             dense_split(params, name, extractor, one_split, n_workers)

@@ -23,7 +23,11 @@ from pipeline.features.cache_identity import backbone_identity, shard_attributes
 from pipeline.features.dask_extractor import WorkerExtractor
 from pipeline.features.feature_shards import FeatureSource, ImageSource, ShardSource, fill_cache
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import FeatureExtractor, resolve_cutting
+from pipeline.features.patch_extractor import (
+    FeatureExtractor,
+    configured_extractor,
+    resolve_cutting,
+)
 
 log = logging.getLogger("pipeline")
 
@@ -55,10 +59,16 @@ def run(
         for name in params.net_names(net):
             options = params.net_options(name)
             backbone = build_backbone(name, options)
-            extractor = FeatureExtractor(backbone, torch_device, batch)
+            extractor = configured_extractor(
+                backbone, torch_device, batch, params.features.runtime, params.features.precision
+            )
             remote = (
                 WorkerExtractor(
-                    name, json.dumps(options, sort_keys=True), backbone.weights_digest, batch
+                    name,
+                    json.dumps(options, sort_keys=True),
+                    backbone.weights_digest,
+                    batch,
+                    extractor.arithmetic,
                 )
                 if on_cluster
                 else None
@@ -142,7 +152,7 @@ def fill_split(
     """Plan the feature shards of one split from `kind` (``shards`` or ``images``) and compute
     the missing ones (see `extract_split`)."""
     backbone = extractor.backbone
-    identity = backbone_identity(net, backbone, params.tiling.patch_size)
+    identity = backbone_identity(net, backbone, params.tiling.patch_size, extractor.arithmetic)
     out = params.layout.features(net, split)
     planned = plan_source(params, split, kind, identity, extractor.batch_size, out, cutting)
     log.info(
@@ -152,4 +162,5 @@ def fill_split(
         "on the Dask cluster's workers" if remote else f"{workers} loader workers",
     )  # fmt: skip
     timing = params.layout.timing(net, f"features-{split}")
-    fill_cache(out, planned, extractor, workers, timing, shard_attributes(identity), remote)
+    attrs = shard_attributes(identity, extractor.device)
+    fill_cache(out, planned, extractor, workers, timing, attrs, remote)

@@ -15,6 +15,7 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.params import Params
 from pipeline.data.images import load_rgb
 from pipeline.data.manifests import read_manifest
+from pipeline.features.cache_identity import descriptor_origin
 from pipeline.features.dense_cache import open_dense_cache
 from pipeline.scoring.image_scores import load_head_for_cache
 from pipeline.scoring.localization import Localization
@@ -56,8 +57,7 @@ def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> No
     )  # fmt: skip
     extractor = checked_extractor(
         net, params.net_options(net), resolve_device(params.features.device),
-        params.features.batch_size, weights_digest=checkpoint.get("weights_digest"),
-        source=layout.head(net, trained),
+        params.features, origin=descriptor_origin(checkpoint), source=layout.head(net, trained),
     )  # fmt: skip
     for path in paths:
         image = load_rgb(path)

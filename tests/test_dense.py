@@ -23,7 +23,7 @@ from pipeline.features.dense_cache import (
 from pipeline.features.dense_extractor import aligned, resized_scales, trunk_maps
 from pipeline.features.nets.backbone import normalise
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import FeatureExtractor
+from pipeline.features.patch_extractor import configured_extractor
 from pipeline.features.trunks import PooledFullyConnected, adaptive_pool_matrix, fold_batch_norms
 from tests.conftest import net_options
 from tests.test_nets import serve_torchvision_weights
@@ -57,7 +57,7 @@ def test_a_window_that_is_the_whole_resized_image_is_exactly_the_patch_descripto
     backbone = backbone_for(name, monkeypatch)
     size = PATCH_SIZES[name]
     image = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
-    extractor = FeatureExtractor(backbone, CPU, batch_size=1)
+    extractor = configured_extractor(backbone, CPU, 1, "auto", "auto")
     maps = dense_image(extractor, image, [1.0], size)
     rule = backbone.dense_trunk().window_rule(size)
     assert maps.maps[0].shape[1:] == rule.window
@@ -148,7 +148,7 @@ def test_dense_windows_agree_with_the_grid_patches_they_coincide_with(demo_image
     a mean above 0.7 and the own window most similar for more than 60%: a window grid shifted
     by one cell, or scaled differently from the patches, fails both."""
     backbone = build_backbone("effnet-lite0")
-    extractor = FeatureExtractor(backbone, CPU, batch_size=64)
+    extractor = configured_extractor(backbone, CPU, 64, "auto", "auto")
     size = 128
     dense = backbone.dense_trunk().window_rule(size)
     window = dense.window
@@ -198,11 +198,12 @@ def test_the_stored_window_rule_gives_the_windows_of_the_backbone_it_was_written
     backbone = build_backbone(name, net_options(name))
     size = PATCH_SIZES[name]
     image = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    maps = dense_image(FeatureExtractor(backbone, CPU, batch_size=4), image, [1.0, 1.6], size)
+    extractor = configured_extractor(backbone, CPU, 4, "auto", "auto")
+    maps = dense_image(extractor, image, [1.0, 1.6], size)
     built = backbone.dense_trunk().window_rule(size)
-    identity = {"net": name, "weights_digest": backbone.weights_digest}
-    write_window_rule(tmp_path / "s.rule.pt", built, identity)
-    stored = read_window_rule(tmp_path / "s.rule.pt", **identity)
+    origin = {"weights_digest": backbone.weights_digest, "arithmetic": "torch 2, float32"}
+    write_window_rule(tmp_path / "s.rule.pt", built, {"net": name, **origin})
+    stored = read_window_rule(tmp_path / "s.rule.pt", net=name, origin=origin)
     assert (stored.window, stored.stride, stored.averages) == (
         built.window, built.stride, built.averages,
     )  # fmt: skip
@@ -211,7 +212,7 @@ def test_the_stored_window_rule_gives_the_windows_of_the_backbone_it_was_written
     assert torch.equal(got.descriptors, expected.descriptors)
     assert np.array_equal(got.boxes, expected.boxes)
     first = (tmp_path / "s.rule.pt").read_bytes()
-    write_window_rule(tmp_path / "s.rule.pt", built, identity)
+    write_window_rule(tmp_path / "s.rule.pt", built, {"net": name, **origin})
     assert (tmp_path / "s.rule.pt").read_bytes() == first  # the same rule, the same bytes
 
 
@@ -219,14 +220,21 @@ def test_a_window_rule_of_other_weights_or_a_damaged_one_is_one_line_naming_dens
     backbone = build_backbone("tiny", net_options("tiny"))
     rule = backbone.dense_trunk().window_rule(32)
     path = tmp_path / "trainval.rule.pt"
-    write_window_rule(path, rule, {"net": "tiny", "weights_digest": backbone.weights_digest})
-    with pytest.raises(PipelineError, match=r"rule\.pt: window rule of tiny .*pipeline dense"):
-        read_window_rule(path, net="tiny", weights_digest="other")
+    origin = {"weights_digest": backbone.weights_digest, "arithmetic": "openvino 1, float32"}
+    write_window_rule(path, rule, {"net": "tiny", **origin})
+    with pytest.raises(
+        PipelineError, match=r"rule\.pt: window rule of weights digest .*pipeline d"
+    ):
+        read_window_rule(path, net="tiny", origin=origin | {"weights_digest": "other"})
+    # maps computed another way (runtime, precision) are not read with this rule either
+    other_way = origin | {"arithmetic": "torch 2, bfloat16"}
+    with pytest.raises(PipelineError, match=r"rule of arithmetic openvino 1, float32, not torch"):
+        read_window_rule(path, net="tiny", origin=other_way)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(PipelineError, match=r"rule\.pt: not a readable window rule"):
-        read_window_rule(path, net="tiny", weights_digest=backbone.weights_digest)
+        read_window_rule(path, net="tiny", origin=origin)
     with pytest.raises(PipelineError, match=r"missing\.rule\.pt: no window rule; re-run"):
-        read_window_rule(tmp_path / "missing.rule.pt", net="tiny", weights_digest="x")
+        read_window_rule(tmp_path / "missing.rule.pt", net="tiny", origin=origin)
 
 
 def test_a_whole_map_window_is_pooled_then_passed_through_the_layers_without_a_cached_kernel():

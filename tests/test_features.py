@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import shutil
@@ -27,7 +28,8 @@ from pipeline.data.patch_datasets import ImagePatchChunks, ShardPixelChunks
 from pipeline.features.dask_extractor import WorkerExtractor
 from pipeline.features.feature_cache import feature_cache_shards, read_features
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import FeatureExtractor, rebatch
+from pipeline.features.patch_extractor import configured_extractor, rebatch
+from pipeline.features.runtimes import resolve_arithmetic
 from tests.cli import run_cli
 from tests.conftest import as_stored, net_options
 
@@ -45,8 +47,8 @@ def test_rebatch_keeps_order_and_never_crosses_a_boundary():
 def test_descriptors_do_not_depend_on_batch_size():
     backbone = build_backbone("tiny", net_options("tiny"))
     pixels = torch.randint(0, 256, (37, 32, 32, 3), dtype=torch.uint8)
-    one = FeatureExtractor(backbone, torch.device("cpu"), 37)(pixels)
-    other = FeatureExtractor(backbone, torch.device("cpu"), 5)(pixels)
+    one = configured_extractor(backbone, torch.device("cpu"), 37, "auto", "auto")(pixels)
+    other = configured_extractor(backbone, torch.device("cpu"), 5, "auto", "auto")(pixels)
     assert one.dtype == np.float16 and one.shape == (37, 64)
     np.testing.assert_allclose(one, other, rtol=1e-2, atol=1e-3)
 
@@ -94,8 +96,8 @@ def test_features_from_shards_equal_features_cut_from_the_image(cached):
     picked = np.arange(0, len(rows["patch"]), 7)
     boxes = keyed.loc[list(zip(rows["image_id"][picked], rows["patch"][picked], strict=True))]
     assert (boxes.label.to_numpy() == rows["label"][picked]).all()
-    extractor = FeatureExtractor(
-        build_backbone("tiny", net_options("tiny")), torch.device("cpu"), 16
+    extractor = configured_extractor(
+        build_backbone("tiny", net_options("tiny")), torch.device("cpu"), 16, "auto", "auto"
     )
     root = Path(yaml.safe_load(Path("params.yaml").read_text())["dataset"]["root"]) / "JPEGImages"
     for k, (image_id, patch) in enumerate(
@@ -127,10 +129,16 @@ def test_features_on_a_local_dask_cluster_are_the_bytes_of_a_local_run(cached):
 
 def test_a_worker_with_other_weights_is_refused_in_one_line(cached):
     options = json.dumps(net_options("tiny"))
-    worker = WorkerExtractor("tiny", options, weights_digest="another", batch_size=8)
+    arithmetic = resolve_arithmetic("auto", "auto", torch.device("cpu"), False, True)
+    worker = WorkerExtractor("tiny", options, "another", 8, arithmetic)
     shard = feature_cache_shards(FEATURES / "trainval")[0]
     chunks = ShardPixelChunks([(Path("data/patches/test-voc/trainval") / shard.path.name, 4)], 4)
     with pytest.raises(PipelineError, match="are not the stage's .*install the same weights"):
+        worker.descriptors((chunks, 4))
+    # a worker whose runtime is another version computes other numbers: refused likewise
+    other = dataclasses.replace(arithmetic, version="0.0")
+    worker = WorkerExtractor("tiny", options, "another", 8, other)
+    with pytest.raises(PipelineError, match=r"features.runtime: worker .* has .*not the stage's"):
         worker.descriptors((chunks, 4))
 
 

@@ -112,17 +112,26 @@ def test_head_for_another_net_or_class_list_is_refused():
         "classes": ["cat", "dog"],
         "shape": {"dim": 8, "layers": 2, "hidden": 4},
         "weights_digest": "w1",
+        "arithmetic": "openvino 1, float32",
     }
-    same = {"source": Path("h.pt"), "weights_digest": "w1"}
+    origin = {"weights_digest": "w1", "arithmetic": "openvino 1, float32"}
+    same = {"source": Path("h.pt"), "origin": origin}
     layers = load_layers(checkpoint, net="tiny", classes=["cat", "dog"], **same)
     assert isinstance(layers, nn.Module)
     with pytest.raises(PipelineError, match="h.pt: trained on net 'tiny', not 'alexnet'; run `pi"):
         load_layers(checkpoint, net="alexnet", classes=["cat", "dog"], **same)
     with pytest.raises(PipelineError, match=r"h.pt: trained for classes \['cat', 'dog'\]"):
         load_layers(checkpoint, net="tiny", classes=["dog", "cat"], **same)
-    with pytest.raises(PipelineError, match="h.pt: trained on descriptors of other tiny weights"):
+    other = origin | {"weights_digest": "w2"}
+    with pytest.raises(PipelineError, match="h.pt: trained on tiny descriptors of weights dig"):
         load_layers(
-            checkpoint, net="tiny", classes=["cat", "dog"], source=Path("h.pt"), weights_digest="w2"
+            checkpoint, net="tiny", classes=["cat", "dog"], source=Path("h.pt"), origin=other
+        )
+    # descriptors computed another way are not scored by these layers either
+    other = origin | {"arithmetic": "torch 2, float32"}
+    with pytest.raises(PipelineError, match="of arithmetic openvino 1, float32, not torch 2"):
+        load_layers(
+            checkpoint, net="tiny", classes=["cat", "dog"], source=Path("h.pt"), origin=other
         )
 
 

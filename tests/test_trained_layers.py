@@ -15,6 +15,7 @@ import torch
 from pipeline.core.errors import PipelineError
 from pipeline.core.layout import Layout
 from pipeline.core.torch_files import sealed
+from pipeline.features.cache_identity import descriptor_origin
 from pipeline.trained.trained_layers import KINDS, METHODS, load_layers, read_trained, writer_of
 from tests.cli import run_cli
 from tests.conftest import ACTIONS, CLASSES, flip_a_byte_in_the_middle
@@ -65,13 +66,15 @@ def test_a_checkpoint_is_read_back_equal_to_what_its_stage_trained(projects, kin
     classes = list(CLASSES) if kind in METHODS else ACTIONS
     assert record["net"] == "tiny" and record["classes"] == classes
     assert record["train_split"] == "trainval" and record["train_images"]
-    # what it learnt from is recorded: the backbone's weights, except for pixels from scratch
+    # what it learnt from is recorded: the backbone's weights and arithmetic, except for
+    # pixels from scratch
     assert (record["weights_digest"] is None) == (kind == "action-scratch")
+    assert (record["arithmetic"] is None) == (kind == "action-scratch")
+    if kind != "action-scratch":
+        assert record["arithmetic"].startswith(("openvino ", "torch "))
     if kind in (*METHODS, "action-frozen"):  # adaptation layers, rebuilt from their shape
-        layers = load_layers(
-            record, net="tiny", classes=classes, source=path,
-            weights_digest=record["weights_digest"],
-        )  # fmt: skip
+        origin = descriptor_origin(record)
+        layers = load_layers(record, net="tiny", classes=classes, source=path, origin=origin)
         assert all(torch.equal(layers.state_dict()[k], v) for k, v in raw["state_dict"].items())
 
 

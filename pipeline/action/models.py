@@ -39,6 +39,7 @@ from pipeline.core.shards import (
     verified_bytes,
 )
 from pipeline.data.patch_codecs import PATCH_FORMAT_VERSION, read_pixels
+from pipeline.features.cache_identity import descriptor_origin
 from pipeline.features.feature_cache import read_feature_cache
 from pipeline.scoring.average_precision import class_aps, mean_ap
 from pipeline.trained.head import (
@@ -79,19 +80,20 @@ def variant_directory(layout: Layout, variant: str, net: str, split: str) -> Pat
 
 def variant_inputs(
     layout: Layout, variant: str, net: str, split: str
-) -> tuple[dict[str, np.ndarray], str | None]:
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """What a variant reads for a split's persons: its cache (``features``) or the pixels
     (``pixels``), with ``label``, ``image_id`` and ``patch`` (the person index) per row; and the
-    weights digest of the backbone that described them (None for pixels)."""
+    origin of the descriptors (`descriptor_origin`: the backbone's weights digest and
+    arithmetic; None values for pixels)."""
     if variant == "scratch":
-        return read_person_pixels(layout.action_patches(split)), None
+        return read_person_pixels(layout.action_patches(split)), descriptor_origin({})
     cache = variant_directory(layout, variant, net, split)
     if variant == "update" and layout.no_fc6(net, split).is_file():
         raise PipelineError(layout.no_fc6(net, split).read_text().strip())
     rows, attrs = read_feature_cache(cache, writer="action-features")
     if attrs.get("net") != net:
         raise PipelineError(f"{cache}: features of net {attrs.get('net')!r}, not {net!r}")
-    return rows, attrs.get("weights_digest")
+    return rows, descriptor_origin(attrs)
 
 
 @dataclass
@@ -171,8 +173,8 @@ def persons_of(params: Params, split: str, rows: dict[str, np.ndarray]) -> np.nd
 class FittedVariant:
     """A variant trained and scored: its model, per-epoch log, training rows kept out (several
     or no listed action) and held out, the evaluation split's rows, probabilities ``[persons,
-    actions]``, AP per action, training images, the weights digest of the backbone that
-    described its inputs (None for pixels) and seconds."""
+    actions]``, AP per action, training images, the origin of its input descriptors
+    (`descriptor_origin`; None values for pixels) and seconds."""
 
     model: ActionModel
     history: list[EpochLog]
@@ -182,7 +184,7 @@ class FittedVariant:
     probabilities: np.ndarray
     aps: dict[str, float]
     train_images: list[str]
-    weights_digest: str | None
+    origin: dict[str, Any]
     seconds: float
 
 
@@ -204,7 +206,7 @@ def fit_and_score(
     started = time.perf_counter()
     layout, actions = params.layout, params.action.actions
     train_split, eval_split = params.dataset.train_split, params.dataset.eval_split
-    train, weights_digest = variant_inputs(layout, variant, net, train_split)
+    train, origin = variant_inputs(layout, variant, net, train_split)
     inputs = "pixels" if variant == "scratch" else "features"
     usable = train["label"] >= 0  # one listed action: persons with several never reach a batch
     labels = train["label"][usable].astype(np.int64)
@@ -239,7 +241,7 @@ def fit_and_score(
         probabilities,
         aps,
         train_images,
-        weights_digest,
+        origin,
         seconds,
     )
 
@@ -275,7 +277,7 @@ def fit_variant(
     fitted = fit_and_score(params, net, variant, build, device)
     kind = f"action-{variant}"
     record = checkpoint(
-        fitted.model.module, kind, net=net, weights_digest=fitted.weights_digest,
+        fitted.model.module, kind, net=net, **fitted.origin,
         classes=list(params.action.actions), shape=fitted.model.shape,
         params=fitted.model.config.model_dump(), train_split=params.dataset.train_split,
         train_images=fitted.train_images,

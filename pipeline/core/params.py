@@ -188,6 +188,14 @@ class Features(Block):
         description="where the evaluation split's patches are cut: pil (loader workers, CPU), "
         "torch (on the features device); auto: torch on CUDA, pil on CPU"
     )
+    runtime: Literal["auto", "torch", "openvino"] = Field(
+        description="what runs the frozen backbone: torch (the reference), openvino (CPU); "
+        "auto: openvino on the CPU for registry nets, torch elsewhere"
+    )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        description="of the frozen backbone and window descriptors; auto: bfloat16 where the "
+        "device computes it natively and the net allows it, else float32"
+    )
 
 
 class Head(Block):

@@ -14,26 +14,37 @@ import torch
 from pipeline.core.errors import PipelineError
 from pipeline.features.nets.registry import build_backbone
 from pipeline.features.patch_extractor import FeatureExtractor, PatchChunks, descriptor_batches
+from pipeline.features.runtimes import Arithmetic, resolve_arithmetic
 
 
 @dataclass(frozen=True)
 class WorkerExtractor:
     """The extractor of a stage as a cluster worker rebuilds it on its CPU, once per process:
     the net's name and options (the ``nets.<net>`` block as JSON), the digest of the stage's
-    weights, and the batch size."""
+    weights, the batch size, and the stage's arithmetic (runtime, version, precision), which
+    the worker uses as it is and must have installed."""
 
     net: str
     options: str
     weights_digest: str
     batch_size: int
+    arithmetic: Arithmetic
 
     def descriptors(self, work: tuple[PatchChunks, int]) -> np.ndarray:
         """All descriptors ``[rows, d]`` float16 of one feature shard, given its patch chunks
         and row count, computed in this process on the CPU in the stage's batches (so the
         same bytes as the stage's). PipelineError when this process's weights of the net are
-        not the stage's."""
+        not the stage's, or its runtime's version is not."""
         chunks, rows = work
-        extractor = _cpu_extractor(self.net, self.options, self.batch_size)
+        installed = resolve_arithmetic(
+            self.arithmetic.runtime, self.arithmetic.precision, CPU, False, True
+        )
+        if installed != self.arithmetic:
+            raise PipelineError(
+                f"features.runtime: worker {socket.gethostname()} has {installed.describe()}, "
+                f"not the stage's {self.arithmetic.describe()}; install the same on every worker"
+            )
+        extractor = _cpu_extractor(self.net, self.options, self.batch_size, self.arithmetic)
         if extractor.backbone.weights_digest != self.weights_digest:
             raise PipelineError(
                 f"{self.net}: the weights on worker {socket.gethostname()} "
@@ -43,8 +54,11 @@ class WorkerExtractor:
         return np.concatenate(list(descriptor_batches(extractor, chunks, 0, [rows])))
 
 
+CPU = torch.device("cpu")
+
+
 @functools.cache
-def _cpu_extractor(net: str, options: str, batch_size: int) -> FeatureExtractor:
-    return FeatureExtractor(
-        build_backbone(net, json.loads(options)), torch.device("cpu"), batch_size
-    )
+def _cpu_extractor(
+    net: str, options: str, batch_size: int, arithmetic: Arithmetic
+) -> FeatureExtractor:
+    return FeatureExtractor(build_backbone(net, json.loads(options)), CPU, batch_size, arithmetic)

@@ -40,6 +40,8 @@ from pipeline.core.shards import (
     write_hdf5,
 )
 from pipeline.core.torch_files import check_seal, load_weights_only, save_torch, sealed
+from pipeline.features.cache_identity import ORIGIN_KEYS, descriptor_origin, origin_mismatch
+from pipeline.features.runtimes import as_float16
 from pipeline.features.trunks import Window, WindowRule, rule_from_state, rule_state
 
 RULE_FORMAT_VERSION = 1
@@ -73,9 +75,7 @@ def write_dense_shard(
     shapes = np.array([image.maps[n].shape[1:] for image, n in maps], np.int32).reshape(-1, 2)
     sizes = shapes.prod(axis=1).astype(np.int64)
     channels = images[0].maps[0].shape[0]
-    cells = np.concatenate(
-        [image.maps[n].reshape(channels, -1).T.astype(np.float16) for image, n in maps]
-    )
+    cells = np.concatenate([as_float16(image.maps[n].reshape(channels, -1).T) for image, n in maps])
     columns = {
         "image_id": np.array([image.image_id for image, _ in maps], dtype=object),
         "scale": np.array([image.scales[n] for image, n in maps], np.float32),
@@ -214,12 +214,12 @@ def image_windows(rule: WindowRule, image: ImageMaps, device: torch.device) -> W
 
 
 def write_window_rule(path: Path, rule: WindowRule, identity: dict[str, Any]) -> None:
-    """Write the window rule of a dense cache atomically, with the net's `identity` (``net``,
-    ``weights_digest``, ...), sealed by the digest of its contents; the same rule gives the
-    same bytes."""
+    """Write the window rule of a dense cache atomically, with the maps' `identity` (``net``,
+    ``weights_digest``, ``arithmetic``, ...), sealed by the digest of its contents; the same
+    rule gives the same bytes."""
     state = {
         "format_version": RULE_FORMAT_VERSION,
-        "identity": {k: identity[k] for k in ("net", "weights_digest")},
+        "identity": {k: identity[k] for k in ("net", *ORIGIN_KEYS)},
         "rule": rule_state(rule.rule),
         "window": list(rule.window),
         "stride": rule.stride,
@@ -229,11 +229,11 @@ def write_window_rule(path: Path, rule: WindowRule, identity: dict[str, Any]) ->
     save_torch(sealed(state), path)
 
 
-def read_window_rule(path: Path, *, net: str, weights_digest: str | None) -> WindowRule:
-    """The window rule stored at `path` for the maps of `net` made with the weights of
-    `weights_digest` (read weights-only). PipelineError naming the file, and the stage that
-    rewrites it, when it is missing, unreadable, damaged (its contents not those sealed in
-    it), or written for another net or weights."""
+def read_window_rule(path: Path, *, net: str, origin: dict[str, Any]) -> WindowRule:
+    """The window rule stored at `path` for the maps of `net` of `origin` (the weights digest
+    and arithmetic that made them, `descriptor_origin`; read weights-only). PipelineError
+    naming the file, and the stage that rewrites it, when it is missing, unreadable, damaged
+    (its contents not those sealed in it), or written for another net or origin."""
     redo = f"re-run `pipeline dense --net {net}`"
     state = load_weights_only(
         path, if_missing=f"no window rule; {redo}", kind="window rule", remedy=redo
@@ -250,11 +250,11 @@ def read_window_rule(path: Path, *, net: str, weights_digest: str | None) -> Win
         )
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
         raise PipelineError(f"{path}: not a window rule ({err}); {redo}") from None
-    if identity.get("net") != net or identity.get("weights_digest") != weights_digest:
-        raise PipelineError(
-            f"{path}: window rule of {identity.get('net')} with weights "
-            f"{identity.get('weights_digest')}, not of the maps' {net} ({weights_digest}); {redo}"
-        )
+    if identity.get("net") != net:
+        raise PipelineError(f"{path}: window rule of {identity.get('net')}, not {net}; {redo}")
+    differs = origin_mismatch(descriptor_origin(identity), origin)
+    if differs:
+        raise PipelineError(f"{path}: window rule of {differs} as the maps; {redo}")
     return stored
 
 
@@ -271,12 +271,13 @@ class DenseCache:
 
 def open_dense_cache(directory: Path, rule_path: Path, net: str) -> DenseCache:
     """The dense cache of `net` in `directory` with its window rule at `rule_path`.
-    PipelineError naming what is missing, or a rule made for other weights than the maps."""
+    PipelineError naming what is missing, or a rule made for other weights or arithmetic than
+    the maps."""
     shards = read_shard_index(directory)
     if not shards:
         raise PipelineError(f"{directory}: dense cache holds no shard; re-run `pipeline dense`")
     attrs = read_shard_attrs(shards[0].path)
-    rule = read_window_rule(rule_path, net=net, weights_digest=attrs.get("weights_digest"))
+    rule = read_window_rule(rule_path, net=net, origin=descriptor_origin(attrs))
     return DenseCache(shards, attrs, rule)
 
 

@@ -79,7 +79,7 @@ def trunk_maps(
     extractor: FeatureExtractor, resized: Sequence[tuple[np.ndarray, float]], patch_size: int
 ) -> list[torch.Tensor]:
     """The trunk maps ``[C, h, w]`` float32 (on the CPU) of an image's resized versions, one
-    forward pass each, on the extractor's device and precision; each input padded at the
+    forward pass each, with the extractor's device and arithmetic; each input padded at the
     right and bottom to an `aligned` size, so that the window of a cell is a patch's map."""
     release_free_heap()  # the last image's blocks, of other sizes than this one's
     dense, backbone = extractor.backbone.dense_trunk(), extractor.backbone
@@ -93,9 +93,7 @@ def trunk_maps(
         padding += (0, aligned(height, patch_size, dense.stride) - height)
         if any(padding):
             x = F.pad(x, padding).contiguous(memory_format=torch.channels_last)
-        with extractor.autocast:
-            maps = trunk(x)
-        out.append(maps[0].float().cpu())
+        out.append(trunk(x)[0].cpu())
     return out
 
 
@@ -120,9 +118,10 @@ class DenseTask:
 
 def dense_identity(params: Params, net: str, extractor: FeatureExtractor) -> dict:
     """What the maps depend on besides the pixels: the net, its weights and transform, the
-    patch size, the scales, the trunk's stride and its arithmetic (batch norms folded)."""
-    backbone = extractor.backbone
-    return backbone_identity(net, backbone, params.tiling.patch_size) | {
+    runtime and precision, the patch size, the scales, the trunk's stride and whether its
+    batch norms are folded."""
+    backbone, size = extractor.backbone, params.tiling.patch_size
+    return backbone_identity(net, backbone, size, extractor.arithmetic) | {
         "scales": list(params.tiling.scales),
         "stride": backbone.dense_trunk().stride,
         "trunk": "batch norms folded" if extractor.whole_image_trunk[1] else "as in patch mode",
@@ -168,7 +167,7 @@ def dense_split(
     identity = dense_identity(params, net, extractor)
     out = layout.dense(net, split)
     tasks = plan(params, split, identity, out)
-    attrs = shard_attributes(identity)
+    attrs = shard_attributes(identity, extractor.device)
     log.info("%s dense maps of %s on %s, %d scales", net, split, extractor.device, len(scales))
 
     def write_missing(todo: list[DenseTask]) -> Iterator[tuple[DenseTask, str]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -16,7 +15,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.core.errors import PipelineError
 from pipeline.features.nets.backbone import Backbone, normalise
-from pipeline.features.trunks import fold_batch_norms
+from pipeline.features.runtimes import (
+    Arithmetic,
+    Forward,
+    as_float16,
+    compiled_forward,
+    resolve_arithmetic,
+    rule_forward,
+)
+from pipeline.features.trunks import WindowedTrunk, fold_batch_norms
 
 PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead
 
@@ -34,42 +41,77 @@ class PatchChunks(Protocol):
 
 
 class FeatureExtractor:
-    """A backbone placed on a device, turning uint8 patches into float16 descriptors.
+    """A backbone placed on a device, turning uint8 patches into float16 descriptors with the
+    given `Arithmetic` (runtime and precision; `pipeline.features.runtimes`).
 
-    On CUDA it runs channels_last under bf16 autocast (fp16 where bf16 is unsupported); on the
-    CPU channels_last in float32.
+    A `WindowedTrunk` runs its trunk through the runtime and its window rule in PyTorch (in
+    the same precision), so that patch mode and dense mode share the rule; any other module
+    runs whole through the runtime. Each patch size is compiled once, when first seen.
     """
 
-    def __init__(self, backbone: Backbone, device: torch.device, batch_size: int) -> None:
+    def __init__(
+        self, backbone: Backbone, device: torch.device, batch_size: int, arithmetic: Arithmetic
+    ) -> None:
         self.backbone = backbone
         self.device = device
         self.batch_size = batch_size
-        self.module = backbone.module.to(device, memory_format=torch.channels_last)
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            self.autocast: Any = torch.autocast("cuda", dtype=dtype)
-        else:
-            self.autocast = nullcontext()
+        self.arithmetic = arithmetic
+        self._forwards: dict[tuple[int, int], Forward] = {}
+
+    def _example(self, height: int, width: int) -> torch.Tensor:
+        return torch.zeros(1, 3, height, width, device=self.device)
+
+    def _patch_forward(self, height: int, width: int) -> Forward:
+        """The compiled forward pass of `height` x `width` patches: normalised float32
+        ``[N, 3, H, W]`` -> descriptors float32 ``[N, d]``."""
+        if (height, width) not in self._forwards:
+            module, example = self.backbone.module, self._example(height, width)
+            if isinstance(module, WindowedTrunk):
+                trunk = compiled_forward(module.trunk, self.arithmetic, self.device, example)
+                rule = rule_forward(module.rule, self.arithmetic, self.device)
+                self._forwards[height, width] = lambda x: rule(trunk(x)).flatten(1)
+            else:
+                self._forwards[height, width] = compiled_forward(
+                    module, self.arithmetic, self.device, example
+                )
+        return self._forwards[height, width]
 
     @functools.cached_property
-    def whole_image_trunk(self) -> tuple[torch.nn.Module, bool]:
-        """The trunk dense mode runs over whole images, built when first asked for (patch mode
+    def whole_image_trunk(self) -> tuple[Forward, bool]:
+        """The trunk dense mode runs over whole images (normalised float32 ``[1, 3, H, W]`` of
+        any size -> maps float32 ``[1, C, h, w]``), compiled when first asked for (patch mode
         never pays for it): the backbone's trunk with its batch norms folded into the
         convolutions where that is exact to rounding (`fold_batch_norms`), and whether it is."""
-        return fold_batch_norms(self.backbone.dense_trunk().trunk)
+        trunk, folded = fold_batch_norms(self.backbone.dense_trunk().trunk)
+        size = 2 * self.backbone.dense_trunk().stride
+        forward = compiled_forward(
+            trunk, self.arithmetic, self.device, self._example(size, size), dynamic_size=True
+        )
+        return forward, folded
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> np.ndarray:
         """Descriptors ``[N, d]`` float16 of uint8 patches ``[N, S, S, 3]`` (any N)."""
         out = []
+        forward = self._patch_forward(*pixels.shape[1:3]) if len(pixels) else None
         for start in range(0, len(pixels), self.batch_size):
             batch = pixels[start : start + self.batch_size].to(self.device, non_blocking=True)
-            with self.autocast:
-                features = self.module(normalise(batch, self.backbone.mean, self.backbone.std))
-            out.append(features.float().cpu().numpy().astype(np.float16))
+            features = forward(normalise(batch, self.backbone.mean, self.backbone.std))
+            out.append(as_float16(features))
         if not out:
             return np.zeros((0, self.backbone.dim), np.float16)
         return np.concatenate(out)
+
+
+def configured_extractor(
+    backbone: Backbone, device: torch.device, batch_size: int, runtime: str, precision: str
+) -> FeatureExtractor:
+    """An extractor of `backbone` on `device` with the arithmetic the ``features.runtime`` and
+    ``features.precision`` settings give it there (`resolve_arithmetic`; OpenVINO's ``auto``
+    takes the modules it converts: a trunk and a window rule)."""
+    convertible = isinstance(backbone.module, WindowedTrunk)
+    arithmetic = resolve_arithmetic(runtime, precision, device, backbone.bfloat16_safe, convertible)
+    return FeatureExtractor(backbone, device, batch_size, arithmetic)
 
 
 def resolve_cutting(setting: str, device: torch.device) -> Literal["pil", "torch"]:

@@ -15,6 +15,7 @@ from torch import nn
 from pipeline.core.equal_runs import equal_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.shards import ShardFile, read_shard_attrs
+from pipeline.features.cache_identity import descriptor_origin
 from pipeline.features.dense_cache import ImageMaps, Windows, image_windows, iter_dense_cache
 from pipeline.features.feature_cache import feature_cache_shards, read_features
 from pipeline.features.trunks import WindowRule
@@ -76,12 +77,12 @@ def load_head_for_cache(
     """The trained layers at `path` (``<kind>.pt``) for the cache directory `cache`: the module
     (eval mode), its checkpoint, and the cache's shards in order. PipelineError naming the
     file and the command that rewrites it when either is missing or damaged, or the layers
-    were trained for another net, class list or backbone weights."""
+    were trained for another net, class list or origin of descriptors."""
     record = read_trained(path, net)
     shards = feature_cache_shards(cache)
     head = load_layers(
         record, net=net, classes=classes, source=path,
-        weights_digest=read_shard_attrs(shards[0].path).get("weights_digest"),
+        origin=descriptor_origin(read_shard_attrs(shards[0].path)),
     )  # fmt: skip
     return head, record, shards
 

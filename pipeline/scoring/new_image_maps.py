@@ -13,10 +13,12 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.params import Features as FeaturesParams
 from pipeline.data.cutting import cut_patches
 from pipeline.data.tiling import patch_grid
+from pipeline.features.cache_identity import origin_mismatch
 from pipeline.features.nets.registry import build_backbone
-from pipeline.features.patch_extractor import FeatureExtractor
+from pipeline.features.patch_extractor import FeatureExtractor, configured_extractor
 from pipeline.scoring.heatmaps import heat_maps
 from pipeline.scoring.image_scores import patch_probabilities
 from pipeline.trained.trained_layers import writer_of
@@ -43,21 +45,26 @@ def checked_extractor(
     net: str,
     options: dict[str, Any],
     device: torch.device,
-    batch_size: int,
+    features: FeaturesParams,
     *,
-    weights_digest: str | None,
+    origin: dict[str, Any],
     source: Path,
 ) -> FeatureExtractor:
     """The backbone of `net` built with `options` (its ``nets`` params) as an extractor on
-    `device`, for trained layers at `source` that learnt from descriptors of the weights
-    `weights_digest` (as their cache recorded them). PipelineError naming `source` and the
-    command that retrains them when the backbone built now has other weights: its maps would
-    not be those the layers were trained for."""
+    `device` with the ``features`` params' batch size, runtime and precision, for trained
+    layers at `source` that learnt from descriptors of `origin` (weights digest and arithmetic,
+    as their cache recorded them). PipelineError naming `source` and the command that retrains
+    them when the backbone built now has other weights or arithmetic: its descriptors would not
+    be those the layers were trained for."""
     backbone = build_backbone(net, options)
-    if backbone.weights_digest != weights_digest:
+    extractor = configured_extractor(
+        backbone, device, features.batch_size, features.runtime, features.precision
+    )
+    now = {"weights_digest": backbone.weights_digest, "arithmetic": extractor.arithmetic.describe()}
+    differs = origin_mismatch(origin, now)
+    if differs:
         raise PipelineError(
-            f"{source}: trained on descriptors of {net} weights {weights_digest}, not of the "
-            f"weights the nets params give now ({backbone.weights_digest}); re-run "
-            f"`pipeline {writer_of(source.stem)} --net {net}` or set the params back"
+            f"{source}: trained on {net} descriptors of {differs} as the params give now; "
+            f"re-run `pipeline {writer_of(source.stem)} --net {net}` or set the params back"
         )
-    return FeatureExtractor(backbone, device, batch_size)
+    return extractor

@@ -15,6 +15,7 @@ import torch
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
 from pipeline.core.scratch_rows import DiskRows
+from pipeline.features.cache_identity import descriptor_origin
 from pipeline.trained.head import epoch_logger, fit_head
 from pipeline.trained.trained_layers import checkpoint, save_trained, training_summary
 
@@ -36,8 +37,8 @@ def train_and_save(
     """Train the head of `net` on the training split's `descriptors` ``[N, d]`` with the
     ``label`` and ``image_id`` columns of `rows` (``head`` params: loss, schedule, hold-out of
     whole images) and write it as trained layers of `kind` (``head`` or ``windows``, by
-    `save_trained`), recording the weights digest of the backbone in `attrs` and the seconds
-    since `started` (``time.perf_counter``).
+    `save_trained`), recording the origin of the descriptors in `attrs` (`descriptor_origin`)
+    and the seconds since `started` (``time.perf_counter``).
     `source` is the cache named in errors; `device` is where it trains. PipelineError when a
     label lies outside ``0..C``."""
     classes, split, layout = params.dataset.classes, params.dataset.train_split, params.layout
@@ -56,7 +57,7 @@ def train_and_save(
         kind,
         net=net,
         layer=attrs.get("layer"),
-        weights_digest=attrs.get("weights_digest"),
+        **descriptor_origin(attrs),
         classes=list(classes),
         shape=fitted.shape,
         params=params.head.model_dump(),

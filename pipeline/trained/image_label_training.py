@@ -11,6 +11,7 @@ from pipeline.core.params import Params
 from pipeline.data.image_sets import read_class_image_sets
 from pipeline.data.image_truth import image_truth
 from pipeline.data.manifests import read_manifest
+from pipeline.features.cache_identity import descriptor_origin
 from pipeline.trained.head import FittedHead
 from pipeline.trained.trained_layers import checkpoint, save_trained, training_summary
 
@@ -40,7 +41,7 @@ def save_fitted(
     trained on the images `ids` with `config`, on descriptors of the backbone `attrs` describes,
     in `seconds`."""
     record = checkpoint(
-        fitted.module, kind, net=net, weights_digest=attrs.get("weights_digest"),
+        fitted.module, kind, net=net, **descriptor_origin(attrs),
         classes=list(params.dataset.classes), shape=fitted.shape,
         params=config.model_dump(), best_epoch=fitted.best.epoch,
         train_split=params.dataset.train_split, train_images=sorted(ids),

@@ -25,6 +25,7 @@ from pipeline.core.atomic import write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.layout import Layout
 from pipeline.core.torch_files import check_seal, load_weights_only, save_torch, sealed
+from pipeline.features.cache_identity import descriptor_origin, origin_mismatch
 from pipeline.trained.head import EpochLog, build_head
 
 
@@ -61,9 +62,9 @@ def writer_of(kind: str) -> str:
 
 def checkpoint(module: nn.Module, kind: str, **identity: Any) -> dict[str, Any]:
     """The checkpoint of trained layers of `kind`: the module's weights (on the CPU), the kind,
-    and everything that identifies what they were trained on (``net``, ``weights_digest``,
-    ``classes``, ``shape``, ``params``, ``train_split``, ``train_images``, ...), sealed by its
-    digest."""
+    and everything that identifies what they were trained on (``net``, ``weights_digest`` and
+    ``arithmetic`` of the descriptors, ``classes``, ``shape``, ``params``, ``train_split``,
+    ``train_images``, ...), sealed by its digest."""
     state = {k: v.cpu() for k, v in module.state_dict().items()}
     return sealed({"state_dict": state, **identity, "kind": kind})
 
@@ -182,17 +183,19 @@ def load_layers(
     *,
     net: str,
     classes: Sequence[str],
-    weights_digest: str | None,
+    origin: dict[str, Any],
     source: Path,
 ) -> nn.Module:
     """The adaptation layers of a checked checkpoint (`read_trained`), rebuilt in eval mode;
     PipelineError naming `source` and the command that trains them again when they were
-    trained for another net, class list, or backbone weights (`weights_digest` of the
-    descriptors they will be applied to)."""
+    trained for another net, class list, or on descriptors of another origin than those they
+    will be applied to (`origin`: the backbone's weights digest and arithmetic,
+    `descriptor_origin`)."""
     check_trained_for(record, net=net, classes=classes, source=source)
-    if record.get("weights_digest") != weights_digest:
+    differs = origin_mismatch(descriptor_origin(record), origin)
+    if differs:
         raise PipelineError(
-            f"{source}: trained on descriptors of other {net} weights than these; re-run "
+            f"{source}: trained on {net} descriptors of {differs} as these; re-run "
             f"`pipeline {writer_of(recorded_kind(record))} --net {net}`"
         )
     shape = record["shape"]

@@ -133,6 +133,7 @@ NETS = (
         untrained=lambda options: alexnet_windowed(AlexNetFC7(PRE1512_CONV, 6144, 1512)),
         options=Pre1512Options,
         below_fc6=split_fully_connected,
+        bfloat16_safe=True,
     ),
     NetSpec(
         "alexnet",
@@ -145,5 +146,6 @@ NETS = (
         build=build_alexnet,
         untrained=untrained_alexnet,
         below_fc6=split_fully_connected,
+        bfloat16_safe=True,
     ),
 )

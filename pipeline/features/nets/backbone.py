@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# relative error (max |bf16 - f32| / max |f32| per descriptor) a `bfloat16_safe` net stays within
+BFLOAT16_BOUND = 0.01
 
 FindBelowFc6 = Callable[[nn.Module], "BelowFc6"]
 
@@ -43,7 +45,8 @@ class Backbone:
     of the descriptor layer. mean, std: per-channel RGB normalisation of [0, 1] inputs.
     weights_digest: identifies the weights (SHA-256 of their file, or of the tensors).
     below_fc6: how its module is cut below FC6 (the action task's update variant), None when
-    it has no FC6 or counterpart.
+    it has no FC6 or counterpart. bfloat16_safe: whether precision ``auto`` may compute its
+    descriptors in bfloat16 (they stay within `BFLOAT16_BOUND` of float32's).
     """
 
     name: str
@@ -57,6 +60,7 @@ class Backbone:
     dense: DenseTrunk | None = None
     no_dense: str = ""
     below_fc6: FindBelowFc6 | None = field(default=None, compare=False)
+    bfloat16_safe: bool = False
 
     def transform_description(self) -> str:
         """The input transform in words, stored beside cached features."""
@@ -81,7 +85,8 @@ class NetSpec:
     action task's NO PRETRAIN variant; the caller seeds torch). options: the pydantic model of
     its ``nets.<name>`` params block, without defaults (the values live in params.yaml).
     below_fc6: how the module is cut below FC6 (None: the net has no FC6 or counterpart, and
-    the update variant says so).
+    the update variant says so). bfloat16_safe: its descriptors in bfloat16 are measured to
+    stay within `BFLOAT16_BOUND` of float32's (precision ``auto`` may use bfloat16).
     """
 
     name: str
@@ -95,6 +100,7 @@ class NetSpec:
     untrained: Callable[[Any], WindowedTrunk]
     options: type[NetOptions] = NetOptions
     below_fc6: FindBelowFc6 | None = None
+    bfloat16_safe: bool = False
 
 
 def freeze(module: nn.Module) -> nn.Module:
