@@ -10,12 +10,20 @@ from pathlib import Path
 from pipeline.action.models import VARIANTS
 from pipeline.action.persons import PERSONS_SCHEMA
 from pipeline.action.subset import skipped_reason
+from pipeline.core.devices import resolve_device
 from pipeline.core.errors import PipelineError
 from pipeline.core.layout import Layout
 from pipeline.core.params import Params
-from pipeline.core.shards import INDEX_NAME, shard_directory_problems
+from pipeline.core.shards import (
+    INDEX_NAME,
+    read_shard_attrs,
+    read_shard_index,
+    shard_directory_problems,
+)
 from pipeline.data.manifests import manifest_problems
 from pipeline.features.dense_cache import open_dense_cache
+from pipeline.features.patch_extractor import net_arithmetic
+from pipeline.features.runtimes import made_on
 from pipeline.trained.trained_layers import METHODS, read_trained
 
 log = logging.getLogger("pipeline")
@@ -52,6 +60,8 @@ def _object_task(params: Params) -> Iterator[Checked]:
             yield shard_directory_problems(layout.features(net, split), "features")
             yield shard_directory_problems(layout.dense(net, split), "dense")
             yield _window_rule_problems(layout, net, split)
+            yield _arithmetic_problems(params, net, layout.features(net, split), "features")
+            yield _arithmetic_problems(params, net, layout.dense(net, split), "dense")
         for kind in METHODS:
             yield _checkpoint_problems(layout.head(net, kind), net)
 
@@ -78,6 +88,9 @@ def _action_task(params: Params) -> Iterator[Checked]:
                 yield shard_directory_problems(
                     layout.cache("action-below-fc6", net, split), "action-features"
                 )
+            for kind in ("action-features", "action-below-fc6"):
+                cache = layout.cache(kind, net, split)
+                yield _arithmetic_problems(params, net, cache, "action-features")
         for variant in VARIANTS:
             if variant == "update" and without_fc6:
                 continue
@@ -93,6 +106,26 @@ def _window_rule_problems(layout: Layout, net: str, split: str) -> Checked:
         open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
     except PipelineError as err:
         return 1, [str(err)]
+    return 1, []
+
+
+def _arithmetic_problems(params: Params, net: str, directory: Path, writer: str) -> Checked:
+    """The arithmetic a cache was computed with (runtime, version, precision: part of its
+    identity) against the one the params give now, and where it was computed (logged, not a
+    problem: a cache made on a GPU serves a laptop as well)."""
+    try:
+        attrs = read_shard_attrs(read_shard_index(directory)[0].path)
+    except (PipelineError, IndexError, OSError):
+        return 0, []  # a missing or damaged cache is the shard directory check's to report
+    features = params.features
+    device = resolve_device(features.device)
+    now = net_arithmetic(net, device, features.runtime, features.precision).describe()
+    log.info("%s: %s, made on %s", directory, attrs.get("arithmetic"), attrs.get("made_on"))
+    if attrs.get("arithmetic") != now:
+        return 1, [
+            f"{directory}: computed with {attrs.get('arithmetic')}, the params give {now} on "
+            f"{made_on(device)}; re-run `pipeline {writer} --net {net}`"
+        ]
     return 1, []
 
 

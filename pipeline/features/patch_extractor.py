@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.core.errors import PipelineError
 from pipeline.features.nets.backbone import Backbone, normalise
+from pipeline.features.nets.registry import registered
 from pipeline.features.runtimes import (
     Arithmetic,
     Forward,
@@ -107,11 +108,18 @@ def configured_extractor(
     backbone: Backbone, device: torch.device, batch_size: int, runtime: str, precision: str
 ) -> FeatureExtractor:
     """An extractor of `backbone` on `device` with the arithmetic the ``features.runtime`` and
-    ``features.precision`` settings give it there (`resolve_arithmetic`; OpenVINO's ``auto``
-    takes the modules it converts: a trunk and a window rule)."""
-    convertible = isinstance(backbone.module, WindowedTrunk)
-    arithmetic = resolve_arithmetic(runtime, precision, device, backbone.bfloat16_safe, convertible)
+    ``features.precision`` settings give it there (`net_arithmetic`)."""
+    arithmetic = net_arithmetic(backbone.name, device, runtime, precision)
     return FeatureExtractor(backbone, device, batch_size, arithmetic)
+
+
+def net_arithmetic(net: str, device: torch.device, runtime: str, precision: str) -> Arithmetic:
+    """The arithmetic the ``features.runtime`` and ``features.precision`` settings give net
+    `net` on `device` (`resolve_arithmetic`): ``auto`` takes OpenVINO for the registry's nets,
+    which it converts, and bfloat16 for those the registry marks safe in it."""
+    known = registered()
+    safe = net in known and known[net].bfloat16_safe
+    return resolve_arithmetic(runtime, precision, device, safe, net in known)
 
 
 def resolve_cutting(setting: str, device: torch.device) -> Literal["pil", "torch"]:

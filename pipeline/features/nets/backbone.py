@@ -45,8 +45,7 @@ class Backbone:
     of the descriptor layer. mean, std: per-channel RGB normalisation of [0, 1] inputs.
     weights_digest: identifies the weights (SHA-256 of their file, or of the tensors).
     below_fc6: how its module is cut below FC6 (the action task's update variant), None when
-    it has no FC6 or counterpart. bfloat16_safe: whether precision ``auto`` may compute its
-    descriptors in bfloat16 (they stay within `BFLOAT16_BOUND` of float32's).
+    it has no FC6 or counterpart.
     """
 
     name: str
@@ -60,7 +59,6 @@ class Backbone:
     dense: DenseTrunk | None = None
     no_dense: str = ""
     below_fc6: FindBelowFc6 | None = field(default=None, compare=False)
-    bfloat16_safe: bool = False
 
     def transform_description(self) -> str:
         """The input transform in words, stored beside cached features."""

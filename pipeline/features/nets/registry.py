@@ -100,7 +100,6 @@ def build_backbone(name: str, options: Mapping[str, Any] | None = None) -> Backb
         weights_digest=digest,
         dense=dense_trunk(module, spec.stride),
         below_fc6=spec.below_fc6,
-        bfloat16_safe=spec.bfloat16_safe,
     )
 
 
