@@ -1,6 +1,7 @@
 """Throughput of feature extraction: the bare forward pass against the whole `features` stage.
 
-In one run, on the same net, batch size and device, reports patches/s of
+In one run, on the same net, batch size, device, runtime and precision (params.yaml's), reports
+patches/s of
   1. the bare forward pass on a normalised batch already in device memory, and
   2. the `pipeline features` stage on a demo split cut straight from the images (decode, cut,
      transfer, forward, write), as the stage itself measures it, and end to end with start-up.
@@ -29,6 +30,7 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.params import load_params
 from pipeline.features.nets.backbone import normalise
 from pipeline.features.nets.registry import build_backbone
+from pipeline.features.patch_extractor import configured_extractor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,21 +38,24 @@ REPO = Path(__file__).resolve().parents[1]
 def forward_seconds(
     net: str, device: torch.device, size: int, batch: int, passes: int
 ) -> list[float]:
-    """Seconds of each of `passes` forward passes of the module alone on a ready batch of
-    `batch` normalised random patches of `size` px in device memory (after one warm-up)."""
-    backbone = build_backbone(net, load_params(REPO / "params.yaml").net_options(net))
-    module = backbone.module.to(device, memory_format=torch.channels_last)
+    """Seconds of each of `passes` forward passes alone, with the runtime and precision the
+    params give (`features.runtime`, `features.precision`), on a ready batch of `batch`
+    normalised random patches of `size` px in device memory (after one warm-up)."""
+    params = load_params(REPO / "params.yaml")
+    backbone = build_backbone(net, params.net_options(net))
+    features = params.features
+    extractor = configured_extractor(backbone, device, batch, features.runtime, features.precision)
+    forward = extractor.patch_forward(size, size)
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
     x = normalise(pixels, backbone.mean, backbone.std)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     seconds = []
-    with torch.inference_mode(), autocast:
-        module(x)  # warm-up
+    with torch.inference_mode():
+        forward(x)  # warm-up
         for _ in range(passes):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            module(x)
+            forward(x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds.append(time.perf_counter() - start)

@@ -189,12 +189,16 @@ class Features(Block):
         "torch (on the features device); auto: torch on CUDA, pil on CPU"
     )
     runtime: Literal["auto", "torch", "openvino"] = Field(
-        description="what runs the frozen backbone: torch (the reference), openvino (CPU); "
-        "auto: openvino on the CPU for registry nets, torch elsewhere"
+        description="what runs the frozen backbone: torch (PyTorch, the reference), openvino "
+        "(the CPU only; its outputs equal PyTorch's to float rounding); auto: openvino on the "
+        "CPU for the registry's nets, torch on CUDA and for torchvision: nets. Part of every "
+        "cache's identity, with its version"
     )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        description="of the frozen backbone and window descriptors; auto: bfloat16 where the "
-        "device computes it natively and the net allows it, else float32"
+        description="of the frozen backbone (weights cast once); auto: bfloat16 only where the "
+        "device computes it natively (CUDA with bf16, a CPU with AMX or AVX-512-BF16) and for "
+        "nets whose bfloat16 descriptors stay within 1% of float32's (the AlexNet geometry: "
+        "pre1512, alexnet), else float32. Part of every cache's identity"
     )
 
 

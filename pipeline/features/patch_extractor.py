@@ -62,7 +62,7 @@ class FeatureExtractor:
     def _example(self, height: int, width: int) -> torch.Tensor:
         return torch.zeros(1, 3, height, width, device=self.device)
 
-    def _patch_forward(self, height: int, width: int) -> Forward:
+    def patch_forward(self, height: int, width: int) -> Forward:
         """The compiled forward pass of `height` x `width` patches: normalised float32
         ``[N, 3, H, W]`` -> descriptors float32 ``[N, d]``."""
         if (height, width) not in self._forwards:
@@ -94,7 +94,7 @@ class FeatureExtractor:
     def __call__(self, pixels: torch.Tensor) -> np.ndarray:
         """Descriptors ``[N, d]`` float16 of uint8 patches ``[N, S, S, 3]`` (any N)."""
         out = []
-        forward = self._patch_forward(*pixels.shape[1:3]) if len(pixels) else None
+        forward = self.patch_forward(*pixels.shape[1:3]) if len(pixels) else None
         for start in range(0, len(pixels), self.batch_size):
             batch = pixels[start : start + self.batch_size].to(self.device, non_blocking=True)
             features = forward(normalise(batch, self.backbone.mean, self.backbone.std))
