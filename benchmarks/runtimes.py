@@ -5,7 +5,8 @@ In one run, variants timed alternately (rounds of one pass each, after a warm-up
 for each net's patch forward (`--size` px, `--batch` patches):
   - PyTorch eager float32 (the reference), OpenVINO float32 (`features.runtime: openvino`),
     ONNX Runtime float32 (the other candidate, not used by the pipeline), and PyTorch with
-    its weights cast once to bfloat16;
+    its weights cast once to bfloat16 (only where the CPU computes bfloat16 natively:
+    emulated, it takes minutes per batch);
   - the speed-up over the reference (min / median of the rounds), the relative error of the
     descriptors against it (max |x - ref| / max |ref|), GFLOP per patch (counted by torch's
     FlopCounterMode on the reference), the GFLOP/s achieved and its share of the peak of a
@@ -37,7 +38,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.data.cutting import resized_size
 from pipeline.features.dense_extractor import aligned
 from pipeline.features.nets.registry import build_backbone, registered
-from pipeline.features.runtimes import Arithmetic, compiled_forward, openvino_version
+from pipeline.features.runtimes import (
+    Arithmetic,
+    compiled_forward,
+    native_bfloat16,
+    openvino_version,
+)
 from pipeline.features.trunks import WindowedTrunk, fold_batch_norms
 
 CPU = torch.device("cpu")
@@ -102,11 +108,14 @@ def patch_variants(module: WindowedTrunk, example: torch.Tensor) -> dict[str, Ca
     """The patch forward (trunk, then window rule) of each variant."""
     version = str(openvino_version())
     variants = {}
-    for label, arithmetic in [
+    chosen = [
         ("torch float32", Arithmetic("torch", torch.__version__, "float32")),
         ("openvino float32", Arithmetic("openvino", version, "float32")),
-        ("torch bfloat16 (weights cast)", Arithmetic("torch", torch.__version__, "bfloat16")),
-    ]:
+    ]
+    if native_bfloat16(CPU):  # emulated elsewhere: minutes per batch, not worth timing
+        bfloat16 = Arithmetic("torch", torch.__version__, "bfloat16")
+        chosen.append(("torch bfloat16 (weights cast)", bfloat16))
+    for label, arithmetic in chosen:
         trunk = compiled_forward(module.trunk, arithmetic, CPU, example)
         rule = copy.deepcopy(module.rule).to(arithmetic.dtype)
         variants[label] = with_rule(trunk, rule, arithmetic.dtype)
@@ -138,7 +147,7 @@ def patch_table(name: str, size: int, batch: int, rounds: int, peaks: dict) -> N
             for label, forward in variants.items():
                 seconds[label].append(timed(lambda f=forward: f(x)))
     base = seconds["torch float32"]
-    print(f"\n{name}, {size} px patches, batch {batch}: {gflop:.3f} GFLOP per patch")
+    print(f"\n{name}, {size} px patches, batch {batch}: {gflop:.3f} GFLOP per patch", flush=True)
     print("| variant | s / batch (median) | speed-up min / median | rel. error | GFLOP/s | peak |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for label, times in seconds.items():
@@ -198,11 +207,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    peaks = {"float32": peak_gflops(torch.float32), "bfloat16": peak_gflops(torch.bfloat16)}
+    peaks = {"float32": peak_gflops(torch.float32)}
+    if native_bfloat16(CPU):
+        peaks["bfloat16"] = peak_gflops(torch.bfloat16)
     print(
-        f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads; "
-        f"matmul peak float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 "
-        f"{peaks['bfloat16']:.0f} GFLOP/s"
+        f"CPU {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+        f"bfloat16 {'native' if native_bfloat16(CPU) else 'emulated (not timed)'}; matmul "
+        f"peak: {', '.join(f'{k} {v:.0f} GFLOP/s' for k, v in peaks.items())}",
+        flush=True,
     )
     for name in args.nets:
         patch_table(name, args.size, args.batch, args.rounds, peaks)
