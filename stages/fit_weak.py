@@ -12,7 +12,12 @@ from pipeline.core.params import Params
 from pipeline.features.dense_cache import DenseImageReader, open_dense_cache
 from pipeline.trained.head import epoch_logger
 from pipeline.trained.image_label_training import image_labels, save_fitted, schedule
-from pipeline.trained.weak import WindowDescriptors, fit_image_labels, weak_head
+from pipeline.trained.weak import (
+    WindowDescriptors,
+    fit_image_labels,
+    training_windows,
+    weak_head,
+)
 
 log = logging.getLogger("pipeline")
 
@@ -37,12 +42,14 @@ def fit_one(params: Params, net: str, device: str | None) -> None:
     split, layout = params.dataset.train_split, params.layout
     cache = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
     images = DenseImageReader(cache.shards)
-    ids, descriptors = images.image_ids, WindowDescriptors(images, cache.rule, torch_device)
+    ids, windows = images.image_ids, WindowDescriptors(images, cache.rule, torch_device)
     labels = image_labels(params, ids)
-    module = weak_head(int(descriptors[0].shape[1]), len(params.dataset.classes), config)
-    fitted = fit_image_labels(
-        module, descriptors, labels, ids, config, torch_device, epoch_logger("sign acc")
-    )
+    scratch, source = layout.head(net).parent, layout.dense(net, split)
+    with training_windows(windows, scratch, source) as descriptors:
+        module = weak_head(int(descriptors[0].shape[1]), len(params.dataset.classes), config)
+        fitted = fit_image_labels(
+            module, descriptors, labels, ids, config, torch_device, epoch_logger("sign acc")
+        )
     seconds = time.perf_counter() - started
     save_fitted(params, net, "weak", config, fitted, cache.attrs, ids, seconds)
     log.info(

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from pipeline.core.shards import read_shard_index
+from pipeline.features.dense_cache import DenseImageReader, open_dense_cache
 from pipeline.trained.trained_layers import writer_of
+from pipeline.trained.weak import StoredWindows, WindowDescriptors, training_windows
 from tests.cli import run_cli
 
 METHODS = ("patches", "dense", "windows", "weak", "cam")
@@ -185,3 +187,19 @@ def test_dense_heat_maps_use_the_window_rule_stored_with_the_maps(all_layers, ed
     rule.write_bytes(rule.read_bytes()[:64])  # a torn rule is refused, not rebuilt from the net
     line = last_error_line(run_cli("heatmaps", "--net", "tiny", check=False))
     assert line.startswith(f"error: {rule}: not a readable window rule")
+
+
+def test_fit_weak_computes_the_windows_once_and_reads_back_the_same_values(dense_cached, tmp_path):
+    # fit-weak stores the windows' descriptors once in a temporary file instead of computing
+    # them again every epoch (the tiny net's run a fully connected layer, as AlexNet's FC6 and
+    # FC7); it trains on the very values it would have computed, and nothing is left behind
+    dense = Path("data/dense/test-voc/tiny")
+    cache = open_dense_cache(dense / "trainval", dense / "trainval.rule.pt", "tiny")
+    windows = WindowDescriptors(DenseImageReader(cache.shards), cache.rule, torch.device("cpu"))
+    scratch = tmp_path / "scratch"
+    with training_windows(windows, scratch, Path("data/dense")) as stored:
+        assert isinstance(stored, StoredWindows) and len(stored) == len(windows)
+        for index in range(len(windows)):
+            again = windows[index]
+            assert stored[index].dtype == torch.float16 and torch.equal(stored[index], again)
+    assert list(scratch.iterdir()) == []

@@ -14,15 +14,19 @@ ignored), on the hold-out/plateau schedule of the patch head.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Head as HeadParams
+from pipeline.core.scratch_rows import DiskRowsWriter, disk_rows_writer
 from pipeline.features.dense_cache import DenseImageReader, ImageMaps, image_windows
 from pipeline.features.trunks import WindowRule
 from pipeline.trained.head import (
@@ -48,6 +52,42 @@ class WindowDescriptors(Sequence[torch.Tensor]):
     def __getitem__(self, index):  # type: ignore[override]  # an int
         """The window descriptors of image `index`."""
         return image_windows(self.rule, self.images[index], self.device).descriptors.half()
+
+
+class StoredWindows(Sequence[torch.Tensor]):
+    """The descriptors of `WindowDescriptors` computed once into a temporary file of float16
+    rows (`disk_rows_writer`) and read back one image at a time (one contiguous read each):
+    the same values, without recomputing the windows at every epoch."""
+
+    def __init__(self, windows: WindowDescriptors, writer: DiskRowsWriter) -> None:
+        counts = []
+        for index in tqdm(range(len(windows)), unit="img", desc="windows", mininterval=1):
+            block = windows[index].numpy()
+            writer.append(block)
+            counts.append(len(block))
+        self.rows = writer.rows()
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index):  # type: ignore[override]  # an int
+        """The window descriptors ``[P_i, d]`` float16 of image `index`."""
+        return self.rows[int(self.offsets[index]) : int(self.offsets[index + 1])]
+
+
+@contextmanager
+def training_windows(
+    windows: WindowDescriptors, scratch: Path, source: Path
+) -> Iterator[StoredWindows]:
+    """The window descriptors fit-weak trains on, read at every epoch: computed once into a
+    temporary file in `scratch` and read back (at 224 px, per 500x375 image and epoch, reading
+    takes a fraction of a percent of computing them with AlexNet's FC6 and FC7, a few percent
+    of the average pooling of effnet-lite0: docs/benchmarks.md), removed when the block ends.
+    The file holds every training image's windows in float16: about 6 MB per image for a
+    1280-d net, 29 MB for a 6144-d one. `source` (the dense cache) is named in errors."""
+    with disk_rows_writer(scratch, source) as writer:
+        yield StoredWindows(windows, writer)
 
 
 class Picked(Sequence[torch.Tensor]):
