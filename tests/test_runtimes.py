@@ -133,6 +133,8 @@ def test_a_cache_made_with_one_runtime_is_recomputed_not_read_as_another(trained
         f"{TORCH.describe()} on cpu (" in done.stderr
     )
     assert "re-run `pipeline features --net tiny`" in done.stderr
+    # and shows where each was computed, which alone does not make it stale
+    assert f"{FEATURES / 'trainval'}: {OPENVINO.describe()}, made on cpu (" in done.stderr
     # the stage recomputes the cache rather than resuming from shards made the other way
     run_cli("features", "--net", "tiny", "--split", "test")
     assert attribute(shard, "arithmetic") == TORCH.describe()

@@ -239,6 +239,6 @@ def test_maps_of_any_image_refuse_a_backbone_of_other_weights_than_the_head_lear
     done = run_cli("heatmaps", "--net", "tiny", "--image", str(photo), check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("error: data/heads/test-voc/tiny/head.pt: trained on descriptors of")
+    assert line.startswith("error: data/heads/test-voc/tiny/head.pt: trained on tiny descripto")
     assert "re-run `pipeline fit-head --net tiny`" in line
     assert not Path("data/heatmaps/test-voc/tiny/extra/photo.png").exists()
