@@ -8,7 +8,7 @@ patches/s of
 Run on demand:
 
     python benchmarks/features_throughput.py [--net effnet-lite0] [--size 128] [--batch 64]
-        [--images 12] [--device auto]
+        [--images 12] [--device auto] [--workers auto]
 
 On a CUDA machine run it once per net (e.g. --net alexnet, --net effnet-lite0).
 """
@@ -78,7 +78,9 @@ def pipeline(project: Path, *args: str) -> str:
     return done.stderr
 
 
-def stage_rate(net: str, device: str, size: int, batch: int, images: int) -> tuple[float, float]:
+def stage_rate(
+    net: str, device: str, size: int, batch: int, images: int, workers: str
+) -> tuple[float, float]:
     """Run the features stage on a fresh demo test split; return (stage patches/s as logged,
     end-to-end patches/s including process start and model loading)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +90,8 @@ def stage_rate(net: str, device: str, size: int, batch: int, images: int) -> tup
         params["dataset"]["root"] = root
         params["demo"].update(root=root, n_trainval=2, n_test=images)
         params["tiling"]["patch_size"] = size
-        params["features"].update(batch_size=batch, device=device)
+        workers_value = int(workers) if workers.isdigit() else workers
+        params["features"].update(batch_size=batch, device=device, workers=workers_value)
         (project / "params.yaml").write_text(yaml.safe_dump(params))
         pipeline(project, "demo")
         pipeline(project, "index", "--split", "test")
@@ -110,10 +113,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--workers", default="auto", help="the stage's loader workers")
     args = parser.parse_args()
     device = resolve_device(args.device)
     bare = bare_forward(args.net, device, args.size, args.batch, args.repeat)
-    stage, end_to_end = stage_rate(args.net, args.device, args.size, args.batch, args.images)
+    stage, end_to_end = stage_rate(
+        args.net, args.device, args.size, args.batch, args.images, args.workers
+    )
     print(f"{args.net} on {device}, {args.size}px patches, batch {args.batch}")
     print(f"bare forward          : {bare:9.1f} patches/s")
     print(f"features stage        : {stage:9.1f} patches/s ({100 * stage / bare:.0f}% of bare)")
