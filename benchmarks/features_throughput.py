@@ -8,7 +8,7 @@ patches/s of
 Run on demand:
 
     python benchmarks/features_throughput.py [--net effnet-lite0] [--size 128] [--batch 64]
-        [--images 12] [--device auto] [--workers auto]
+        [--images 12] [--device auto] [--workers auto] [--rounds 2]
 
 On a CUDA machine run it once per net (e.g. --net alexnet, --net effnet-lite0).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,8 +64,9 @@ def forward_seconds(
 
 
 def bare_forward(net: str, device: torch.device, size: int, batch: int, repeat: int) -> float:
-    """Patches/s of the module alone on a ready batch (best of `repeat` passes)."""
-    return batch / min(forward_seconds(net, device, size, batch, repeat))
+    """Patches/s of the module alone on a ready batch (the median of `repeat` passes, as the
+    stage's rate is a mean over its passes)."""
+    return batch / statistics.median(forward_seconds(net, device, size, batch, repeat))
 
 
 def pipeline(project: Path, *args: str) -> str:
@@ -114,16 +116,21 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workers", default="auto", help="the stage's loader workers")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    bare = bare_forward(args.net, device, args.size, args.batch, args.repeat)
-    stage, end_to_end = stage_rate(
-        args.net, args.device, args.size, args.batch, args.images, args.workers
-    )
     print(f"{args.net} on {device}, {args.size}px patches, batch {args.batch}")
-    print(f"bare forward          : {bare:9.1f} patches/s")
-    print(f"features stage        : {stage:9.1f} patches/s ({100 * stage / bare:.0f}% of bare)")
-    print(f"stage incl. start-up  : {end_to_end:9.1f} patches/s")
+    for round_number in range(1, args.rounds + 1):  # alternated: the machine's speed drifts
+        bare = bare_forward(args.net, device, args.size, args.batch, args.repeat)
+        stage, end_to_end = stage_rate(
+            args.net, args.device, args.size, args.batch, args.images, args.workers
+        )
+        print(
+            f"round {round_number}: bare forward {bare:.1f} patches/s (median of "
+            f"{args.repeat}), features stage {stage:.1f} ({100 * stage / bare:.0f}% of bare), "
+            f"with start-up {end_to_end:.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
