@@ -6,6 +6,8 @@ its identity is `pipeline.features.cache_identity`; on a Dask worker it is
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal, Protocol
 
@@ -25,6 +27,8 @@ from pipeline.features.runtimes import (
     rule_forward,
 )
 from pipeline.features.trunks import WindowedTrunk, fold_batch_norms
+
+log = logging.getLogger("pipeline")
 
 PREFETCH_CHUNKS = 4  # chunks each DataLoader worker loads ahead
 
@@ -47,7 +51,9 @@ class FeatureExtractor:
 
     A `WindowedTrunk` runs its trunk through the runtime and its window rule in PyTorch (in
     the same precision), so that patch mode and dense mode share the rule; any other module
-    runs whole through the runtime. Each patch size is compiled once, when first seen.
+    runs whole through the runtime. Each patch size is compiled once, when first seen;
+    `compile_seconds` adds up the time compiling took (OpenVINO's conversion: seconds per
+    stage, a fixed cost the stages leave out of their per-image times and log instead).
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class FeatureExtractor:
         self.device = device
         self.batch_size = batch_size
         self.arithmetic = arithmetic
+        self.compile_seconds = 0.0
         self._forwards: dict[tuple[int, int], Forward] = {}
 
     def _example(self, height: int, width: int) -> torch.Tensor:
@@ -66,6 +73,7 @@ class FeatureExtractor:
         """The compiled forward pass of `height` x `width` patches: normalised float32
         ``[N, 3, H, W]`` -> descriptors float32 ``[N, d]``."""
         if (height, width) not in self._forwards:
+            started = time.perf_counter()
             module, example = self.backbone.module, self._example(height, width)
             if isinstance(module, WindowedTrunk):
                 trunk = compiled_forward(module.trunk, self.arithmetic, self.device, example)
@@ -75,7 +83,18 @@ class FeatureExtractor:
                 self._forwards[height, width] = compiled_forward(
                     module, self.arithmetic, self.device, example
                 )
+            self.compiled(started)
         return self._forwards[height, width]
+
+    def compiled(self, started: float) -> None:
+        """Add the time since `started` (``time.perf_counter``) to `compile_seconds` and log
+        it when the runtime compiles (PyTorch's compilation is a no-op)."""
+        seconds = time.perf_counter() - started
+        self.compile_seconds += seconds
+        if self.arithmetic.runtime != "torch":
+            log.info(
+                "%s compiled by %s in %.1f s", self.backbone.name, self.arithmetic.runtime, seconds
+            )
 
     @functools.cached_property
     def whole_image_trunk(self) -> tuple[Forward, bool]:
@@ -83,11 +102,13 @@ class FeatureExtractor:
         any size -> maps float32 ``[1, C, h, w]``), compiled when first asked for (patch mode
         never pays for it): the backbone's trunk with its batch norms folded into the
         convolutions where that is exact to rounding (`fold_batch_norms`), and whether it is."""
+        started = time.perf_counter()
         trunk, folded = fold_batch_norms(self.backbone.dense_trunk().trunk)
         size = 2 * self.backbone.dense_trunk().stride
         forward = compiled_forward(
             trunk, self.arithmetic, self.device, self._example(size, size), dynamic_size=True
         )
+        self.compiled(started)
         return forward, folded
 
     @torch.inference_mode()
