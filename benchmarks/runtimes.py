@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.data.cutting import resized_size
 from pipeline.features.dense_extractor import aligned
-from pipeline.features.nets.registry import build_backbone, registered
+from pipeline.features.nets.registry import build_backbone, build_untrained
 from pipeline.features.runtimes import (
     Arithmetic,
     compiled_forward,
@@ -70,11 +70,9 @@ def net_module(name: str) -> WindowedTrunk:
     """The registered net: effnet-lite0 with its weights, others with seeded random ones."""
     if name == "effnet-lite0":
         return build_backbone(name).module
-    spec = registered()[name]
-    options = spec.options.model_validate({"weights": None, "sha256": None})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return spec.untrained(options).eval().requires_grad_(False)
+    options = {"weights": None, "sha256": None} if name == "pre1512" else {}
+    module, _, _ = build_untrained(name, options, seed=0)
+    return module.eval().requires_grad_(False)
 
 
 def onnx_forward(module: torch.nn.Module, example: torch.Tensor) -> Callable:

@@ -30,7 +30,7 @@ from pipeline.data.cutting import resized_size
 from pipeline.features.dense_cache import ImageMaps
 from pipeline.features.dense_extractor import aligned
 from pipeline.features.nets.backbone import dense_trunk
-from pipeline.features.nets.registry import registered
+from pipeline.features.nets.registry import build_untrained, registered
 from pipeline.trained.weak import StoredWindows, WindowDescriptors, weak_head
 
 SCALES = [1.0, 1.3, 1.6, 2.0, 2.4, 2.8, 3.2, 3.6, 4.0]
@@ -53,13 +53,10 @@ def image_maps(channels: int, size: int, stride: int, window: int) -> ImageMaps:
 
 def rule_of(net: str, size: int):
     """The window rule of `net` (random weights for pre1512) at `size` px patches."""
-    spec = registered()[net]
-    given = {"weights": None, "sha256": None} if net == "pre1512" else {}
-    options = spec.options.model_validate(given)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        module = spec.untrained(options).eval().requires_grad_(False)
-    return dense_trunk(module, spec.stride).window_rule(size)
+    options = {"weights": None, "sha256": None} if net == "pre1512" else {}
+    module, _, _ = build_untrained(net, options, seed=0)
+    stride = registered()[net].stride
+    return dense_trunk(module.eval().requires_grad_(False), stride).window_rule(size)
 
 
 def timed(run) -> float:

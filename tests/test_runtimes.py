@@ -15,9 +15,10 @@ import torch
 from pipeline.core.errors import PipelineError
 from pipeline.features import runtimes
 from pipeline.features.nets.backbone import BFLOAT16_BOUND
-from pipeline.features.nets.registry import registered
+from pipeline.features.nets.registry import build_untrained, registered
 from pipeline.features.runtimes import Arithmetic, compiled_forward, resolve_arithmetic
 from tests.cli import run_cli
+from tests.conftest import net_options
 
 CPU = torch.device("cpu")
 OPENVINO = Arithmetic("openvino", str(runtimes.openvino_version()), "float32")
@@ -30,12 +31,8 @@ FEATURES = Path("data/features/test-voc/tiny")
 def untrained(name: str) -> torch.nn.Module:
     """The registered net's architecture with seeded random weights (the weights of alexnet
     and pre1512 are not on this machine; the arithmetic does not depend on their values)."""
-    spec = registered()[name]
-    given = {"tiny": {"seed": 0}, "pre1512": {"weights": None, "sha256": None}}
-    options = spec.options.model_validate(given.get(name, {}))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return spec.untrained(options).eval().requires_grad_(False)
+    module, _, _ = build_untrained(name, net_options(name), seed=0)
+    return module.eval().requires_grad_(False)
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
