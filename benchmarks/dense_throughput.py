@@ -112,7 +112,7 @@ def main() -> None:
         def layers(method: str, cache: str):
             return load_head_for_cache(
                 project / layout.head(net, method), project / layout.cache(cache, net, split),
-                net=net, classes=dataset.classes,
+                writer=cache, net=net, classes=dataset.classes,
             )  # fmt: skip
 
         head, _, feature_shards = layers("head", "features")

@@ -42,8 +42,9 @@ def evaluate_one(params: Params, net: str, split: str) -> None:
     mode, pool = params.scoring.cache, params.scoring.pool
     trained = params.scoring.head
     head, checkpoint, shards = load_head_for_cache(
-        layout.head(net, trained), layout.cache(mode, net, split), net=net, classes=classes
-    )
+        layout.head(net, trained), layout.cache(mode, net, split), writer=mode, net=net,
+        classes=classes,
+    )  # fmt: skip
     check_unseen(checkpoint, image_ids, split, layout.head(net, trained))
     if mode == "dense":
         dense = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)

@@ -52,7 +52,7 @@ def render_extra_images(params: Params, net: str, paths: tuple[Path, ...]) -> No
     layout, split = params.layout, params.dataset.eval_split
     trained = params.scoring.head
     head, checkpoint, _ = load_head_for_cache(
-        layout.head(net, trained), layout.features(net, split), net=net,
+        layout.head(net, trained), layout.features(net, split), writer="features", net=net,
         classes=params.dataset.classes,
     )  # fmt: skip
     extractor = checked_extractor(
@@ -79,8 +79,9 @@ def render_split(params: Params, net: str) -> None:
     manifests = layout.manifests(split)
     trained = params.scoring.head
     head, checkpoint, shards = load_head_for_cache(
-        layout.head(net, trained), cache, net=net, classes=params.dataset.classes
-    )
+        layout.head(net, trained), cache, writer=params.scoring.cache, net=net,
+        classes=params.dataset.classes,
+    )  # fmt: skip
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
     check_unseen(checkpoint, images.index.tolist(), split, layout.head(net, trained))
     objects = read_manifest(manifests, "objects.parquet").to_pandas()

@@ -114,7 +114,7 @@ def _arithmetic_problems(params: Params, net: str, directory: Path, writer: str)
     identity) against the one the params give now, and where it was computed (logged, not a
     problem: a cache made on a GPU serves a laptop as well)."""
     try:
-        attrs = read_shard_attrs(read_shard_index(directory)[0].path)
+        attrs = read_shard_attrs(read_shard_index(directory)[0], writer)
     except (PipelineError, IndexError, OSError):
         return 0, []  # a missing or damaged cache is the shard directory check's to report
     features = params.features

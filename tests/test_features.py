@@ -22,7 +22,7 @@ from pipeline.core.atomic import exclusive, reading
 from pipeline.core.errors import PipelineError
 from pipeline.core.hashing import file_sha256
 from pipeline.core.sealed_tables import write_parquet
-from pipeline.core.shards import read_shard_attrs
+from pipeline.core.shards import read_shard_attrs, read_shard_index
 from pipeline.data.patch_codecs import PATCH_FORMAT_VERSION
 from pipeline.data.patch_datasets import ImagePatchChunks, ShardPixelChunks
 from pipeline.features.dask_extractor import WorkerExtractor
@@ -84,7 +84,7 @@ def test_test_split_rows_join_one_to_one_with_the_patch_manifest(cached):
     assert rows["image_id"].tolist() == patches.image_id.tolist()
     assert rows["patch"].tolist() == patches.patch.tolist()
     assert rows["label"].tolist() == patches.label.tolist()
-    attrs = read_shard_attrs(next((FEATURES / "test").glob("shard-*.h5")))
+    attrs = read_shard_attrs(read_shard_index(FEATURES / "test")[0], "features")
     assert attrs["net"] == "tiny" and attrs["format_version"] == 1
     assert {"layer", "weights", "weights_digest", "transform", "digest"} <= set(attrs)
 

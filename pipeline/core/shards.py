@@ -126,13 +126,6 @@ def check_format_version(f: h5py.File, expected: int, path: Path) -> None:
         )
 
 
-def read_shard_attrs(path: Path) -> dict[str, Any]:
-    """The attributes of a shard file (a feature or dense cache's: net, layer, weights_digest,
-    transform, ...), strings decoded."""
-    with h5py.File(path, "r") as f:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-
-
 class ShardFile(NamedTuple):
     """A shard as its directory's index lists it: path, row count, SHA-256 of its bytes."""
 
@@ -174,6 +167,21 @@ def shard_fault(shard: ShardFile, writer: str) -> str | None:
     recorded: bit rot, a partial copy), in one line naming it and the stage `writer` that
     rewrites it; None when it is intact. Reads the file once."""
     return _fault(shard, writer, file_sha256(shard.path) if shard.path.is_file() else None)
+
+
+def read_shard_attrs(shard: ShardFile, writer: str) -> dict[str, Any]:
+    """The attributes of a listed shard (a feature or dense cache's: net, layer,
+    weights_digest, transform, ...), strings decoded. Only the attributes are read; a file
+    that cannot be opened is checked against its index: PipelineError naming it and the
+    stage `writer` that rewrites it."""
+    try:
+        with h5py.File(shard.path, "r") as f:
+            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except OSError as err:
+        fault = shard_fault(shard, writer) or (
+            f"{shard.path}: not a readable shard ({err}); re-run `pipeline {writer}`"
+        )
+        raise PipelineError(fault) from None
 
 
 def verified_bytes(shard: ShardFile, writer: str) -> bytes:

@@ -276,7 +276,7 @@ def open_dense_cache(directory: Path, rule_path: Path, net: str) -> DenseCache:
     shards = read_shard_index(directory)
     if not shards:
         raise PipelineError(f"{directory}: dense cache holds no shard; re-run `pipeline dense`")
-    attrs = read_shard_attrs(shards[0].path)
+    attrs = read_shard_attrs(shards[0], "dense")
     rule = read_window_rule(rule_path, net=net, origin=descriptor_origin(attrs))
     return DenseCache(shards, attrs, rule)
 

@@ -72,7 +72,7 @@ def read_feature_cache(
     shards = feature_cache_shards(directory)
     parts = [read_features(shard, writer) for shard in shards]
     rows = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return rows, read_shard_attrs(shards[0].path)
+    return rows, read_shard_attrs(shards[0], writer)
 
 
 @contextmanager
@@ -92,4 +92,4 @@ def feature_cache_on_disk(
             writer.append(rows.pop("features"))
             keys.append(rows)
         columns = {key: np.concatenate([k[key] for k in keys]) for key in keys[0]}
-        yield writer.rows(), columns, read_shard_attrs(shards[0].path)
+        yield writer.rows(), columns, read_shard_attrs(shards[0], "features")

@@ -72,17 +72,18 @@ def image_probabilities(head: nn.Module, shards: Sequence[ShardFile]) -> Iterato
 
 
 def load_head_for_cache(
-    path: Path, cache: Path, *, net: str, classes: Sequence[str]
+    path: Path, cache: Path, *, writer: str, net: str, classes: Sequence[str]
 ) -> tuple[nn.Module, dict[str, Any], list[ShardFile]]:
-    """The trained layers at `path` (``<kind>.pt``) for the cache directory `cache`: the module
-    (eval mode), its checkpoint, and the cache's shards in order. PipelineError naming the
-    file and the command that rewrites it when either is missing or damaged, or the layers
-    were trained for another net, class list or origin of descriptors."""
+    """The trained layers at `path` (``<kind>.pt``) for the cache directory `cache` (written
+    by the stage `writer`: ``features`` or ``dense``): the module (eval mode), its checkpoint,
+    and the cache's shards in order. PipelineError naming the file and the command that
+    rewrites it when either is missing or damaged, or the layers were trained for another
+    net, class list or origin of descriptors."""
     record = read_trained(path, net)
     shards = feature_cache_shards(cache)
     head = load_layers(
         record, net=net, classes=classes, source=path,
-        origin=descriptor_origin(read_shard_attrs(shards[0].path)),
+        origin=descriptor_origin(read_shard_attrs(shards[0], writer)),
     )  # fmt: skip
     return head, record, shards
 
