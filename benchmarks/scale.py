@@ -178,7 +178,8 @@ def measured(project: Path, runs: list[StageRun]) -> list[Measured]:
         listed = (sets / "Action" / f"{split}.txt").read_text().split()
         images[f"action-{split}"] = len(set(listed[0::2]))  # lines: image id, person index
     images["fixed"] = 0
-    metrics = project / "metrics" / params["dataset"]["name"] / params["features"]["nets"][0]
+    dataset, net = params["dataset"]["name"], params["features"]["nets"][0]
+    metrics, timings = (project / kind / dataset / net for kind in ("metrics", "timings"))
     out = []
     for run in runs:
         name = run.stage.split("@")[0]
@@ -186,7 +187,9 @@ def measured(project: Path, runs: list[StageRun]) -> list[Measured]:
         if name in TRAINED:
             recorded = json.loads((metrics / TRAINED[name]).read_text())
             epochs = recorded["epochs"]
-            work = recorded.get("seconds", recorded.get("train_seconds"))
+            timing = timings / TRAINED[name]  # copies made before timings/ kept it in metrics/
+            work = json.loads(timing.read_text()) if timing.is_file() else recorded
+            work = work.get("train_seconds")
         fields = {k: v for k, v in asdict(run).items() if k in StageRun.__dataclass_fields__}
         out.append(
             Measured(**fields, images=images[role(run.stage)], epochs=epochs, work_seconds=work)

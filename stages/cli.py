@@ -32,6 +32,7 @@ STAGE_MODULES: dict[str, str] = {
     "fit-weak": "stages.fit_weak",
     "fit-cam": "stages.fit_cam",
     "compare": "stages.compare",
+    "table": "stages.table",
     "evaluate": "stages.evaluate",
     "heatmaps": "stages.heatmaps",
     "verify": "stages.verify",
@@ -295,9 +296,18 @@ def heatmaps(net: str | None, extra: tuple[Path, ...], params_path: Path, verbos
 @verbose_option
 def compare(net: str | None, params_path: Path, verbose: bool) -> None:
     """Patches 2014, dense patches, dense windows, weak max-pool and full image + CAM on the
-    evaluation split: mAP, pointing, CorLoc, training and test time; pictures in
-    data/compare/<dataset>/<net>/."""
+    evaluation split: mAP, pointing, CorLoc (metrics), training and test time (timings/);
+    pictures in data/compare/<dataset>/<net>/."""
     stage("compare")(start(params_path, verbose), net)
+
+
+@cli.command("table")
+@params_option
+@verbose_option
+def table(params_path: Path, verbose: bool) -> None:
+    """The results of every net in the paper's shape (a row per net and method, a column per
+    class, mAP last) in tables/<dataset>/: classification and action, Markdown and CSV."""
+    stage("table")(start(params_path, verbose))
 
 
 @cli.command("action-samples")

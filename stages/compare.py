@@ -1,7 +1,7 @@
 """Stage `compare`: the 2014 patches, dense patches (the 2014 head, then the head trained on
 windows), weak max-pool and full image + CAM side by side on the evaluation split: mAP,
-pointing, CorLoc, training and test time per method, and pictures of their maps on the same
-images and classes."""
+pointing, CorLoc per method (the metrics), training and test time per method (the timings,
+apart), and pictures of their maps on the same images and classes."""
 
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ def compare_one(params: Params, net: str) -> None:
     images = read_manifest(manifests, "images.parquet").to_pandas().set_index("image_id")
     boxes_of = boxes_by_image(truth.objects.to_pandas())
     head, _, feature_shards = load_head_for_cache(
-        layout.head(net), layout.features(net, split), net=net, classes=classes
-    )
+        layout.head(net), layout.features(net, split), writer="features", net=net,
+        classes=classes,
+    )  # fmt: skip
     dense = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net)
     origin = descriptor_origin(dense.attrs)
     known = images.index.tolist()
@@ -89,50 +90,69 @@ def compare_one(params: Params, net: str) -> None:
     chosen = chosen_images(params.heatmaps.images, known, split)
     costs = method_costs(layout, net, params.dataset.train_split, split)
 
-    def method_map(scores: np.ndarray, counts: np.ndarray) -> float:
-        return truth.evaluate(scores, counts).mean_ap
+    def method_aps(scores: np.ndarray, counts: np.ndarray) -> dict[str, float]:
+        return truth.evaluate(scores, counts).ap
 
     def progress(stream: Iterable[Scored], method: str) -> Iterable[Scored]:
         return tqdm(stream, total=len(images), desc=method, unit="img")
 
     compared = compare_methods(
-        streams, image_ids, boxes_of, chosen, len(classes), method_map, progress
+        streams, image_ids, boxes_of, chosen, len(classes), method_aps, progress
     )
-    rows = {}
-    for method, result in compared.results.items():
-        rows[method] = method_row(result, result.seconds / len(images), costs[method])
+    rows = {method: result_row(result) for method, result in compared.results.items()}
+    times = {
+        method: cost_row(result.seconds / len(images), costs[method])
+        for method, result in compared.results.items()
+    }
     write_json(
         {"split": split, "images": len(image_ids), "pairs": compared.pairs, "methods": rows},
         layout.metrics(net) / "compare.json",
     )
+    write_json({"split": split, "methods": times}, layout.timing(net, "compare"))
     for image_id, (label, maps) in compared.pictures.items():
         path = images.loc[image_id].path
         draw(params, net, image_id, path, label, maps, boxes_of.get(image_id, {}))
+    log.info("%-18s %6s %8s %6s %9s %10s", "", "mAP", "pointing", "CorLoc", "train s", "test s/img")
     for method, row in rows.items():
         log.info(
-            "%-18s mAP %.4f pointing %s CorLoc %s",
+            "%-18s %6s %8s %6s %9s %10s",
             METHODS[method],
-            row["mAP"],
-            row["pointing"],
-            row["corloc"],
+            *(shown(row[key], 4) for key in ("mAP", "pointing", "corloc")),
+            shown(times[method]["train_seconds"], 1),
+            shown(times[method]["test_seconds_per_image"], 3),
         )
 
 
-def method_row(result: MethodResult, head_seconds: float, costs: MethodCosts) -> dict:
-    """One method's line of the comparison: its results, and its costs with `head_seconds` per
-    image of scoring added to the test backbone's (None where not measured, and pointing and
-    CorLoc None for a method without maps)."""
+def rounded(value: float | None) -> float | None:
+    """`value` to 6 decimals (None for None or NaN: not measured, or no map)."""
+    return None if value is None or np.isnan(value) else round(float(value), 6)
 
-    def rounded(v):
-        return None if v is None or np.isnan(v) else round(float(v), 6)
 
-    backbone_seconds = costs.test_backbone
-    test = None if backbone_seconds is None else backbone_seconds + head_seconds
+def shown(value: float | None, decimals: int) -> str:
+    """`value` for the log's table: `decimals` places, or ``-`` where there is none."""
+    return "-" if value is None else f"{value:.{decimals}f}"
+
+
+def result_row(result: MethodResult) -> dict:
+    """One method's results on the evaluation split: mAP, the AP of each class (None for a
+    class without a positive), pointing and CorLoc (the last two None for a method without
+    maps)."""
     localization = result.localization
     return {
         "mAP": rounded(result.m_ap),
+        "ap": {name: rounded(value) for name, value in result.ap.items()},
         "pointing": None if localization is None else rounded(localization.pointing),
         "corloc": None if localization is None else rounded(localization.corloc),
+    }
+
+
+def cost_row(head_seconds: float, costs: MethodCosts) -> dict:
+    """One method's costs: its layers' training seconds, the backbone's seconds per image over
+    the training and evaluation splits, and the test seconds per image (`head_seconds` of
+    scoring added to the test backbone's); None where the stage recorded none."""
+    backbone_seconds = costs.test_backbone
+    test = None if backbone_seconds is None else backbone_seconds + head_seconds
+    return {
         "train_seconds": rounded(costs.train),
         "train_backbone_seconds_per_image": rounded(costs.train_backbone),
         "test_seconds_per_image": rounded(test),
@@ -149,7 +169,7 @@ def draw(
     boxes = boxes_of.get(label, np.zeros((0, 4)))
     name = params.dataset.classes[label - 1]
     settings = params.heatmaps
-    panels = [overlay(image, np.zeros(image.shape[:2]), f"{image_id}: {name}", boxes, alpha=0)]
+    panels = [overlay(image, None, f"{image_id}: {name}", boxes)]
     for method, heat_map in maps.items():
         if heat_map is None:
             continue
@@ -163,4 +183,5 @@ def draw(
                 alpha=settings.alpha,
             )
         )
-    write_png(side_by_side(panels), params.layout.comparison(net) / f"{image_id}.png")
+    picture = side_by_side(panels, colormap=settings.colormap)
+    write_png(picture, params.layout.comparison(net) / f"{image_id}.png")

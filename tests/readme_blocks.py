@@ -105,7 +105,11 @@ GIT_ENV = dict(
 )
 
 
-def run_block(block: str, devkits: Path, project: Path) -> None:
+def run_block(
+    block: str, devkits: Path, project: Path, expected_warning: str | None = None
+) -> None:
+    """Run a README block in `project` with the devkits at `devkits`: it must succeed and print
+    no WARNING line (DVC's or the pipeline's) but those containing `expected_warning`."""
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block.replace(PLACEHOLDER, str(devkits))],
         cwd=project,
@@ -113,7 +117,14 @@ def run_block(block: str, devkits: Path, project: Path) -> None:
         capture_output=True,
         text=True,
     )
+    output = done.stdout + done.stderr
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    unexpected = [
+        line
+        for line in output.splitlines()
+        if "WARNING" in line and (expected_warning is None or expected_warning not in line)
+    ]
+    assert not unexpected, "\n".join(unexpected[:10])
 
 
 def check_evaluation(project: Path, root: Path, dataset: str, split: str, train: str) -> dict:

@@ -1,10 +1,21 @@
 """The comparison's loop over methods (pipeline/scoring/methods.py): what `compare` reports per
-method and for the whole split."""
+method and for the whole split; and the pictures of the maps (pipeline/scoring/map_pictures.py)."""
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
+from pipeline.scoring.map_pictures import (
+    BAR_WIDTH,
+    FOUND_COLOUR,
+    KEY_FONT_SIZE,
+    PANEL_GAP,
+    PEAK_COLOUR,
+    TRUTH_COLOUR,
+    overlay,
+    side_by_side,
+)
 from pipeline.scoring.methods import Scored, compare_methods
 
 BOXES = {
@@ -26,7 +37,8 @@ def test_the_pairs_counted_do_not_depend_on_which_method_comes_last():
     # are still those the methods with maps counted, and CAM has no pointing
     compared = compare_methods(
         {"patches": stream(True), "cam": stream(False)},
-        ["a", "b"], BOXES, pictured={"b"}, n_classes=2, mean_ap=lambda s, c: float(c.sum()),
+        ["a", "b"], BOXES, pictured={"b"}, n_classes=2,
+        class_aps=lambda s, c: {"x": float(c.sum())},
     )  # fmt: skip
     assert compared.pairs == 3
     assert compared.results["cam"].localization is None
@@ -39,14 +51,33 @@ def test_the_pairs_counted_do_not_depend_on_which_method_comes_last():
 def test_no_method_with_maps_reports_no_pairs_and_unscored_images_stay_in_the_ranking():
     seen = []
 
-    def mean_ap(scores, counts):
+    def class_aps(scores, counts):
         seen.append((scores.copy(), counts.copy()))
-        return 0.5
+        return {"x": 0.5, "y": float("nan")}
 
     compared = compare_methods(
         {"cam": stream(False)}, ["a", "b", "c"], BOXES, pictured=(), n_classes=2,
-        mean_ap=mean_ap,
+        class_aps=class_aps,
     )  # fmt: skip
     assert compared.pairs is None
+    assert compared.results["cam"].m_ap == 0.5  # over the classes with a positive
     scores, counts = seen[0]
     assert counts.tolist() == [1, 1, 0] and np.isinf(scores[2]).all()
+
+
+def test_a_map_panel_marks_the_peak_and_the_box_the_metrics_take_and_the_sheet_has_a_key():
+    image = np.full((60, 80, 3), 128, np.uint8)
+    heat_map = np.zeros((60, 80))
+    heat_map[30:50, 30:50] = 0.8  # one region: its box is (30, 30, 50, 50), its peak (30, 30)
+    truth = np.array([[0.0, 25.0, 20.0, 45.0]])
+    panel = np.asarray(overlay(image, heat_map, "cat", truth))
+    assert tuple(panel[40, 30]) == FOUND_COLOUR and tuple(panel[49, 40]) == FOUND_COLOUR
+    assert tuple(panel[35, 0]) == TRUTH_COLOUR
+    ring = [tuple(pixel) for pixel in panel[30, 34:38]]  # right of the peak
+    assert PEAK_COLOUR in ring
+    sheet = side_by_side(
+        [overlay(image, None, "image", truth), Image.fromarray(panel)], colormap="jet"
+    )
+    assert sheet.width > 2 * 80 + PANEL_GAP and sheet.height > 60  # the colour bar, the legend
+    bar = np.asarray(sheet)[:60, 2 * 80 + 2 * PANEL_GAP + BAR_WIDTH // 2]
+    assert tuple(bar[KEY_FONT_SIZE + 1]) != tuple(bar[60 - KEY_FONT_SIZE - 2])  # 1 above, 0 below

@@ -3,6 +3,7 @@ them on the tiny net."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -15,6 +16,7 @@ import torch
 
 from pipeline.core.shards import read_shard_index
 from pipeline.features.dense_cache import DenseImageReader, open_dense_cache
+from pipeline.scoring.methods import METHODS as METHOD_NAMES
 from pipeline.trained.trained_layers import writer_of
 from pipeline.trained.weak import StoredWindows, WindowDescriptors, training_windows
 from tests.cli import run_cli
@@ -29,11 +31,11 @@ def read_json(path: str):
 def test_dense_caches_every_scale_of_every_image_and_records_its_time(dense_cached):
     shards = read_shard_index(Path("data/dense/test-voc/tiny/test"))
     assert len(shards) == 3  # features.images_per_shard = 1
-    timing = read_json("metrics/test-voc/tiny/time/dense-test.json")
+    timing = read_json("timings/test-voc/tiny/dense-test.json")
     assert timing["images"] == 3 and timing["seconds_per_image"] > 0
     again = run_cli("dense", "--net", "tiny", "--split", "test")
     assert "0 of 3 shards to write" in again.stderr
-    assert read_json("metrics/test-voc/tiny/time/dense-test.json") == timing
+    assert read_json("timings/test-voc/tiny/dense-test.json") == timing
 
 
 def test_evaluate_and_heatmaps_in_dense_mode(all_layers, edit_params):
@@ -58,23 +60,37 @@ def test_evaluate_and_heatmaps_in_dense_mode(all_layers, edit_params):
 def test_compare_reports_every_method_and_draws_them_side_by_side(all_layers):
     run_cli("compare", "--net", "tiny")  # after fit-head, fit-windows, fit-weak and fit-cam
     report = read_json("metrics/test-voc/tiny/compare.json")
-    assert set(report["methods"]) == set(METHODS) and report["images"] == 3
+    times = read_json("timings/test-voc/tiny/compare.json")
+    assert set(report["methods"]) == set(times["methods"]) == set(METHODS)
+    assert report["images"] == 3
     for method in METHODS:
-        row = report["methods"][method]
-        assert 0 <= row["mAP"] <= 1 and row["train_seconds"] > 0
-        assert row["test_seconds_per_image"] >= row["test_backbone_seconds_per_image"] > 0
+        row, cost = report["methods"][method], times["methods"][method]
+        assert 0 <= row["mAP"] <= 1 and not any("seconds" in key for key in row)
+        assert cost["train_seconds"] > 0
+        assert cost["test_seconds_per_image"] >= cost["test_backbone_seconds_per_image"] > 0
     # tiny's descriptor is FC on a pooled grid, not an average of its maps: no CAM
     assert report["methods"]["cam"]["pointing"] is None
     assert 0 <= report["methods"]["weak"]["corloc"] <= 1
     pictures = sorted(Path("data/compare/test-voc/tiny").glob("*.png"))
     assert [p.stem for p in pictures] == ["000007", "000008", "000009"]
 
+    run_cli("table")
+    with open("tables/test-voc/classification.csv", newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert [row["method"] for row in rows] == list(METHOD_NAMES.values())  # in their order
+    for row, method in zip(rows, METHOD_NAMES, strict=True):
+        result = report["methods"][method]
+        assert row["net"] == "tiny"
+        for name, ap in result["ap"].items():  # the metrics' values, as they hold them
+            assert row[name] == ("" if ap is None else str(ap)), (method, name)
+        assert float(row["mAP"]) == result["mAP"]
+    markdown = Path("tables/test-voc/classification.md").read_text()
+    assert f"{100 * report['methods']['patches']['mAP']:.1f}" in markdown
+
 
 def window_head() -> tuple[dict, dict]:
     checkpoint = torch.load("data/heads/test-voc/tiny/windows.pt", weights_only=True)
-    summary = read_json("metrics/test-voc/tiny/train-windows.json")
-    del summary["train_seconds"]
-    return checkpoint, summary
+    return checkpoint, read_json("metrics/test-voc/tiny/train-windows.json")
 
 
 def test_fit_windows_learns_the_sampled_patches_from_the_dense_maps_alone(all_layers, edit_params):

@@ -288,9 +288,9 @@ def fit_variant(
         "AP": {a: (None if np.isnan(v) else round(v, 6)) for a, v in fitted.aps.items()},
         "eval_persons": len(fitted.probabilities),
         "excluded_persons": fitted.excluded,
-        **training_summary(fitted.history, fitted.held_out, kind, fitted.seconds),
+        **training_summary(fitted.history, fitted.held_out, kind),
     }
-    save_trained(layout, net, record, fitted.history, summary)
+    save_trained(layout, net, record, fitted.history, summary, fitted.seconds)
     log.info(
         "action %s of %s: mAP %.4f over %d persons of %s (%d training persons, %d with several "
         "or no listed action left out), %.1f s",
@@ -309,7 +309,7 @@ def write_skipped(params: Params, net: str, variant: str, reason: str) -> None:
     )
     mark_skipped(layout.action_results(net, variant, params.dataset.year).parents[1], reason)
     metrics = {"action_subset": False, "reason": reason, "mAP": None, "eval_persons": 0}
-    save_trained(layout, net, record, [], metrics)
+    save_trained(layout, net, record, [], metrics, None)
     log.warning("action %s of %s: %s", variant, net, reason)
 
 

@@ -95,8 +95,16 @@ class Layout:
         return self.plots(net) / _training_file(kind)
 
     def timing(self, net: str, work: str) -> Path:
-        """``metrics/<dataset>/<net>/time/<work>.json``: how long a backbone pass took."""
-        return self.metrics(net) / "time" / f"{work}.json"
+        """``timings/<dataset>/<net>/<work>.json``: how long a piece of work took (a backbone
+        pass: ``features-<split>``; training: named as `training_metrics`; ``compare``). Kept
+        apart from the metrics, out of git and of dvc.lock, so that a re-run of the same code
+        changes no tracked file."""
+        return Path("timings") / self.dataset / net_dir(net) / f"{work}.json"
+
+    def training_timing(self, net: str, kind: str) -> Path:
+        """``timings/<dataset>/<net>/<name>.json``: the training time of trained layers of
+        `kind` (named as `training_metrics`)."""
+        return self.timing(net, Path(_training_file(kind)).stem)
 
     def comparison(self, net: str) -> Path:
         """``data/compare/<dataset>/<net>``: the methods' maps side by side (PNGs)."""
@@ -122,6 +130,10 @@ class Layout:
     def metrics(self, net: str) -> Path:
         """``metrics/<dataset>/<net>``: DVC metrics of a net (JSON, kept in git)."""
         return Path("metrics") / self.dataset / net_dir(net)
+
+    def tables(self) -> Path:
+        """``tables/<dataset>``: the results in the paper's shape, every net (kept in git)."""
+        return Path("tables") / self.dataset
 
     def plots(self, net: str) -> Path:
         """``plots/<dataset>/<net>``: DVC plots of a net (kept in git)."""

@@ -31,6 +31,7 @@ from pipeline.core.timing import recorded_number
 from pipeline.data.manifests import read_manifest
 from pipeline.features.dense_cache import iter_dense_cache
 from pipeline.features.trunks import WindowRule
+from pipeline.scoring.average_precision import mean_ap
 from pipeline.scoring.heatmaps import heat_maps
 from pipeline.scoring.image_scores import (
     dense_probabilities,
@@ -85,7 +86,7 @@ def method_costs(
         method: MethodCosts(
             backbone(test, eval_split),
             backbone(train, train_split),
-            recorded_number(layout.training_metrics(net, kind), "train_seconds"),
+            recorded_number(layout.training_timing(net, kind), "train_seconds"),
         )
         for method, (test, train, kind) in METHOD_SOURCES.items()
     }
@@ -214,12 +215,18 @@ def picture_class(scores: np.ndarray, present: dict) -> int:
 
 @dataclass
 class MethodResult:
-    """One method over the evaluation split: its mAP, its localization counts (None when the
-    method has no maps for this net) and the seconds spent producing its scores and maps."""
+    """One method over the evaluation split: the AP of each class (``{class: AP}``, NaN without
+    a positive), its localization counts (None when the method has no maps for this net) and
+    the seconds spent producing its scores and maps."""
 
-    m_ap: float
+    ap: dict[str, float]
     localization: Localization | None
     seconds: float
+
+    @property
+    def m_ap(self) -> float:
+        """The mAP over the classes with a defined AP (NaN when none is)."""
+        return mean_ap(self.ap)
 
 
 @dataclass
@@ -239,7 +246,7 @@ def compare_methods(
     boxes_of: Mapping[str, Mapping[int, np.ndarray]],
     pictured: Collection[str],
     n_classes: int,
-    mean_ap: Callable[[np.ndarray, np.ndarray], float],
+    class_aps: Callable[[np.ndarray, np.ndarray], dict[str, float]],
     progress: Callable[[Iterable[Scored], str], Iterable[Scored]] = lambda items, _: items,
 ) -> Comparison:
     """Run every method's stream image by image (only scores are kept; each image's maps are
@@ -247,8 +254,9 @@ def compare_methods(
 
     `image_ids`: the split's listed images (an image a stream does not score gets ``-inf``
     for each of the `n_classes`);
-    `boxes_of`: per image, the non-difficult boxes of each label present; `mean_ap`: the mAP
-    of scores ``[N, C]`` with per-image counts ``[N]`` (0: unscored); `progress` wraps each
+    `boxes_of`: per image, the non-difficult boxes of each label present; `class_aps`: the AP
+    of each class (``{class: AP}``) of scores ``[N, C]`` with per-image counts ``[N]`` (0:
+    unscored); `progress` wraps each
     stream (a progress bar, given the method's name). The label a picture shows is chosen from
     the first method's scores (`picture_class`)."""
     results: dict[str, MethodResult] = {}
@@ -276,5 +284,5 @@ def compare_methods(
         kept = localization if has_maps else None
         if kept is not None and pairs is None:
             pairs = kept.pairs
-        results[method] = MethodResult(mean_ap(scores, counts), kept, timed.seconds)
+        results[method] = MethodResult(class_aps(scores, counts), kept, timed.seconds)
     return Comparison(results, pairs, pictures)

@@ -66,8 +66,8 @@ def train_and_save(
         train_images=sorted(set(rows["image_id"].tolist())),
     )
     seconds = time.perf_counter() - started
-    summary = training_summary(fitted.history, fitted.held_out, kind, seconds)
-    save_trained(layout, net, record, fitted.history, summary)
+    summary = training_summary(fitted.history, fitted.held_out, kind)
+    save_trained(layout, net, record, fitted.history, summary, seconds)
     log.info(
         "%s of %s: %d training and %d hold-out %s (%d images held out), best hold-out loss "
         "%.4f at epoch %d",

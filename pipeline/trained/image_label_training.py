@@ -46,8 +46,8 @@ def save_fitted(
         params=config.model_dump(), best_epoch=fitted.best.epoch,
         train_split=params.dataset.train_split, train_images=sorted(ids),
     )  # fmt: skip
-    summary = training_summary(fitted.history, fitted.held_out, kind, seconds)
-    save_trained(params.layout, net, record, fitted.history, summary)
+    summary = training_summary(fitted.history, fitted.held_out, kind)
+    save_trained(params.layout, net, record, fitted.history, summary, seconds)
 
 
 def schedule(

@@ -76,12 +76,12 @@ def recorded_kind(record: dict[str, Any]) -> str:
 
 
 def training_summary(
-    history: Sequence[EpochLog], held_out: np.ndarray, kind: str, seconds: float
+    history: Sequence[EpochLog], held_out: np.ndarray, kind: str
 ) -> dict[str, Any]:
     """The metrics every kind writes about its training, under the same keys: epochs run, the
-    best hold-out epoch (whose weights are kept) and its losses and accuracies, the training
-    and hold-out rows (`held_out` marks the latter; ``examples`` says what a row is) and the
-    training time in seconds."""
+    best hold-out epoch (whose weights are kept) and its losses and accuracies, and the training
+    and hold-out rows (`held_out` marks the latter; ``examples`` says what a row is). The
+    training time is not among them (`save_trained` records it apart)."""
     best = min(history, key=lambda e: e.val_loss)
     return {
         "epochs": len(history),
@@ -93,7 +93,6 @@ def training_summary(
         "examples": KINDS[kind].examples,
         "train_examples": int((~held_out).sum()),
         "val_examples": int(held_out.sum()),
-        "train_seconds": round(seconds, 3),
     }
 
 
@@ -103,14 +102,19 @@ def save_trained(
     record: dict[str, Any],
     history: Sequence[EpochLog],
     summary: dict[str, Any],
+    seconds: float | None,
 ) -> None:
     """Write trained layers of `net`: the checkpoint `record` (from `checkpoint`) to
-    `Layout.head`, the per-epoch log to `Layout.training_plot` and the `summary` (from
-    `training_summary`, plus what the kind adds) to `Layout.training_metrics`."""
+    `Layout.head`, the per-epoch log to `Layout.training_plot`, the `summary` (from
+    `training_summary`, plus what the kind adds) to `Layout.training_metrics` and the training
+    time (`seconds`, None when nothing was trained) as ``train_seconds`` to
+    `Layout.training_timing`."""
     kind = recorded_kind(record)
     save_torch(record, layout.head(net, kind))
     write_json([dataclasses.asdict(e) for e in history], layout.training_plot(net, kind))
     write_json(summary, layout.training_metrics(net, kind))
+    if seconds is not None:
+        write_json({"train_seconds": round(seconds, 3)}, layout.training_timing(net, kind))
 
 
 def read_trained(path: Path, net: str) -> dict[str, Any]:
