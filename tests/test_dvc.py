@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CLASSES, REPO_PARAMS, set_params
+from tests.conftest import CLASSES, KILLED_AT_THE_THIRD_SHARD, REPO_PARAMS, set_params
 from tests.readme_blocks import GIT_ENV
 
 REPO = REPO_PARAMS.parent
@@ -189,23 +189,6 @@ def test_the_documented_sweep_runs_as_written_and_gives_a_row_per_setting(projec
         assert set(compared["methods"]) == {"patches", "dense", "windows", "weak", "cam"}
     table = re.findall(r"^\|.*\|$", done.stdout, flags=re.M)  # the Markdown of `dvc exp show`
     assert len(table) >= 2 + 3 and "head.layers" in table[0] and "mAP" in table[0]
-
-
-KILLED_AT_THE_THIRD_SHARD = """
-import os, signal
-from pathlib import Path
-
-written, real_write = [], Path.write_bytes
-
-def write_bytes(path, data):
-    if path.name.startswith(".shard-"):
-        written.append(path)
-        if len(written) == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return real_write(path, data)
-
-Path.write_bytes = write_bytes
-"""
 
 
 def test_a_stage_killed_mid_way_resumes_under_dvc_to_the_outputs_of_a_clean_run(project, tmp_path):

@@ -27,31 +27,13 @@ import pytest
 
 from pipeline.core.hashing import file_sha256
 from tests.cli import run_cli
-from tests.conftest import set_params
+from tests.conftest import KILLED_AT_THE_THIRD_SHARD, set_params
 
 FEATURES = Path("data/features/test-voc/tiny")
 DENSE = Path("data/dense/test-voc/tiny")
 HEADS = Path("data/heads/test-voc/tiny")
 MANIFESTS = Path("manifests/test-voc")
 PATCHES = Path("data/patches/test-voc/trainval")
-
-# a `sitecustomize` that kills its process (SIGKILL: nothing runs after) when it starts to write
-# the third temporary shard of a stage
-KILLED_AT_THE_THIRD_SHARD = """
-import os, signal
-from pathlib import Path
-
-written, real_write = [], Path.write_bytes
-
-def write_bytes(path, data):
-    if path.name.startswith(".shard-"):
-        written.append(path)
-        if len(written) == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return real_write(path, data)
-
-Path.write_bytes = write_bytes
-"""
 
 
 def truncate(path: Path | str) -> Callable[[], None]:
@@ -134,13 +116,13 @@ CASES = [
         params({"dataset.root": "/nonexistent/VOC2007"}),
         ("index", "--split", "test"),
         Refused("/nonexistent/VOC2007"),
-    ),  # fmt: skip
+    ),
     Case(
         "unknown runtime",
         params({"features.runtime": "tensorrt"}),
         ("features",),
         Refused("features.runtime"),
-    ),  # fmt: skip
+    ),
     Case("params not yaml", params_text("tiling: [\n"), ("tile",), Refused("params.yaml")),
     Case("empty params", params_text(""), ("tile",), Refused("params.yaml")),
     Case("key given twice", params_text("jobs: 1\njobs: 2\n"), ("tile",), Refused("params.yaml")),
@@ -149,13 +131,13 @@ CASES = [
         params({"heatmaps.images": ["nope"]}),
         ("heatmaps",),
         Refused("heatmaps.images"),
-    ),  # fmt: skip
+    ),
     Case(
         "scheduler of no known form",
         params({"cluster.backend": "dask", "cluster.scheduler": "carrier-pigeon"}),
         ("index", "--split", "test"),
         Refused("cluster.scheduler"),
-    ),  # fmt: skip
+    ),
     Case("no classes", params({"dataset.classes": []}), ("index",), Refused("dataset.classes")),
     Case("k is nan", params({"scoring.k": float("nan")}), ("evaluate",), Refused("scoring.k")),
     Case(
@@ -163,57 +145,57 @@ CASES = [
         params({"dataset.eval_split": "../x"}),
         ("index",),
         Refused("dataset.eval_split"),
-    ),  # fmt: skip
+    ),
     # dataset files
     Case(
         "missing split file",
         params({"dataset.eval_split": "nosplit"}),
         ("index", "--split", "nosplit"),
         Refused("nosplit.txt"),
-    ),  # fmt: skip
+    ),
     Case(
         "corrupt jpeg under --strict",
         private_devkit_with(lambda r: first_test_image(r).write_bytes(b"\xff\xd8 not a jpeg")),
         ("index", "--split", "test", "--strict"),
         Refused(".jpg"),
-    ),  # fmt: skip
+    ),
     # damaged files of every kind the stages write
     Case(
         "truncated images manifest",
         truncate(MANIFESTS / "test/images.parquet"),
         ("tile", "--split", "test"),
         Refused("images.parquet"),
-    ),  # fmt: skip
+    ),
     Case(
         "truncated patches manifest",
         truncate(MANIFESTS / "test/patches.parquet"),
         ("compare",),
         Refused("patches.parquet"),
-    ),  # fmt: skip
+    ),
     Case(
         "truncated patch shard",
         both(truncate(PATCHES / "shard-00000.h5"), remove(str(FEATURES / "trainval"))),
         ("features", "--split", "trainval"),
         Refused("shard-00000.h5"),
-    ),  # fmt: skip
+    ),
     Case(
         "truncated feature shard",
         truncate(FEATURES / "trainval/shard-00000.h5"),
         ("fit-head",),
         Refused("shard-00000.h5"),
-    ),  # fmt: skip
+    ),
     Case(
         "truncated shard index",
         truncate(FEATURES / "trainval/index.parquet"),
         ("fit-head",),
         Refused("index.parquet"),
-    ),  # fmt: skip
+    ),
     Case(
         "truncated test feature shard",
         truncate(FEATURES / "test/shard-00000.h5"),
         ("evaluate",),
         Refused("shard-00000.h5"),
-    ),  # fmt: skip
+    ),
     Case("truncated head", truncate(HEADS / "head.pt"), ("evaluate",), Refused("head.pt")),
     Case("truncated weak layer", truncate(HEADS / "weak.pt"), ("compare",), Refused("weak.pt")),
     Case(
@@ -221,19 +203,19 @@ CASES = [
         truncate(DENSE / "trainval.rule.pt"),
         ("fit-weak",),
         Refused("trainval.rule.pt"),
-    ),  # fmt: skip
+    ),
     Case(
         "truncated dense shard",
         truncate(DENSE / "trainval/shard-00000.h5"),
         ("fit-cam",),
         Refused("shard-00000.h5"),
-    ),  # fmt: skip
+    ),
     Case(
         "damaged metrics",
         both(run("compare"), truncate("metrics/test-voc/tiny/compare.json")),
         ("table",),
         Refused("compare.json"),
-    ),  # fmt: skip
+    ),
 ]
 
 
