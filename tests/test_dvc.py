@@ -106,7 +106,10 @@ def test_an_experiment_is_quiet_and_switching_back_restores_the_results(project)
     assert not [line for line in done.splitlines() if "WARNING" in line], done
     git(project, "checkout", "--", "params.yaml", "dvc.lock", "metrics", "plots", "tables")
     dvc(project, "checkout")
-    assert ran(dvc(project, "repro")) == {"evaluate@tiny", "compare@tiny", "table"}
+    # the scores differ from the lock's; outputs equal to it (a picture the k does not change,
+    # metrics and tables git restored) are not re-made
+    rerun = ran(dvc(project, "repro"))
+    assert "evaluate@tiny" in rerun and rerun <= {"evaluate@tiny", "compare@tiny", "table"}
     assert git(project, "status", "--porcelain") == ""
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from pipeline.core.torch_files import sealed
 from pipeline.scoring.average_precision import average_precision
+from pipeline.scoring.map_pictures import KEY_WIDTH, LEGEND_HEIGHT, PANEL_GAP
 from tests.cli import run_cli
 from tests.conftest import flip_a_byte_in_the_middle
 from tests.devkit import devkit_ap
@@ -135,7 +136,7 @@ def test_heatmaps_render_chosen_images_and_report_peaks(trained, edit_params):
     picture = Image.open("data/heatmaps/test-voc/tiny/000008.png")
     width = Image.open(Path(params["dataset"]["root"]) / "JPEGImages/000008.jpg").width
     top = params["heatmaps"]["top_classes"]
-    assert picture.width == (top + 1) * width + top * 6
+    assert picture.width == (top + 1) * (width + PANEL_GAP) + KEY_WIDTH  # + the colour bar
     report = read_json("metrics/test-voc/tiny/heatmaps.json")
     assert report["pairs"] > 0 and 0 <= report["pointing"] <= 1 and 0 <= report["corloc"] <= 1
 
@@ -144,7 +145,7 @@ def test_heatmaps_of_any_image_and_a_clear_line_for_an_unreadable_one(trained, t
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (90, 60), (200, 30, 30)).save(photo)
     run_cli("heatmaps", "--net", "tiny", "--image", str(photo))
-    assert Image.open("data/heatmaps/test-voc/tiny/extra/photo.png").height == 60
+    assert Image.open("data/heatmaps/test-voc/tiny/extra/photo.png").height == 60 + LEGEND_HEIGHT
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(photo.read_bytes()[:100])
     done = run_cli("heatmaps", "--net", "tiny", "--image", str(broken), check=False)

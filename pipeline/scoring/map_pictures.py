@@ -20,6 +20,8 @@ TRUTH_COLOUR = (255, 255, 255)  # the ground-truth boxes
 FOUND_COLOUR = (255, 0, 255)  # the box the localization metrics take from the map (CorLoc)
 PEAK_COLOUR = (255, 255, 255)  # the map's highest pixel (pointing)
 BAR_WIDTH = 16  # pixels of the colour bar
+KEY_WIDTH = BAR_WIDTH + 2 * KEY_FONT_SIZE + 8  # the bar with its tick labels
+LEGEND_HEIGHT = 2 * KEY_FONT_SIZE  # the strip of the legend below the panels
 
 
 def overlay(
@@ -70,7 +72,7 @@ def side_by_side(
     height = max(p.height for p in panels)
     font = ImageFont.load_default(size=KEY_FONT_SIZE)
     bar = colour_bar(colormap, height, font) if colormap else None
-    legend = 2 * KEY_FONT_SIZE if colormap else 0
+    legend = LEGEND_HEIGHT if colormap else 0
     sheet = Image.new(
         "RGB",
         (width + (gap + bar.width if bar else 0), height + legend),
@@ -89,13 +91,13 @@ def side_by_side(
 
 
 def colour_bar(colormap: str, height: int, font: ImageFont.ImageFont) -> Image.Image:
-    """A vertical bar of `colormap` from probability 1 (top) to 0 (bottom), `height` pixels
-    tall, ticked at 0, 0.5 and 1, titled ``p``."""
+    """A vertical bar of `colormap` from probability 1 (top) to 0 (bottom), `KEY_WIDTH` by
+    `height` pixels with its tick labels, ticked at 0, 0.5 and 1, titled ``p``."""
     margin = KEY_FONT_SIZE
     span = max(height - 2 * margin, 2)
     values = np.linspace(1, 0, span)[:, None].repeat(BAR_WIDTH, 1)
     colours = (matplotlib.colormaps[colormap](values)[..., :3] * 255).round().astype(np.uint8)
-    bar = Image.new("RGB", (BAR_WIDTH + 4 * KEY_FONT_SIZE // 2 + 8, height), (255, 255, 255))
+    bar = Image.new("RGB", (KEY_WIDTH, height), (255, 255, 255))
     bar.paste(Image.fromarray(colours), (0, margin))
     draw = ImageDraw.Draw(bar)
     draw.rectangle((0, margin, BAR_WIDTH - 1, margin + span - 1), outline=(0, 0, 0))
