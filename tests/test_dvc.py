@@ -185,13 +185,13 @@ def test_the_documented_sweep_runs_as_written_and_gives_a_row_per_setting(projec
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "WARNING" not in done.stdout + done.stderr
     swept = [e for rev, e in experiments(project).items() if rev not in before]
-    layers = sorted(e["params"]["params.yaml"]["data"]["head"]["layers"] for e in swept)
-    assert layers == [1, 2, 3]
+    k = sorted(e["params"]["params.yaml"]["data"]["scoring"]["k"] for e in swept)
+    assert k == [1, 5, 10]
     for experiment in swept:
         compared = experiment["metrics"]["metrics/dvc-test/tiny/compare.json"]["data"]
         assert set(compared["methods"]) == {"patches", "dense", "windows", "weak", "cam"}
     table = re.findall(r"^\|.*\|$", done.stdout, flags=re.M)  # the Markdown of `dvc exp show`
-    assert len(table) >= 2 + 3 and "head.layers" in table[0] and "mAP" in table[0]
+    assert len(table) >= 2 + 3 and "scoring.k" in table[0] and "mAP" in table[0]
 
 
 def test_a_stage_killed_mid_way_resumes_under_dvc_to_the_outputs_of_a_clean_run(project, tmp_path):
