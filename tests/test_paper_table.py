@@ -61,3 +61,12 @@ def test_a_damaged_metrics_file_is_one_line_naming_it(tmp_path, monkeypatch):
     path.write_text("{not json")
     with pytest.raises(PipelineError, match=r"compare.json: not a metrics file"):
         classification_rows(LAYOUT, ["a"], "test")
+
+
+def test_metrics_of_an_earlier_version_without_aps_per_class_leave_their_cells_empty(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    write(LAYOUT.metrics("a") / "compare.json", {"methods": {"patches": {"mAP": 0.5}}})
+    rows = classification_rows(LAYOUT, ["a"], "test")
+    assert as_csv(rows, ["cat"]).splitlines()[1] == "a,patches 2014,,0.5"

@@ -46,7 +46,8 @@ def read_metrics(path: Path) -> dict | None:
 
 def classification_rows(layout: Layout, nets: Sequence[str], eval_split: str) -> list[TableRow]:
     """For each net, a row per method of `compare` (its ``compare.json``), or, when `compare`
-    has not run, the 2014 method alone from `evaluate` (``<eval_split>.json``)."""
+    has not run, the 2014 method alone from `evaluate` (``<eval_split>.json``). A value the
+    metrics do not hold (a file of an earlier version without APs per class) is left empty."""
     rows = []
     for net in nets:
         compared = read_metrics(layout.metrics(net) / "compare.json")
@@ -54,11 +55,13 @@ def classification_rows(layout: Layout, nets: Sequence[str], eval_split: str) ->
             for method, shown in METHODS.items():
                 if method in compared["methods"]:
                     result = compared["methods"][method]
-                    rows.append(TableRow(net, shown, result["ap"], result["mAP"]))
+                    rows.append(TableRow(net, shown, result.get("ap") or {}, result.get("mAP")))
             continue
         evaluated = read_metrics(layout.metrics(net) / f"{eval_split}.json")
         if evaluated is not None:
-            rows.append(TableRow(net, METHODS["patches"], evaluated["ap"], evaluated["mAP"]))
+            rows.append(
+                TableRow(net, METHODS["patches"], evaluated.get("ap") or {}, evaluated.get("mAP"))
+            )
     return rows
 
 
@@ -70,7 +73,7 @@ def action_rows(layout: Layout, nets: Sequence[str]) -> list[TableRow]:
         for variant, shown in ACTION_VARIANTS.items():
             result = read_metrics(layout.training_metrics(net, f"action-{variant}"))
             if result is not None and result.get("action_subset", True):
-                rows.append(TableRow(net, shown, result["AP"], result["mAP"]))
+                rows.append(TableRow(net, shown, result.get("AP") or {}, result.get("mAP")))
     return rows
 
 
