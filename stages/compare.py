@@ -28,6 +28,7 @@ from pipeline.scoring.methods import (
     compare_methods,
     dense_method,
     method_costs,
+    metric_value,
     patch_method,
     split_patches,
     weak_method,
@@ -36,6 +37,7 @@ from pipeline.scoring.split_truth import SplitTruth
 from pipeline.trained.trained_layers import check_unseen, load_layers, read_trained
 
 log = logging.getLogger("pipeline")
+LOG_ROW = "%-18s %6s %8s %6s %9s %10s"  # a line of the logged table: method, results, times
 
 
 def run(params: Params, net: str | None) -> None:
@@ -112,20 +114,15 @@ def compare_one(params: Params, net: str) -> None:
     for image_id, (label, maps) in compared.pictures.items():
         path = images.loc[image_id].path
         draw(params, net, image_id, path, label, maps, boxes_of.get(image_id, {}))
-    log.info("%-18s %6s %8s %6s %9s %10s", "", "mAP", "pointing", "CorLoc", "train s", "test s/img")
+    log.info(LOG_ROW, "", "mAP", "pointing", "CorLoc", "train s", "test s/img")
     for method, row in rows.items():
         log.info(
-            "%-18s %6s %8s %6s %9s %10s",
+            LOG_ROW,
             METHODS[method],
             *(shown(row[key], 4) for key in ("mAP", "pointing", "corloc")),
             shown(times[method]["train_seconds"], 1),
             shown(times[method]["test_seconds_per_image"], 3),
         )
-
-
-def rounded(value: float | None) -> float | None:
-    """`value` to 6 decimals (None for None or NaN: not measured, or no map)."""
-    return None if value is None or np.isnan(value) else round(float(value), 6)
 
 
 def shown(value: float | None, decimals: int) -> str:
@@ -139,10 +136,10 @@ def result_row(result: MethodResult) -> dict:
     maps)."""
     localization = result.localization
     return {
-        "mAP": rounded(result.m_ap),
-        "ap": {name: rounded(value) for name, value in result.ap.items()},
-        "pointing": None if localization is None else rounded(localization.pointing),
-        "corloc": None if localization is None else rounded(localization.corloc),
+        "mAP": metric_value(result.m_ap),
+        "ap": {name: metric_value(value) for name, value in result.ap.items()},
+        "pointing": None if localization is None else metric_value(localization.pointing),
+        "corloc": None if localization is None else metric_value(localization.corloc),
     }
 
 
@@ -153,10 +150,10 @@ def cost_row(head_seconds: float, costs: MethodCosts) -> dict:
     backbone_seconds = costs.test_backbone
     test = None if backbone_seconds is None else backbone_seconds + head_seconds
     return {
-        "train_seconds": rounded(costs.train),
-        "train_backbone_seconds_per_image": rounded(costs.train_backbone),
-        "test_seconds_per_image": rounded(test),
-        "test_backbone_seconds_per_image": rounded(backbone_seconds),
+        "train_seconds": metric_value(costs.train),
+        "train_backbone_seconds_per_image": metric_value(costs.train_backbone),
+        "test_seconds_per_image": metric_value(test),
+        "test_backbone_seconds_per_image": metric_value(backbone_seconds),
     }
 
 

@@ -20,7 +20,7 @@ from pipeline.features.dense_cache import open_dense_cache
 from pipeline.scoring.image_scores import load_head_for_cache
 from pipeline.scoring.localization import Localization
 from pipeline.scoring.map_pictures import boxes_by_image, chosen_images, render_top_classes
-from pipeline.scoring.methods import dense_method, patch_method, split_patches
+from pipeline.scoring.methods import dense_method, metric_value, patch_method, split_patches
 from pipeline.scoring.new_image_maps import checked_extractor, image_heat_maps
 from pipeline.trained.trained_layers import check_unseen
 
@@ -102,7 +102,7 @@ def render_split(params: Params, net: str) -> None:
             picture = render(params, image, one.maps, boxes_of.get(one.image_id, {}))
             write_png(picture, layout.heatmaps(net) / f"{one.image_id}.png")
     write_json(
-        {"pointing": rounded(found.pointing), "corloc": rounded(found.corloc),
+        {"pointing": metric_value(found.pointing), "corloc": metric_value(found.corloc),
          "pairs": found.pairs, "rendered": len(chosen), "cache": params.scoring.cache},
         layout.metrics(net) / "heatmaps.json",
     )  # fmt: skip
@@ -112,8 +112,3 @@ def render_split(params: Params, net: str) -> None:
         split, found.pointing_hits, found.pairs, found.pointing, found.corloc, len(chosen),
         layout.heatmaps(net),
     )  # fmt: skip
-
-
-def rounded(fraction: float) -> float | None:
-    """A fraction for the metrics file: 6 decimals, None when there was nothing to count."""
-    return None if np.isnan(fraction) else round(fraction, 6)

@@ -31,11 +31,16 @@ PLACEHOLDER = "/path/to/VOCdevkit"
 CLASSES = ("bird", "car", "dog", "person")
 
 
+def bash_block(text: str, needle: str) -> str:
+    """The one fenced bash block of a Markdown `text` that contains `needle`."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    (block,) = [b for b in blocks if needle in b]
+    return block
+
+
 def readme_block(year_dir: str) -> str:
     """The README's fenced bash block that names ``/path/to/VOCdevkit/<year_dir>``."""
-    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-    (block,) = [b for b in blocks if f"{PLACEHOLDER}/{year_dir}" in b]
-    return block
+    return bash_block(README, f"{PLACEHOLDER}/{year_dir}")
 
 
 def make_real_devkit(root: Path, *, n_trainval: int, n_test: int, n_action: int = 0) -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import CLASSES, KILLED_AT_THE_THIRD_SHARD, REPO_PARAMS, set_params
-from tests.readme_blocks import GIT_ENV
+from tests.readme_blocks import GIT_ENV, bash_block
 
 REPO = REPO_PARAMS.parent
 pytestmark = pytest.mark.long  # one DVC project, run once, then changed test by test in order
@@ -158,13 +158,6 @@ def test_metrics_and_plots_are_declared(project):
     assert "plots/dvc-test/tiny/pr/aeroplane.csv" in page
 
 
-def docs_block(needle: str) -> str:
-    """The fenced bash block of docs/dvc.md that contains `needle`."""
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "docs/dvc.md").read_text(), flags=re.S)
-    (block,) = [b for b in blocks if needle in b]
-    return block
-
-
 def experiments(project: Path) -> dict[str, dict]:
     """The experiments `dvc exp show` lists, by revision: their params and metrics."""
     shown = json.loads(dvc(project, "exp", "show", "--json"))
@@ -178,8 +171,9 @@ def experiments(project: Path) -> dict[str, dict]:
 
 def test_the_documented_sweep_runs_as_written_and_gives_a_row_per_setting(project):
     before = experiments(project)
+    sweep = bash_block((REPO / "docs/dvc.md").read_text(), "--queue")
     done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", docs_block("--queue")], cwd=project, env=GIT_ENV,
+        ["bash", "-euo", "pipefail", "-c", sweep], cwd=project, env=GIT_ENV,
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -62,6 +62,12 @@ METHOD_SOURCES = {
 }
 
 
+def metric_value(value: float | None) -> float | None:
+    """A number for a metrics file: 6 decimals, None where there is none (not measured, a
+    class without a positive, nothing counted: None or NaN)."""
+    return None if value is None or np.isnan(value) else round(float(value), 6)
+
+
 @dataclass(frozen=True)
 class MethodCosts:
     """What a method cost, as the stages that did the work recorded it (None where nothing was
