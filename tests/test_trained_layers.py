@@ -130,7 +130,8 @@ def test_every_kind_writes_the_same_training_metrics_and_its_per_epoch_log(proje
     log = json.loads((project / LAYOUT.training_plot("tiny", kind)).read_text())
     timing = json.loads((project / LAYOUT.training_timing("tiny", kind)).read_text())
     assert set(summary) >= TRAINING_KEYS and not any("seconds" in key for key in summary)
-    assert timing["train_seconds"] > 0
+    # the projection to VOC size (benchmarks/projection.py) scales the epochs' part alone
+    assert 0 < timing["epoch_seconds"] <= timing["train_seconds"]
     assert summary["epochs"] == len(log) and summary["train_examples"] > 0
     assert summary["examples"] == KINDS[kind].examples
     best = min(log, key=lambda e: e["val_loss"])

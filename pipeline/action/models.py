@@ -174,7 +174,8 @@ class FittedVariant:
     """A variant trained and scored: its model, per-epoch log, training rows kept out (several
     or no listed action) and held out, the evaluation split's rows, probabilities ``[persons,
     actions]``, AP per action, training images, the origin of its input descriptors
-    (`descriptor_origin`; None values for pixels) and seconds."""
+    (`descriptor_origin`; None values for pixels), the seconds of its training (reading its
+    inputs included) and of its epochs alone."""
 
     model: ActionModel
     history: list[EpochLog]
@@ -186,6 +187,7 @@ class FittedVariant:
     train_images: list[str]
     origin: dict[str, Any]
     seconds: float
+    epoch_seconds: float
 
 
 ModelBuilder = Callable[[int], ActionModel]  # the model of a variant for inputs of that size
@@ -217,10 +219,12 @@ def fit_and_score(
     dim = int(np.prod(train[inputs].shape[1:]))
     model = build(dim)
     torch_device = chosen_device(device, params.head.device, "head.device")
+    epochs_started = time.perf_counter()
     history = train_head(
         model.module, (x[~held], y[~held]), (x[held], y[held]), model.config, torch_device,
         epoch_logger(), model.prepare, lr_key=lr_key(variant),
     )  # fmt: skip
+    epoch_seconds = time.perf_counter() - epochs_started
     seconds = time.perf_counter() - started
     train_images = sorted(set(train["image_id"].tolist()))
     evaluation, _ = variant_inputs(layout, variant, net, eval_split)
@@ -243,6 +247,7 @@ def fit_and_score(
         train_images,
         origin,
         seconds,
+        epoch_seconds,
     )
 
 
@@ -290,7 +295,7 @@ def fit_variant(
         "excluded_persons": fitted.excluded,
         **training_summary(fitted.history, fitted.held_out, kind),
     }
-    save_trained(layout, net, record, fitted.history, summary, fitted.seconds)
+    save_trained(layout, net, record, fitted.history, summary, fitted.seconds, fitted.epoch_seconds)
     log.info(
         "action %s of %s: mAP %.4f over %d persons of %s (%d training persons, %d with several "
         "or no listed action left out), %.1f s",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -233,12 +234,14 @@ def train_on_plateaus(
 class FittedHead:
     """Adaptation layers trained on a hold-out schedule (by `fit_head` on descriptor rows, by
     `pipeline.trained.weak.fit_image_labels` on image labels): the module (eval mode), its per-epoch
-    log, its shape (``dim``, ``layers``, ``hidden``) and the mask of the rows held out."""
+    log, its shape (``dim``, ``layers``, ``hidden``), the mask of the rows held out and the
+    seconds its epochs took (training and measuring, not what was prepared before them)."""
 
     module: nn.Module
     history: list[EpochLog]
     shape: dict[str, int]
     held_out: np.ndarray
+    epoch_seconds: float
 
     @property
     def best(self) -> EpochLog:
@@ -267,5 +270,6 @@ def fit_head(
     )  # fmt: skip
     train = (features.subset(np.flatnonzero(~held_out)), y[~held_out])
     val = (features.subset(np.flatnonzero(held_out)), y[held_out])
+    started = time.perf_counter()
     history = train_head(head, train, val, config, device, on_epoch)
-    return FittedHead(head, history, shape, held_out)
+    return FittedHead(head, history, shape, held_out, time.perf_counter() - started)

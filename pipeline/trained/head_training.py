@@ -67,7 +67,7 @@ def train_and_save(
     )
     seconds = time.perf_counter() - started
     summary = training_summary(fitted.history, fitted.held_out, kind)
-    save_trained(layout, net, record, fitted.history, summary, seconds)
+    save_trained(layout, net, record, fitted.history, summary, seconds, fitted.epoch_seconds)
     log.info(
         "%s of %s: %d training and %d hold-out %s (%d images held out), best hold-out loss "
         "%.4f at epoch %d",

@@ -47,7 +47,7 @@ def save_fitted(
         train_split=params.dataset.train_split, train_images=sorted(ids),
     )  # fmt: skip
     summary = training_summary(fitted.history, fitted.held_out, kind)
-    save_trained(params.layout, net, record, fitted.history, summary, seconds)
+    save_trained(params.layout, net, record, fitted.history, summary, seconds, fitted.epoch_seconds)
 
 
 def schedule(

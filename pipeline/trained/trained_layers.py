@@ -103,18 +103,23 @@ def save_trained(
     history: Sequence[EpochLog],
     summary: dict[str, Any],
     seconds: float | None,
+    epoch_seconds: float | None = None,
 ) -> None:
     """Write trained layers of `net`: the checkpoint `record` (from `checkpoint`) to
     `Layout.head`, the per-epoch log to `Layout.training_plot`, the `summary` (from
     `training_summary`, plus what the kind adds) to `Layout.training_metrics` and the training
-    time (`seconds`, None when nothing was trained) as ``train_seconds`` to
-    `Layout.training_timing`."""
+    time to `Layout.training_timing`: ``train_seconds`` (`seconds`, the whole training, its
+    inputs' preparation included; None when nothing was trained) and ``epoch_seconds`` (the
+    part its epochs took, which grows with them)."""
     kind = recorded_kind(record)
     save_torch(record, layout.head(net, kind))
     write_json([dataclasses.asdict(e) for e in history], layout.training_plot(net, kind))
     write_json(summary, layout.training_metrics(net, kind))
     if seconds is not None:
-        write_json({"train_seconds": round(seconds, 3)}, layout.training_timing(net, kind))
+        timing = {"train_seconds": round(seconds, 3)}
+        if epoch_seconds is not None:
+            timing["epoch_seconds"] = round(epoch_seconds, 3)
+        write_json(timing, layout.training_timing(net, kind))
 
 
 def read_trained(path: Path, net: str) -> dict[str, Any]:

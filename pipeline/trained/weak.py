@@ -14,6 +14,7 @@ ignored), on the hold-out/plateau schedule of the patch head.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -221,11 +222,13 @@ def fit_image_labels(
         val_loss, val_accuracy = measure_multilabel(module, val, y_val, config.batch_size, device)
         return running["loss"], running["accuracy"], val_loss, val_accuracy
 
+    started = time.perf_counter()
     history = train_on_plateaus(module, config, device, one_epoch, measure, on_epoch, lr_key)
+    seconds = time.perf_counter() - started
     dim = int(inputs[0].shape[1])
     shape = {"dim": dim, "layers": config.layers, "hidden": config.hidden,
              "outputs": int(labels.shape[1])}  # fmt: skip
-    return FittedHead(module, history, shape, held)
+    return FittedHead(module, history, shape, held, seconds)
 
 
 def weak_head(dim: int, n_classes: int, config: HeadParams) -> nn.Sequential:
