@@ -27,6 +27,24 @@ GPU_FORWARD = {"effnet-lite0": 8709.74}
 # What 8 DataLoader workers decode, at the 1,000-1,250 JPEG patches/s per worker measured on
 # this machine (docs/benchmarks.md, patch codecs): the rate a GPU stage cannot exceed.
 LOADER_BOUND = 8 * 1200.0
+# The trained layers on a GPU, an estimate from their arithmetic (they train in float32): an
+# RTX 4090's published float32 rate (82.6 TFLOP/s, NVIDIA's Ada whitepaper), and the reading of
+# their inputs from a published NVMe rate (3.5 GB/s sequential, a PCIe 3 drive); each
+# image-epoch costs the larger of the two.
+GPU_FLOAT32_FLOPS = 82.6e12
+DISK_BYTES_PER_S = 3.5e9
+# The arithmetic of the trained layers (docs/method.md): FCa of 2048 (`head.hidden`) and FCb,
+# over the descriptors of each net (float16 on disk); the windows of one 500x375 image at
+# 224 px (9 scales, docs/benchmarks.md); the multiply-adds per window of an AlexNet-type net's
+# FC6 + FC7 (9216 x 6144 + 6144 x 6144), which fit-weak, fit-cam and compare compute from the
+# maps once per image; the actions of VOC2012.
+HIDDEN, CLASSES, ACTIONS = 2048, 20, 10
+DESCRIPTOR = {"effnet-lite0": 1280, "pre1512": 6144, "alexnet": 4096}
+WINDOWS_PER_IMAGE = 2343
+FC67_MACS = {"pre1512": 9216 * 6144 + 6144 * 6144, "alexnet": 9216 * 4096 + 4096 * 4096}
+# GFLOP of one 224-px patch's forward (FlopCounterMode, benchmarks/runtimes.py): the scratch
+# action variant trains the whole net on person patches.
+FORWARD_GFLOP = {"effnet-lite0": 0.768, "pre1512": 2.342}
 
 
 @dataclass(frozen=True)
@@ -34,7 +52,9 @@ class Measured:
     """One stage instance at one size: seconds, peak RSS (MiB), bytes written, and the work it
     did: images of its split times epochs (1 for a stage that trains nothing); for trained
     layers, the seconds of training they record themselves (`work_seconds`, without the
-    process's start)."""
+    process's start), the part of it their epochs took (`epoch_seconds`; the rest prepared
+    their inputs once per image) and the rows they trained on (`examples`: patches, windows,
+    images or persons)."""
 
     stage: str
     seconds: float
@@ -43,6 +63,8 @@ class Measured:
     images: int
     epochs: int
     work_seconds: float | None = None
+    epoch_seconds: float | None = None
+    examples: int | None = None
 
 
 def role(stage: str) -> str:
@@ -59,9 +81,11 @@ def role(stage: str) -> str:
 
 @dataclass(frozen=True)
 class Line:
-    """A stage's cost as ``fixed + per_unit * images * epochs`` seconds, its bytes as
-    ``fixed_bytes + bytes_per_image * images`` (a trained layer's file does not grow), and its
-    peak MiB (at the larger size) with what it grows by per image."""
+    """A stage's cost as ``fixed + once * images + per_unit * images * epochs`` seconds (`once`:
+    what a trained layer prepares per image before its epochs), its bytes as ``fixed_bytes +
+    bytes_per_image * images`` (a trained layer's file does not grow), its peak MiB (at the
+    larger size) with what it grows by per image, and, for trained layers, the rows they train
+    on per image of their role."""
 
     stage: str
     fixed: float
@@ -70,27 +94,33 @@ class Line:
     bytes_per_image: float
     rss_mib: float
     rss_per_image_mib: float
+    once: float = 0.0
+    rows_per_image: float = 0.0
 
 
 def fit_line(small: Measured, large: Measured, rss_slope: float = 0.0) -> Line:
     """The line through two sizes of one stage. `rss_slope` is the MiB of peak RSS per image
     of the role that the fast-net rehearsal saw grow from N to 4N (0 when it did not)."""
     work_small, work_large = small.images * small.epochs, large.images * large.epochs
-    per_unit = 0.0
+    per_unit = once = 0.0
     if large.work_seconds is not None and work_large:
         # a few epochs on a few images: training is a second next to the process's start, so
         # the slope between two sizes is noise; the time the stage measured itself, over its
-        # work, is an upper bound (it includes reading its inputs)
-        per_unit = large.work_seconds / work_large
+        # work: its epochs per image and epoch, what it prepared before them per image (records
+        # without the epochs' part count all of it per epoch, an upper bound)
+        epochs_part = large.work_seconds if large.epoch_seconds is None else large.epoch_seconds
+        per_unit = epochs_part / work_large
+        once = (large.work_seconds - epochs_part) / large.images
     elif work_large > work_small:
         per_unit = max((large.seconds - small.seconds) / (work_large - work_small), 0.0)
-    fixed = max(large.seconds - per_unit * work_large, 0.0)
+    fixed = max(large.seconds - per_unit * work_large - once * large.images, 0.0)
     grown = large.images - small.images
     per_image = max((large.bytes_written - small.bytes_written) / grown, 0.0) if grown else 0.0
     fixed_bytes = max(large.bytes_written - per_image * large.images, 0.0)
+    rows = large.examples / large.images if large.examples and large.images else 0.0
     return Line(
         large.stage, fixed, per_unit, fixed_bytes, per_image, large.peak_rss_mib,
-        max(rss_slope, 0.0),
+        max(rss_slope, 0.0), once, rows,
     )  # fmt: skip
 
 
@@ -104,15 +134,59 @@ class Projected:
     disk_gb: float
 
 
-def project(line: Line, images: int, epochs: int, cpu_rate: float, gpu_rate: float) -> Projected:
+def adaptation_macs(dim: int, outputs: int) -> int:
+    """Multiply-adds per row of FCa (`HIDDEN`) and FCb (`outputs`) over a `dim`-d descriptor."""
+    return dim * HIDDEN + HIDDEN * outputs
+
+
+def trained_work(line: Line, net: str) -> tuple[float, float, float]:
+    """A trained stage's arithmetic on one image of its role: FLOP prepared once, FLOP and
+    bytes read per epoch. A training row costs 6 FLOP per multiply-add (forward and backward)
+    and the epoch's measuring pass 2 more; fit-weak runs the layers over every window of the
+    image without gradient and trains each class's best window; the descriptors are read as
+    float16."""
+    stage, rows, dim = line.stage.split("@")[0], line.rows_per_image, DESCRIPTOR.get(net, 4096)
+    windows_once = 2 * FC67_MACS.get(net, 0)  # per window: FC6 + FC7 from the maps, once
+    if stage in ("fit-head", "fit-windows"):
+        return 0.0, 8 * adaptation_macs(dim, CLASSES + 1) * rows, 2 * dim * rows
+    if stage == "fit-weak":
+        macs = adaptation_macs(dim, CLASSES)
+        per_epoch = 2 * macs * WINDOWS_PER_IMAGE + 6 * macs * CLASSES
+        return windows_once * WINDOWS_PER_IMAGE, per_epoch, 2 * dim * WINDOWS_PER_IMAGE
+    if stage == "fit-cam":
+        return windows_once, 8 * dim * CLASSES, 4 * dim
+    if stage == "fit-action-frozen":
+        return 0.0, 8 * adaptation_macs(dim, ACTIONS) * rows, 2 * dim * rows
+    if stage == "fit-action-update":  # FC6 (and FC7) trained again from pool5's inputs
+        macs = FC67_MACS.get(net, 0) + adaptation_macs(dim, ACTIONS)
+        return 0.0, 8 * macs * rows, 2 * 9216 * rows
+    if stage == "fit-action-scratch":  # the whole net from the person patches' pixels
+        return 0.0, 4 * FORWARD_GFLOP.get(net, 1.0) * 1e9 * rows, 3 * 224 * 224 * rows
+    raise ValueError(f"{stage}: not a trained stage")
+
+
+def trained_gpu_seconds(line: Line, net: str, images: int, epochs: int) -> float:
+    """The estimated seconds of a trained stage on one GPU: its FLOP at `GPU_FLOAT32_FLOPS`,
+    each epoch no faster than reading its inputs at `DISK_BYTES_PER_S`."""
+    once, per_epoch, read = trained_work(line, net)
+    epoch = max(per_epoch / GPU_FLOAT32_FLOPS, read / DISK_BYTES_PER_S)
+    return (once / GPU_FLOAT32_FLOPS + epoch * epochs) * images
+
+
+def project(
+    line: Line, images: int, epochs: int, cpu_rate: float, gpu_rate: float, net: str = ""
+) -> Projected:
     """Extrapolate `line` to `images` of its role and `epochs` (trained stages). `cpu_rate` and
     `gpu_rate` are the net's forward patches/s on this CPU and on the GPU estimated: a
-    net-bound stage's per-image time is divided by their ratio; other stages keep their CPU
-    time (an upper bound: trained layers also run faster on a GPU)."""
+    net-bound stage's per-image time is divided by their ratio; a trained stage of `net` (one
+    with rows per image) costs its arithmetic at a published rate (`trained_gpu_seconds`);
+    other stages keep their CPU time."""
     per_unit = line.per_unit
-    seconds = line.fixed + per_unit * images * epochs
+    seconds = line.fixed + line.once * images + per_unit * images * epochs
     gpu_per_unit = per_unit * cpu_rate / gpu_rate if line.stage.startswith(NET_BOUND) else per_unit
-    gpu_seconds = line.fixed + gpu_per_unit * images * epochs
+    gpu_seconds = line.fixed + line.once * images + gpu_per_unit * images * epochs
+    if line.rows_per_image:
+        gpu_seconds = line.fixed + trained_gpu_seconds(line, net, images, epochs)
     return Projected(
         seconds / 3600,
         gpu_seconds / 3600,
@@ -148,7 +222,7 @@ def projection_table(
             if role(line.stage).startswith("action") and images == 0:
                 cells += ["-", "-", "-"]
                 continue
-            p = project(line, images, epochs, cpu_rate, gpu_rate(net))
+            p = project(line, images, epochs, cpu_rate, gpu_rate(net), net)
             cells += [f"{p.cpu_hours:.2f}", f"{p.gpu_hours:.2f}", f"{p.disk_gb:.1f}"]
             total = totals[name]
             total[0] += p.cpu_hours
@@ -156,6 +230,8 @@ def projection_table(
             total[2] = max(total[2], p.ram_gib)
             total[3] += p.disk_gb
         unit = f"{line.per_unit:.3f}" + (" / epoch" if epochs > 1 else "")
+        if line.once:
+            unit = f"{line.once:.3f} + {unit}"
         rows.append(
             f"| {line.stage} | {unit} | {line.bytes_per_image:,.0f} | {line.rss_mib:.0f} | "
             + " | ".join(cells)

@@ -183,17 +183,19 @@ def measured(project: Path, runs: list[StageRun]) -> list[Measured]:
     out = []
     for run in runs:
         name = run.stage.split("@")[0]
-        epochs, work = 1, None
+        trained: dict = {"epochs": 1}
         if name in TRAINED:
             recorded = json.loads((metrics / TRAINED[name]).read_text())
-            epochs = recorded["epochs"]
             timing = timings / TRAINED[name]  # copies made before timings/ kept it in metrics/
-            work = json.loads(timing.read_text()) if timing.is_file() else recorded
-            work = work.get("train_seconds")
+            times = json.loads(timing.read_text()) if timing.is_file() else recorded
+            trained = {
+                "epochs": recorded["epochs"],
+                "work_seconds": times.get("train_seconds"),
+                "epoch_seconds": times.get("epoch_seconds"),
+                "examples": recorded["train_examples"] + recorded["val_examples"],
+            }
         fields = {k: v for k, v in asdict(run).items() if k in StageRun.__dataclass_fields__}
-        out.append(
-            Measured(**fields, images=images[role(run.stage)], epochs=epochs, work_seconds=work)
-        )
+        out.append(Measured(**fields, images=images[role(run.stage)], **trained))
     return out
 
 
