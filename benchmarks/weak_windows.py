@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from runtimes import timed
 
 from pipeline.core.params import Head
 from pipeline.core.scratch_rows import disk_rows_writer
@@ -57,12 +57,6 @@ def rule_of(net: str, size: int):
     module, _, _ = build_untrained(net, options, seed=0)
     stride = registered()[net].stride
     return dense_trunk(module.eval().requires_grad_(False), stride).window_rule(size)
-
-
-def timed(run) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
 
 
 def main() -> None:
