@@ -34,6 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -132,19 +133,22 @@ def outputs_bytes(project: Path, stage: str) -> int:
 
 
 def run_stage(project: Path, stage: str) -> StageRun:
-    """Run one stage instance alone and measure it."""
+    """Run one stage instance alone and measure it. Its log goes to a file, not a pipe: a
+    pipe nobody reads while the stage runs fills up (64 KB of progress bars) and blocks it."""
     started = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=str(project))  # the copy's code, not an editable install's
-    child = subprocess.Popen(
-        ["dvc", "repro", "--single-item", stage], cwd=project, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    watched, peak = psutil.Process(child.pid), 0
-    while child.poll() is None:
-        peak = max(peak, tree_rss(watched))
-        time.sleep(SAMPLE_SECONDS)
-    if child.returncode != 0:
-        raise SystemExit(f"{stage} failed in {project}:\n{child.stderr.read()}")
+    with tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(
+            ["dvc", "repro", "--single-item", stage], cwd=project, env=env,
+            stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+        )  # fmt: skip
+        watched, peak = psutil.Process(child.pid), 0
+        while child.poll() is None:
+            peak = max(peak, tree_rss(watched))
+            time.sleep(SAMPLE_SECONDS)
+        if child.returncode != 0:
+            stderr.seek(0)
+            raise SystemExit(f"{stage} failed in {project}:\n{stderr.read()[-20000:]}")
     seconds = time.perf_counter() - started
     return StageRun(stage, seconds, peak / 2**20, outputs_bytes(project, stage))
 
