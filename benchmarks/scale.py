@@ -77,6 +77,7 @@ def copy_project(destination: Path) -> None:
 
 TRAINED = {  # trained stages and the metrics file (metrics/<dataset>/<net>/) with their epochs
     "fit-head": "train.json",
+    "fit-windows": "train-windows.json",
     "fit-weak": "train-weak.json",
     "fit-cam": "train-cam.json",
     "fit-action-frozen": "action-frozen.json",
