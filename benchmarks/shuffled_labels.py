@@ -28,6 +28,7 @@ from pipeline.data.manifests import read_manifest
 from pipeline.data.sampling import select_training_patches
 from pipeline.features.dense_cache import DenseImageReader, iter_dense_cache, open_dense_cache
 from pipeline.features.feature_cache import feature_cache_on_disk, feature_cache_shards
+from pipeline.scoring.image_scores import windowed_images
 from pipeline.scoring.methods import (
     METHODS,
     Scored,
@@ -143,16 +144,17 @@ def main() -> None:
         ),
         "dense": lambda shuffle: dense_method(
             patch_head(rng.permutation(train["label"]) if shuffle else train["label"]),
-            rule, test_shards, k=k, pool=pool,
+            windowed_images(rule, test_shards), k=k, pool=pool,
         ),
         "windows": lambda shuffle: dense_method(
             window_head(
                 rng.permutation(window_train["label"]) if shuffle else window_train["label"]
             ),
-            rule, test_shards, k=k, pool=pool,
+            windowed_images(rule, test_shards), k=k, pool=pool,
         ),
         "weak": lambda shuffle: weak_method(
-            weak_layers(rng.permutation(labels) if shuffle else labels), rule, test_shards
+            weak_layers(rng.permutation(labels) if shuffle else labels),
+            windowed_images(rule, test_shards),
         ),
         "cam": lambda shuffle: cam_method(
             cam_layer(rng.permutation(labels) if shuffle else labels), rule, test_shards

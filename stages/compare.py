@@ -17,7 +17,7 @@ from pipeline.data.images import load_rgb
 from pipeline.data.manifests import read_manifest
 from pipeline.features.cache_identity import descriptor_origin
 from pipeline.features.dense_cache import open_dense_cache
-from pipeline.scoring.image_scores import load_head_for_cache
+from pipeline.scoring.image_scores import load_head_for_cache, windowed_images
 from pipeline.scoring.map_pictures import boxes_by_image, chosen_images, overlay, side_by_side
 from pipeline.scoring.methods import (
     METHODS,
@@ -33,10 +33,12 @@ from pipeline.scoring.methods import (
     split_patches,
     weak_method,
 )
+from pipeline.scoring.shared_stream import SharedStream
 from pipeline.scoring.split_truth import SplitTruth
 from pipeline.trained.trained_layers import check_unseen, load_layers, read_trained
 
 log = logging.getLogger("pipeline")
+WINDOW_METHODS = ("dense", "windows", "weak")  # the methods scoring from the dense windows
 LOG_ROW = "%-18s %6s %8s %6s %9s %10s"  # a line of the logged table: method, results, times
 
 
@@ -82,11 +84,13 @@ def compare_one(params: Params, net: str) -> None:
     cam = checked_layers(params, net, "cam", origin, known)
     patches = split_patches(manifests)
     sizes = {i: (int(r.width), int(r.height)) for i, r in images.iterrows()}
+    # each image's windows, computed once for the three methods that score from them
+    windows = SharedStream(windowed_images(dense.rule, dense.shards), WINDOW_METHODS)
     streams = {
         "patches": patch_method(head, feature_shards, patches, sizes, k=k, pool=pool),
-        "dense": dense_method(patch_head, dense.rule, dense.shards, k=k, pool=pool),
-        "windows": dense_method(window_head, dense.rule, dense.shards, k=k, pool=pool),
-        "weak": weak_method(weak, dense.rule, dense.shards),
+        "dense": dense_method(patch_head, windows.reader("dense"), k=k, pool=pool),
+        "windows": dense_method(window_head, windows.reader("windows"), k=k, pool=pool),
+        "weak": weak_method(weak, windows.reader("weak")),
         "cam": cam_method(cam, dense.rule, dense.shards),
     }
     chosen = chosen_images(params.heatmaps.images, known, split)
@@ -95,15 +99,15 @@ def compare_one(params: Params, net: str) -> None:
     def method_aps(scores: np.ndarray, counts: np.ndarray) -> dict[str, float]:
         return truth.evaluate(scores, counts).ap
 
-    def progress(stream: Iterable[Scored], method: str) -> Iterable[Scored]:
-        return tqdm(stream, total=len(images), desc=method, unit="img")
+    def progress(rounds: Iterable[dict[str, Scored]]) -> Iterable[dict[str, Scored]]:
+        return tqdm(rounds, total=len(images), desc="compare", unit="img")
 
     compared = compare_methods(
         streams, image_ids, boxes_of, chosen, len(classes), method_aps, progress
     )
     rows = {method: result_row(result) for method, result in compared.results.items()}
-    times = {
-        method: cost_row(result.seconds / len(images), costs[method])
+    times = {  # a method's windows counted whole, as if it had run alone
+        method: cost_row(windows.counted(method, result.seconds) / len(images), costs[method])
         for method, result in compared.results.items()
     }
     write_json(

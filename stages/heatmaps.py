@@ -17,7 +17,7 @@ from pipeline.data.images import load_rgb
 from pipeline.data.manifests import read_manifest
 from pipeline.features.cache_identity import descriptor_origin
 from pipeline.features.dense_cache import open_dense_cache
-from pipeline.scoring.image_scores import load_head_for_cache
+from pipeline.scoring.image_scores import load_head_for_cache, windowed_images
 from pipeline.scoring.localization import Localization
 from pipeline.scoring.map_pictures import boxes_by_image, chosen_images, render_top_classes
 from pipeline.scoring.methods import dense_method, metric_value, patch_method, split_patches
@@ -90,7 +90,7 @@ def render_split(params: Params, net: str) -> None:
     k, pool = 1.0, "mean"  # the maps do not depend on the pooling, and no score is kept here
     if params.scoring.cache == "dense":
         rule = open_dense_cache(layout.dense(net, split), layout.window_rule(net, split), net).rule
-        scored = dense_method(head, rule, shards, k=k, pool=pool)
+        scored = dense_method(head, windowed_images(rule, shards), k=k, pool=pool)
     else:
         sizes = {i: (int(r.width), int(r.height)) for i, r in images.iterrows()}
         scored = patch_method(head, shards, split_patches(manifests), sizes, k=k, pool=pool)

@@ -17,6 +17,7 @@ from pipeline.scoring.map_pictures import (
     side_by_side,
 )
 from pipeline.scoring.methods import Scored, compare_methods
+from pipeline.scoring.shared_stream import SharedStream
 
 BOXES = {
     "a": {1: np.array([[0.0, 0.0, 4.0, 4.0]])},
@@ -81,3 +82,51 @@ def test_a_map_panel_marks_the_peak_and_the_box_the_metrics_take_and_the_sheet_h
     assert sheet.width > 2 * 80 + PANEL_GAP and sheet.height > 60  # the colour bar, the legend
     bar = np.asarray(sheet)[:60, 2 * 80 + 2 * PANEL_GAP + BAR_WIDTH // 2]
     assert tuple(bar[KEY_FONT_SIZE + 1]) != tuple(bar[60 - KEY_FONT_SIZE - 2])  # 1 above, 0 below
+
+
+def test_shared_items_are_produced_once_and_each_reader_counts_all_of_their_production():
+    now = [0.0]
+    produced = []
+
+    def items():  # each item takes 1 s to produce
+        for n in range(3):
+            now[0] += 1.0
+            produced.append(n)
+            yield n
+
+    shared = SharedStream(items(), ("a", "b"), clock=lambda: now[0])
+    a, b = shared.reader("a"), shared.reader("b")
+    got = []
+    for _ in range(3):
+        got.append((next(a), next(b)))
+    assert got == [(0, 0), (1, 1), (2, 2)] and produced == [0, 1, 2]
+    assert list(a) == [] and list(b) == []
+    assert shared.seconds == 3.0
+    # a asked first each time, so it measured the production; b measured none of it
+    assert shared.counted("a", 3.5) == 3.5 and shared.counted("b", 0.5) == 3.5
+    assert shared.counted("c", 0.5) == 0.5  # not a reader
+
+
+def test_the_comparison_holds_one_shared_image_at_a_time():
+    produced, taken = [0], {"dense": 0, "weak": 0}
+    ahead = []
+
+    def images():
+        for image_id in ("a", "b", "c"):
+            produced[0] += 1
+            yield image_id
+
+    def method(name, shared):
+        for image_id in shared.reader(name):
+            taken[name] += 1
+            ahead.append(produced[0] - min(taken.values()))
+            yield Scored(image_id, np.array([0.5, 0.5]), None)
+
+    shared = SharedStream(images(), ("dense", "weak"))
+    compared = compare_methods(
+        {"dense": method("dense", shared), "weak": method("weak", shared)},
+        ["a", "b", "c"], BOXES, pictured=(), n_classes=2, class_aps=lambda s, c: {"x": 1.0},
+    )  # fmt: skip
+    assert taken == {"dense": 3, "weak": 3} and produced == [3]
+    assert max(ahead) <= 1  # taken one after the other, a reader would be 3 images ahead
+    assert set(compared.results) == {"dense", "weak"}

@@ -3,7 +3,7 @@ head over the feature cache's patches, or over the windows of the dense cache.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,21 @@ def score_images(
 
 
 @dataclass(frozen=True)
+class WindowedImage:
+    """One image of a dense cache with its windows (`image_windows`)."""
+
+    image: ImageMaps
+    windows: Windows
+
+
+def windowed_images(rule: WindowRule, shards: Sequence[ShardFile]) -> Iterator[WindowedImage]:
+    """Every image of a dense cache's shards with its windows under `rule`, computed on the
+    CPU, image by image in cache order."""
+    for image in iter_dense_cache(shards):
+        yield WindowedImage(image, image_windows(rule, image, torch.device("cpu")))
+
+
+@dataclass(frozen=True)
 class DenseImage:
     """One image scored densely: its maps (size, id), windows and the head's outputs at them
     (probabilities ``[P, C + 1]``, or logits)."""
@@ -194,21 +209,17 @@ def head_logits(head: nn.Module, features: torch.Tensor) -> np.ndarray:
 
 
 def dense_probabilities(
-    head: nn.Module,
-    rule: WindowRule,
-    shards: Sequence[ShardFile],
-    softmax: bool = True,
+    head: nn.Module, images: Iterable[WindowedImage], softmax: bool = True
 ) -> Iterator[DenseImage]:
-    """The head's probabilities (its logits when not `softmax`) at every window of every scale
-    of each image of a dense cache (the adaptation layers as 1x1 convolutions over the window
-    descriptors), image by image."""
-    for image in iter_dense_cache(shards):
-        windows = image_windows(rule, image, torch.device("cpu"))
+    """The head's probabilities (its logits when not `softmax`) at every window of each of
+    `images` (from `windowed_images`), image by image."""
+    for windowed in images:
+        descriptors = windowed.windows.descriptors
         if softmax:
-            values = patch_probabilities(head, windows.descriptors.numpy())
+            values = patch_probabilities(head, descriptors.numpy())
         else:
-            values = head_logits(head, windows.descriptors)
-        yield DenseImage(image, windows, values)
+            values = head_logits(head, descriptors)
+        yield DenseImage(windowed.image, windowed.windows, values)
 
 
 def score_images_dense(
@@ -223,7 +234,7 @@ def score_images_dense(
     """Score every image of `image_ids` from every window of its dense maps, one image in
     memory at a time: the scores and window counts of `SplitScores.result`."""
     scores = SplitScores(image_ids, k, pool, shards[0].path.parent)
-    for scored in dense_probabilities(head, rule, shards):
+    for scored in dense_probabilities(head, windowed_images(rule, shards)):
         n = len(scored.probabilities)
         scores.add(scored.probabilities, [scored.image.image_id] * n)
     return scores.result()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from pipeline.features.trunks import WindowRule
 from pipeline.scoring.average_precision import mean_ap
 from pipeline.scoring.heatmaps import heat_maps
 from pipeline.scoring.image_scores import (
+    WindowedImage,
     dense_probabilities,
     head_logits,
     image_probabilities,
@@ -160,25 +161,19 @@ def rows_mismatch(shards: Sequence[ShardFile]) -> PipelineError:
 
 
 def dense_method(
-    head: nn.Module,
-    rule: WindowRule,
-    shards: Sequence[ShardFile],
-    *,
-    k: float,
-    pool: str,
+    head: nn.Module, images: Iterable[WindowedImage], *, k: float, pool: str
 ) -> Iterator[Scored]:
     """A patch-class head (the 2014 head, or the one trained on windows) on every window of
-    every scale of the dense maps."""
-    for s in dense_probabilities(head, rule, shards):
+    every scale of the dense cache's `images` (`windowed_images`)."""
+    for s in dense_probabilities(head, images):
         maps = heat_maps(s.probabilities[:, 1:], s.windows.boxes, s.image.width, s.image.height)
         yield Scored(s.image.image_id, pooled(s.probabilities, k, pool), maps)
 
 
-def weak_method(
-    layers: nn.Module, rule: WindowRule, shards: Sequence[ShardFile]
-) -> Iterator[Scored]:
-    """The weakly supervised layers: per class the max logit over windows and scales."""
-    for s in dense_probabilities(layers, rule, shards, softmax=False):
+def weak_method(layers: nn.Module, images: Iterable[WindowedImage]) -> Iterator[Scored]:
+    """The weakly supervised layers on the dense cache's `images` (`windowed_images`): per
+    class the max logit over windows and scales."""
+    for s in dense_probabilities(layers, images, softmax=False):
         values = 1 / (1 + np.exp(-s.probabilities))
         maps = heat_maps(values, s.windows.boxes, s.image.width, s.image.height)
         yield Scored(s.image.image_id, s.probabilities.max(0).astype(np.float64), maps)
@@ -246,6 +241,34 @@ class Comparison:
     pictures: dict[str, tuple[int, dict[str, np.ndarray | None]]]
 
 
+def lockstep(streams: Mapping[str, Iterable[Scored]]) -> Iterator[dict[str, Scored]]:
+    """Round after round, the next item of every stream (``{name: item}``, in `streams`
+    order), until all are done; a finished stream drops out of the later rounds."""
+    active = {name: iter(stream) for name, stream in streams.items()}
+    while active:
+        step = {name: next(items, None) for name, items in active.items()}
+        active = {name: items for name, items in active.items() if step[name] is not None}
+        if active:
+            yield {name: step[name] for name in active}  # type: ignore[misc]
+
+
+@dataclass
+class MethodTally:
+    """What one method's stream has given so far: each image's scores and the localization
+    counts of its maps (unused when it gives none)."""
+
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    localization: Localization = field(default_factory=Localization)
+    has_maps: bool = False
+
+    def add(self, scored: Scored, boxes: Mapping[int, np.ndarray]) -> None:
+        """Count one image's result, `boxes` being its non-difficult boxes per label."""
+        self.scores[scored.image_id] = scored.scores
+        self.has_maps = scored.maps is not None
+        if self.has_maps:
+            self.localization.add(scored.maps, boxes)
+
+
 def compare_methods(
     streams: Mapping[str, Iterable[Scored]],
     image_ids: Sequence[str],
@@ -253,42 +276,41 @@ def compare_methods(
     pictured: Collection[str],
     n_classes: int,
     class_aps: Callable[[np.ndarray, np.ndarray], dict[str, float]],
-    progress: Callable[[Iterable[Scored], str], Iterable[Scored]] = lambda items, _: items,
+    progress: Callable[[Iterable[dict[str, Scored]]], Iterable[dict[str, Scored]]] = lambda r: r,
 ) -> Comparison:
-    """Run every method's stream image by image (only scores are kept; each image's maps are
-    counted for pointing and CorLoc, and kept for the `pictured` images, then dropped).
+    """Run the methods' streams side by side, image by image: each round takes the next image
+    of every stream (`lockstep`), so that streams reading one `SharedStream` hold one image
+    at a time. Only scores are kept; each image's maps are counted for pointing and CorLoc,
+    and kept for the `pictured` images, then dropped.
 
     `image_ids`: the split's listed images (an image a stream does not score gets ``-inf``
     for each of the `n_classes`);
     `boxes_of`: per image, the non-difficult boxes of each label present; `class_aps`: the AP
     of each class (``{class: AP}``) of scores ``[N, C]`` with per-image counts ``[N]`` (0:
-    unscored); `progress` wraps each
-    stream (a progress bar, given the method's name). The label a picture shows is chosen from
-    the first method's scores (`picture_class`)."""
-    results: dict[str, MethodResult] = {}
+    unscored); `progress` wraps the rounds (a progress bar). The label a picture shows is
+    chosen from the scores of the first method (in `streams` order) of the first round that
+    holds the image (`picture_class`). Each result's seconds are those its stream spent
+    producing its items."""
+    timed = {method: TimedStream(stream) for method, stream in streams.items()}
+    tallies = {method: MethodTally() for method in streams}
     pictures: dict[str, tuple[int, dict[str, np.ndarray | None]]] = {}
-    pairs: int | None = None
-    for method, stream in streams.items():
-        by_id, localization, has_maps = {}, Localization(), False
-        timed = TimedStream(progress(stream, method))
-        for s in timed:
-            by_id[s.image_id] = s.scores
-            has_maps = s.maps is not None
-            if has_maps:
-                localization.add(s.maps, boxes_of.get(s.image_id, {}))
+    for step in progress(lockstep(timed)):
+        for method, s in step.items():
+            boxes = boxes_of.get(s.image_id, {})
+            tallies[method].add(s, boxes)
             if s.image_id in pictured:
                 if s.image_id not in pictures:
-                    pictures[s.image_id] = (
-                        picture_class(s.scores, boxes_of.get(s.image_id, {})),
-                        {},
-                    )
+                    pictures[s.image_id] = (picture_class(s.scores, boxes), {})
                 label, maps = pictures[s.image_id]
-                maps[method] = s.maps[label - 1] if has_maps else None
-        missing = np.full(n_classes, -np.inf)
-        scores = np.array([by_id.get(i, missing) for i in image_ids])
-        counts = np.array([int(i in by_id) for i in image_ids])
-        kept = localization if has_maps else None
+                maps[method] = None if s.maps is None else s.maps[label - 1]
+    results: dict[str, MethodResult] = {}
+    pairs: int | None = None
+    missing = np.full(n_classes, -np.inf)
+    for method, tally in tallies.items():
+        scores = np.array([tally.scores.get(i, missing) for i in image_ids])
+        counts = np.array([int(i in tally.scores) for i in image_ids])
+        kept = tally.localization if tally.has_maps else None
         if kept is not None and pairs is None:
             pairs = kept.pairs
-        results[method] = MethodResult(class_aps(scores, counts), kept, timed.seconds)
+        results[method] = MethodResult(class_aps(scores, counts), kept, timed[method].seconds)
     return Comparison(results, pairs, pictures)
