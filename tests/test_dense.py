@@ -15,6 +15,7 @@ from pipeline.data.synthetic_devkit import generate_demo
 from pipeline.data.tiling import patch_grid
 from pipeline.features.dense_cache import (
     ImageMaps,
+    chosen_windows,
     image_windows,
     read_window_rule,
     window_boxes,
@@ -70,6 +71,26 @@ def test_a_window_that_is_the_whole_resized_image_is_exactly_the_patch_descripto
         torch.testing.assert_close(from_map, from_patch, rtol=1e-4, atol=1e-5)
     else:
         assert torch.equal(from_map, from_patch)
+
+
+@pytest.mark.parametrize("name", sorted(PATCH_SIZES))
+def test_windows_chosen_by_number_are_those_of_all_windows(name, monkeypatch):
+    # fit-windows computes only the windows its patches take: they must be the windows
+    # dense scoring computes at those places, whichever scale and order they are asked in
+    backbone = backbone_for(name, monkeypatch)
+    size = PATCH_SIZES[name]
+    image = np.random.default_rng(2).integers(0, 256, (260, 340, 3), dtype=np.uint8)
+    extractor = configured_extractor(backbone, CPU, 4, "auto", "auto")
+    maps = dense_image(extractor, image, [1.0, 1.6], size)
+    rule = backbone.dense_trunk().window_rule(size)
+    every = image_windows(rule, maps, CPU)
+    assert len(set(every.scale_index.tolist())) == 2
+    index = np.random.default_rng(3).permutation(len(every.descriptors))[:7]
+    index = np.concatenate([index, [len(every.descriptors) - 1, 0]])
+    chosen = chosen_windows(rule, maps, index, CPU)
+    torch.testing.assert_close(chosen, every.descriptors[index], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="window numbers outside"):
+        chosen_windows(rule, maps, np.array([len(every.descriptors)]), CPU)
 
 
 def random_batch_norm(channels: int) -> nn.BatchNorm2d:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pipeline.core.equal_runs import equal_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.scratch_rows import DiskRows, disk_rows_writer
-from pipeline.features.dense_cache import DenseCache, ImageMaps, image_windows, iter_dense_cache
+from pipeline.features.dense_cache import DenseCache, ImageMaps, chosen_windows, iter_dense_cache
 from pipeline.features.trunks import Window
 
 CORNERS = 4  # windows per patch: floor and ceiling of its position in cells, on each axis
@@ -89,13 +89,14 @@ def window_descriptors_on_disk(
     bounded memory.
 
     `selected`: rows of ``patches.parquet`` (``image_id``, ``patch``, ``scale``, ``x0``, ``y0``,
-    ``label``), sorted by image id. The images of the dense cache are read one shard at a time,
-    their windows computed (`image_windows`, on `device`) and each window some patch takes
-    copied once, float16 as the feature cache stores descriptors, into an unnamed temporary
-    file in `scratch`. Yields the training rows (`DiskRows` ``[4 N, d]``: the cache's images in
-    order, each image's patches in table order, each patch's four windows in a row) and their
-    columns ``label``, ``image_id``, ``patch`` (the patch's, repeated); the copy is removed
-    when the block ends. PipelineError when an image of the selection has no maps."""
+    ``label``), sorted by image id. The images of the dense cache are read one shard at a time
+    and the windows some patch takes computed once each (`chosen_windows`, on `device`: not
+    every window of the image) and copied, float16 as the feature cache stores descriptors,
+    into an unnamed temporary file in `scratch`. Yields the training rows (`DiskRows`
+    ``[4 N, d]``: the cache's images in order, each image's patches in table order, each
+    patch's four windows in a row) and their columns ``label``, ``image_id``, ``patch`` (the
+    patch's, repeated); the copy is removed when the block ends. PipelineError when an image
+    of the selection has no maps."""
     ids = selected["image_id"].to_numpy(zero_copy_only=False)
     columns = {
         name: selected[name].to_numpy(zero_copy_only=False)
@@ -116,9 +117,9 @@ def window_descriptors_on_disk(
                 columns["x0"][start:end], columns["y0"][start:end],
             )  # fmt: skip
             taken, where = np.unique(index, return_inverse=True)
-            windows = image_windows(cache.rule, image, device).descriptors
+            windows = chosen_windows(cache.rule, image, taken, device)
             file_rows.append(writer.count + where.reshape(index.shape))
-            writer.append(windows[torch.from_numpy(taken)].half().numpy())
+            writer.append(windows.half().numpy())
             order.append(np.arange(start, end))
         if runs:
             raise PipelineError(
