@@ -148,26 +148,35 @@ def train_head(
 ) -> list[EpochLog]:
     """Train `head` in place on ``(inputs [N, ...], labels [N] int64)`` with cross-entropy, on
     the schedule of `train_on_plateaus`; each batch is moved to `device` and passed through
-    `prepare` (default: descriptors as float32). Returns the per-epoch log."""
+    `prepare` (default: descriptors as float32). Training loss and accuracy in the log are
+    running means over the epoch's steps (no second pass over the training rows); hold-out
+    ones are measured after it. Returns the per-epoch log."""
     if len(val[0]) == 0:
         raise PipelineError("head.val_fraction: the hold-out set is empty; raise the fraction")
     x, y = train
     order_rng = torch.Generator().manual_seed(config.seed)
+    running: dict[str, float] = {}
 
     def one_epoch(optimiser: torch.optim.Optimizer) -> None:
         order = torch.randperm(len(x), generator=order_rng)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        right = torch.zeros((), dtype=torch.int64, device=device)
         for start in range(0, len(x), config.batch_size):
             rows = order[start : start + config.batch_size]
-            loss = F.cross_entropy(head(prepare(x[rows].to(device))), y[rows].to(device))
+            logits = head(prepare(x[rows].to(device)))
+            target = y[rows].to(device)
+            loss = F.cross_entropy(logits, target)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            loss_sum += loss.detach() * len(rows)
+            right += (logits.detach().argmax(1) == target).sum()
+        running["loss"] = float(loss_sum) / max(len(x), 1)
+        running["accuracy"] = int(right) / max(len(x), 1)
 
     def measure() -> tuple[float, float, float, float]:
-        return (
-            *evaluate_head(head, x, y, config.batch_size, device, prepare),
-            *evaluate_head(head, *val, config.batch_size, device, prepare),
-        )
+        val_loss, val_accuracy = evaluate_head(head, *val, config.batch_size, device, prepare)
+        return running["loss"], running["accuracy"], val_loss, val_accuracy
 
     return train_on_plateaus(head, config, device, one_epoch, measure, on_epoch, lr_key)
 
