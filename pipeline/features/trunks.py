@@ -81,7 +81,9 @@ class PooledFullyConnected(nn.Module):
             for layer in self.layers:
                 x = F.relu(layer(x))
             return x[:, :, None, None]
-        x = F.relu(F.conv2d(maps, self.first_kernel(window), first.bias))
+        # NCHW: on the CPU the 6x6 convolution runs about 1.7 times as fast as on the trunk's
+        # channels-last maps (benchmarks/window_matmul.py)
+        x = F.relu(F.conv2d(maps.contiguous(), self.first_kernel(window), first.bias))
         for layer in self.layers[1:]:
             x = F.relu(F.conv2d(x, layer.weight[:, :, None, None], layer.bias))
         return x
