@@ -81,8 +81,9 @@ def role(stage: str) -> str:
 
 @dataclass(frozen=True)
 class Line:
-    """A stage's cost as ``fixed + once * images + per_unit * images * epochs`` seconds (`once`:
-    what a trained layer prepares per image before its epochs), its bytes as ``fixed_bytes +
+    """A stage's cost as ``fixed + once * images + (epoch_fixed + per_unit * images) * epochs``
+    seconds (`once`: what a trained layer prepares per image before its epochs; `epoch_fixed`:
+    what each of its epochs costs whatever the images), its bytes as ``fixed_bytes +
     bytes_per_image * images`` (a trained layer's file does not grow), its peak MiB (at the
     larger size) with what it grows by per image, and, for trained layers, the rows they train
     on per image of their role."""
@@ -96,32 +97,59 @@ class Line:
     rss_per_image_mib: float
     once: float = 0.0
     rows_per_image: float = 0.0
+    epoch_fixed: float = 0.0
 
 
 def fit_line(small: Measured, large: Measured, rss_slope: float = 0.0) -> Line:
     """The line through two sizes of one stage. `rss_slope` is the MiB of peak RSS per image
     of the role that the fast-net rehearsal saw grow from N to 4N (0 when it did not)."""
     work_small, work_large = small.images * small.epochs, large.images * large.epochs
-    per_unit = once = 0.0
+    per_unit = once = epoch_fixed = 0.0
     if large.work_seconds is not None and work_large:
         # a few epochs on a few images: training is a second next to the process's start, so
-        # the slope between two sizes is noise; the time the stage measured itself, over its
-        # work: its epochs per image and epoch, what it prepared before them per image (records
-        # without the epochs' part count all of it per epoch, an upper bound)
+        # the slope of the stage's seconds between two sizes is noise; the time the stage
+        # measured itself, over its work: its epochs per image and epoch, what it prepared
+        # before them per image (records without the epochs' part count all of it per epoch,
+        # an upper bound), as slopes between the two sizes where both recorded it
         epochs_part = large.work_seconds if large.epoch_seconds is None else large.epoch_seconds
         per_unit = epochs_part / work_large
         once = (large.work_seconds - epochs_part) / large.images
+        slopes = recorded_slopes(small, large)
+        if slopes is not None:
+            once, per_unit, epoch_fixed = slopes
     elif work_large > work_small:
         per_unit = max((large.seconds - small.seconds) / (work_large - work_small), 0.0)
-    fixed = max(large.seconds - per_unit * work_large - once * large.images, 0.0)
+    fixed = max(
+        large.seconds - per_unit * work_large - epoch_fixed * large.epochs - once * large.images,
+        0.0,
+    )
     grown = large.images - small.images
     per_image = max((large.bytes_written - small.bytes_written) / grown, 0.0) if grown else 0.0
     fixed_bytes = max(large.bytes_written - per_image * large.images, 0.0)
     rows = large.examples / large.images if large.examples and large.images else 0.0
     return Line(
         large.stage, fixed, per_unit, fixed_bytes, per_image, large.peak_rss_mib,
-        max(rss_slope, 0.0), once, rows,
+        max(rss_slope, 0.0), once, rows, epoch_fixed,
     )  # fmt: skip
+
+
+def recorded_slopes(small: Measured, large: Measured) -> tuple[float, float, float] | None:
+    """A trained stage's seconds per image prepared once, per image and epoch, and per epoch
+    whatever the images, from the records of its work at two sizes (same epochs): what grows
+    with the images apart from what the stage and each epoch cost whatever their number
+    (loading the window rule, the first epoch's warm-up), which one size alone spreads over
+    its few images. None without two such records."""
+    sizes = [(m.work_seconds, m.epoch_seconds, m.images) for m in (small, large)]
+    if any(w is None or e is None for w, e, _ in sizes) or small.epochs != large.epochs:
+        return None
+    (work_a, epochs_a, images_a), (work_b, epochs_b, images_b) = sizes
+    if images_b <= images_a:
+        return None
+    grown = images_b - images_a
+    once = max(((work_b - epochs_b) - (work_a - epochs_a)) / grown, 0.0)  # type: ignore[operator]
+    per_unit = max((epochs_b - epochs_a) / grown, 0.0) / large.epochs  # type: ignore[operator]
+    epoch_fixed = max(epochs_b / large.epochs - per_unit * images_b, 0.0)  # type: ignore[operator]
+    return once, per_unit, epoch_fixed
 
 
 @dataclass(frozen=True)
@@ -182,11 +210,12 @@ def project(
     with rows per image) costs its arithmetic at a published rate (`trained_gpu_seconds`);
     other stages keep their CPU time."""
     per_unit = line.per_unit
-    seconds = line.fixed + line.once * images + per_unit * images * epochs
+    fixed = line.fixed + line.epoch_fixed * epochs
+    seconds = fixed + line.once * images + per_unit * images * epochs
     gpu_per_unit = per_unit * cpu_rate / gpu_rate if line.stage.startswith(NET_BOUND) else per_unit
-    gpu_seconds = line.fixed + line.once * images + gpu_per_unit * images * epochs
+    gpu_seconds = fixed + line.once * images + gpu_per_unit * images * epochs
     if line.rows_per_image:
-        gpu_seconds = line.fixed + trained_gpu_seconds(line, net, images, epochs)
+        gpu_seconds = fixed + trained_gpu_seconds(line, net, images, epochs)
     return Projected(
         seconds / 3600,
         gpu_seconds / 3600,
