@@ -15,7 +15,6 @@ label l at ``l - 1``), image by image:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from pipeline.scoring.image_scores import (
     image_scores,
 )
 from pipeline.scoring.localization import Localization
+from pipeline.scoring.shared_stream import TimedStream
 from pipeline.trained.weak import class_activation_maps, whole_image_descriptor
 
 METHODS = {
@@ -187,23 +187,6 @@ def cam_method(layer: nn.Module, rule: WindowRule, shards: Sequence[ShardFile]) 
         scores = head_logits(layer, descriptor[None])[0].astype(np.float64)
         maps = class_activation_maps(layer, image, rule.stride) if rule.averages else None
         yield Scored(image.image_id, scores, maps)
-
-
-class TimedStream:
-    """Iterate a method's stream, adding up the seconds spent producing its items (not those
-    spent using them) in `seconds`."""
-
-    def __init__(self, items: Iterable[Scored]) -> None:
-        self.items, self.seconds = iter(items), 0.0
-
-    def __iter__(self) -> Iterator[Scored]:
-        while True:
-            started = time.perf_counter()
-            item = next(self.items, None)
-            self.seconds += time.perf_counter() - started
-            if item is None:
-                return
-            yield item
 
 
 def picture_class(scores: np.ndarray, present: dict) -> int:

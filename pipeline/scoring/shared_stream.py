@@ -1,6 +1,7 @@
-"""One stream of items produced once and read by several consumers (the window descriptors of
-the evaluation images, which three of `compare`'s methods score from), with each consumer's
-time counted as if it had produced the items alone."""
+"""Streams whose production is timed: a method's stream in `compare` (`TimedStream`), and one
+stream of items produced once and read by several consumers (`SharedStream`: the window
+descriptors of the evaluation images, which three of `compare`'s methods score from), with each
+consumer's time counted as if it had produced the items alone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 _END = object()  # what `next` returns past a stream's last item
+
+
+class TimedStream(Generic[T]):
+    """Iterate `items`, adding up the seconds spent producing them (not those spent using
+    them) in `seconds` (`clock` seconds)."""
+
+    def __init__(self, items: Iterable[T], clock: Callable[[], float] = time.perf_counter) -> None:
+        self.items, self.clock, self.seconds = iter(items), clock, 0.0
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            started = self.clock()
+            item = next(self.items, _END)
+            self.seconds += self.clock() - started
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
 
 
 class SharedStream(Generic[T]):
