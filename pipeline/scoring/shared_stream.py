@@ -5,8 +5,8 @@ consumer's time counted as if it had produced the items alone."""
 
 from __future__ import annotations
 
-import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
@@ -34,9 +34,10 @@ class TimedStream(Generic[T]):
 class SharedStream(Generic[T]):
     """The items of `items`, produced once and handed to each of the named readers in order.
 
-    Readers hold no copy of their own: an item is kept until every reader has had it, so
-    readers must go in step (as `compare_methods` takes them, one item each per round); a reader
-    n items ahead of the slowest makes n items wait in memory.
+    An item is held until every reader has had it, then dropped, so readers must go in step
+    (as `compare_methods` takes them, one item each per round): a reader n items ahead of the
+    slowest makes n items wait in memory. (`itertools.tee` would hold them in blocks of 57,
+    for AlexNet-type windows 57 images of 58 MB each.)
 
     `seconds` adds up the time spent producing items (`clock` seconds); a reader pays for the
     items it was the first to ask for, and `counted` turns what a reader measured into what it
@@ -49,32 +50,35 @@ class SharedStream(Generic[T]):
         readers: Sequence[str],
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self._items, self._clock = iter(items), clock
-        self.seconds = 0.0
+        self._produced = TimedStream(items, clock)
+        self._source = iter(self._produced)
+        self._held: deque[T] = deque()  # the items some reader has not had yet
+        self._first = 0  # the number of the first held item
+        self._next = dict.fromkeys(readers, 0)  # the number of each reader's next item
         self._paid = dict.fromkeys(readers, 0.0)
-        self._copies = dict(
-            zip(readers, itertools.tee(self._produced(), len(readers)), strict=True)
-        )
 
-    def _produced(self) -> Iterator[T]:
-        while True:
-            started = self._clock()
-            item = next(self._items, _END)
-            self.seconds += self._clock() - started
-            if item is _END:
-                return
-            yield item  # type: ignore[misc]
+    @property
+    def seconds(self) -> float:
+        """The seconds spent producing the items so far."""
+        return self._produced.seconds
 
     def reader(self, name: str) -> Iterator[T]:
         """Every item, in order, for the reader `name` (one of the `readers` given)."""
-        copy = self._copies[name]
         while True:
-            before = self.seconds
-            item = next(copy, _END)
-            self._paid[name] += self.seconds - before
-            if item is _END:
-                return
-            yield item  # type: ignore[misc]
+            position = self._next[name]
+            if position == self._first + len(self._held):
+                before = self.seconds
+                produced = next(self._source, _END)
+                self._paid[name] += self.seconds - before
+                if produced is _END:
+                    return
+                self._held.append(produced)  # type: ignore[arg-type]
+            item = self._held[position - self._first]
+            self._next[name] = position + 1
+            while self._held and min(self._next.values()) > self._first:
+                self._held.popleft()
+                self._first += 1
+            yield item
 
     def counted(self, name: str, seconds: float) -> float:
         """The seconds reader `name` would have spent alone, from the `seconds` it measured
