@@ -222,7 +222,7 @@ def chosen_windows(
     row-major), and the result equals those rows of its descriptors to float rounding. Each
     window is computed from its own block of cells, which costs less than every window when
     few are wanted (an AlexNet-type rule spends about 190 MFLOP on each)."""
-    rows_of, blocks_of, parts, start = [], [], [], 0
+    rows_of, parts, start = [], [], 0
     for maps in image.maps:
         rows = maps.shape[1] - rule.window[0] + 1
         cols = maps.shape[2] - rule.window[1] + 1
@@ -232,13 +232,12 @@ def chosen_windows(
         if len(at):
             cells = torch.from_numpy(np.ascontiguousarray(maps))  # [C, h, w]
             blocks = cells.unfold(1, rule.window[0], 1).unfold(2, rule.window[1], 1)
+            chosen = blocks[:, torch.from_numpy(i), torch.from_numpy(j)].transpose(0, 1)
+            batch = chosen.float().to(device).contiguous(memory_format=torch.channels_last)
+            parts.append(rule.rule(batch, rule.window).flatten(1).float().cpu())  # [n, d]
             rows_of.append(at)
-            blocks_of.append(blocks[:, torch.from_numpy(i), torch.from_numpy(j)].transpose(0, 1))
     if sum(len(at) for at in rows_of) != len(index):
         raise ValueError(f"image {image.image_id}: window numbers outside 0..{start - 1}")
-    for block in blocks_of:  # [n, C, kh, kw], each one window position of the rule
-        batch = block.float().to(device).contiguous(memory_format=torch.channels_last)
-        parts.append(rule.rule(batch, rule.window).flatten(1).float().cpu())
     descriptors = torch.empty(len(index), parts[0].shape[1])
     descriptors[torch.from_numpy(np.concatenate(rows_of))] = torch.cat(parts)
     return descriptors
