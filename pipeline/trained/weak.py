@@ -14,8 +14,9 @@ ignored), on the hold-out/plateau schedule of the patch head.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def training_windows(
 
 class Picked(Sequence[torch.Tensor]):
     """The items at `indices` of a sequence, fetched when asked (a view: nothing is copied or
-    loaded before it is used); a slice gives a list."""
+    loaded before it is used)."""
 
     def __init__(self, items: Sequence[torch.Tensor], indices: np.ndarray) -> None:
         self.items, self.indices = items, indices
@@ -101,10 +102,8 @@ class Picked(Sequence[torch.Tensor]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index):  # type: ignore[override]  # an int, or a slice: a list
-        """Item `index` of the view, or the list of a slice's items."""
-        if isinstance(index, slice):
-            return [self.items[int(i)] for i in self.indices[index]]
+    def __getitem__(self, index):  # type: ignore[override]  # an int
+        """Item `index` of the view."""
         return self.items[int(self.indices[index])]
 
 
@@ -128,12 +127,33 @@ def whole_image_descriptor(rule: WindowRule, image: ImageMaps, device: torch.dev
     return rule.rule(maps, tuple(maps.shape[-2:])).flatten().float().cpu().numpy()
 
 
-def max_scores(module: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device):
+SCAN_ROWS = 8192  # window rows per forward pass of a scan: bounds its memory, not its result
+
+
+def image_logits(
+    module: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image, its rows ``[P_i, d]`` as float32 on `device` and the module's logits on them
+    ``[P_i, C]``. Images are taken from `inputs` as they are needed and run in groups of
+    consecutive images of at most `SCAN_ROWS` rows (an image with more alone), so that memory
+    holds a group's windows and activations, whatever the images per step
+    (``weak.images_per_batch``: 2 VOC images at 224 px are 4,686 windows, 128 are 300,000,
+    whose float32 copy and hidden layer would take 4 GB with a 1280-d net)."""
+    group: list[torch.Tensor] = []
+    for x in itertools.chain(inputs, [None]):
+        if group and (x is None or sum(len(g) for g in group) + len(x) > SCAN_ROWS):
+            sizes = [len(g) for g in group]
+            rows = torch.cat(group).to(device).float()
+            group = []
+            yield from zip(rows.split(sizes), module(rows).split(sizes), strict=True)
+        if x is not None:
+            group.append(x)
+
+
+def max_scores(module: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device):
     """Image scores ``[B, C]``: per image, the maximum over its rows ``[P_i, d]`` of the
-    module's logits (one forward pass over all rows)."""
-    logits = module(torch.cat(list(inputs)).to(device).float())
-    parts = torch.split(logits, [len(x) for x in inputs])
-    return torch.stack([part.max(0).values for part in parts])
+    module's logits (`image_logits`)."""
+    return torch.stack([logits.max(0).values for _, logits in image_logits(module, inputs, device)])
 
 
 def logistic_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -154,7 +174,8 @@ def measure_multilabel(
     module.eval()
     loss, right, images = 0.0, 0, 0
     for start in range(0, len(inputs), batch):
-        scores = max_scores(module, inputs[start : start + batch], device).cpu()
+        taken = range(start, min(start + batch, len(inputs)))
+        scores = max_scores(module, (inputs[i] for i in taken), device).cpu()
         y = labels[start : start + batch]
         loss += float(logistic_loss(scores, y)) * len(y)
         right += int(((scores > 0) == (y > 0))[y != 0].sum())
@@ -163,16 +184,15 @@ def measure_multilabel(
     return loss / max(images, 1), right / labelled
 
 
-def chosen_windows(module: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device):
-    """Rows ``[B, C, d]``: for each image and class, the row where the module (in eval mode,
-    no dropout) gives the class its highest logit, i.e. where max-pooling sends the gradient."""
+def chosen_windows(module: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device):
+    """Rows ``[B, C, d]`` float32 on `device`: for each image and class, the row where the
+    module (in eval mode, no dropout) gives the class its highest logit, i.e. where max-pooling
+    sends the gradient. The images are scanned as `image_logits` runs them."""
     module.eval()
     with torch.no_grad():
-        logits = module(torch.cat(list(inputs)).to(device).float())
-        parts = torch.split(logits, [len(x) for x in inputs])
-        picks = [part.argmax(0).cpu() for part in parts]
+        chosen = [x[logits.argmax(0)] for x, logits in image_logits(module, inputs, device)]
     module.train()
-    return torch.stack([x[p] for x, p in zip(inputs, picks, strict=True)]).to(device).float()
+    return torch.stack(chosen)
 
 
 def fit_image_labels(
@@ -206,7 +226,7 @@ def fit_image_labels(
         loss_sum = right = 0.0
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
-            chosen = chosen_windows(module, [train[r] for r in rows], device)  # [B, C, d]
+            chosen = chosen_windows(module, (train[r] for r in rows), device)  # [B, C, d]
             scores = module(chosen)[:, classes, classes]  # class c's logit at its own row
             target = y_train[rows].to(device)
             loss = logistic_loss(scores, target)
