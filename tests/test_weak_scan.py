@@ -1,7 +1,7 @@
 """The weak layers' scan over every window of a batch of images (fit-weak's step and hold-out
-measure): it runs the images in groups of bounded rows, so that a batch of VOC images does not
-hold 300,000 windows and their activations at once, and picks the same windows and scores as
-one forward pass per image."""
+measure): it runs the images in groups of bounded rows, so that its memory does not grow with
+the images per step (``weak.images_per_batch``), and picks the same windows and scores as one
+forward pass per image."""
 
 from __future__ import annotations
 
