@@ -4,7 +4,7 @@ of one step's training images, which finds the window each class's gradient goes
 For steps of each of `--images` images (``weak.images_per_batch``: 2 in params.yaml) of
 `--windows` windows each (2,343: a 500x375 image's 9 scales at 224 px), per descriptor size
 (1280: effnet-lite0, 6144: pre1512), reports the peak RSS the scan adds above the step's
-float16 windows held in memory, each in a fresh process (the peak of a process only grows).
+float16 windows held in memory (Linux: the peak reset before the scan), each in a fresh process.
 Run on demand:
 
     python benchmarks/weak_scan_memory.py [--images 2 32 128] [--windows 2343]
@@ -14,7 +14,6 @@ Run on demand:
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time
@@ -22,13 +21,25 @@ from pathlib import Path
 
 import torch
 
+from pipeline.core.heap_trim import release_free_heap
 from pipeline.core.params import load_params
 from pipeline.trained.weak import chosen_windows, weak_head
 
 
-def peak_mib() -> float:
-    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def status_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (``VmRSS``, ``VmHWM``), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+
+
+def reset_peak() -> float:
+    """Reset this process's peak RSS to its current RSS (Linux 4.0+), after the heap's free
+    memory went back to the system, and return that, in MiB."""
+    release_free_heap()
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_mib("VmRSS")
 
 
 def one_scan(dim: int, images: int, windows: int) -> None:
@@ -37,13 +48,14 @@ def one_scan(dim: int, images: int, windows: int) -> None:
     batch = [torch.randn(windows, dim, generator=generator).half() for _ in range(images)]
     config = load_params(Path(__file__).resolve().parents[1] / "params.yaml").head
     head = weak_head(dim, 20, config)  # the project's layers: FCa of 2048
-    before = peak_mib()
+    before = reset_peak()
     started = time.perf_counter()
     chosen_windows(head, iter(batch), torch.device("cpu"))
+    seconds, added = time.perf_counter() - started, status_mib("VmHWM") - before
     print(
         f"d = {dim}: {images} images x {windows} windows, inputs "
         f"{sum(x.numel() * 2 for x in batch) / 2**20:,.0f} MiB float16; the scan added "
-        f"{peak_mib() - before:,.0f} MiB at its peak, in {time.perf_counter() - started:.1f} s",
+        f"{added:,.0f} MiB at its peak, in {seconds:.1f} s",
         flush=True,
     )
 

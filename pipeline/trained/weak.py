@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.heap_trim import release_free_heap
 from pipeline.core.params import Head as HeadParams
 from pipeline.core.scratch_rows import DiskRowsWriter, disk_rows_writer
 from pipeline.features.dense_cache import DenseImageReader, ImageMaps, image_windows
@@ -143,6 +144,7 @@ def image_logits(
     for x in itertools.chain(inputs, [None]):
         if group and (x is None or sum(len(g) for g in group) + len(x) > SCAN_ROWS):
             sizes = [len(g) for g in group]
+            release_free_heap()  # the last group's blocks, of other sizes than this one's
             rows = torch.cat(group).to(device).float()
             group = []
             yield from zip(rows.split(sizes), module(rows).split(sizes), strict=True)
