@@ -104,11 +104,12 @@ def test_the_cli_names_the_params_file_it_read(tmp_path, monkeypatch):
 
 
 def test_docs_params_md_is_the_schema_reference_and_documents_every_key():
-    from pipeline.core.params import reference
+    from pipeline.core.params_reference import reference
 
     text = reference()
     assert (REPO_PARAMS.parent / "docs" / "params.md").read_text() == text, (
-        "docs/params.md is out of date: run `python -m pipeline.core.params > docs/params.md`"
+        "docs/params.md is out of date: run "
+        "`python -m pipeline.core.params_reference > docs/params.md`"
     )
 
     def keys(raw: dict, prefix: str = "") -> list[str]:

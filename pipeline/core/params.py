@@ -11,8 +11,7 @@ import difflib
 import math
 import reprlib
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -477,87 +476,3 @@ def load_params(path: Path) -> Params:
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}: expected a mapping of parameter blocks")
     return validate_params(raw, str(path))
-
-
-BOUND_SYMBOLS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
-
-
-def _constraints(metadata: list[Any]) -> list[str]:
-    """Constraints of a field or an ``Annotated`` type in words (``>= 0``, ``non-empty``)."""
-    words = []
-    for item in metadata:
-        for m in getattr(item, "metadata", [item]):  # a Field() inside Annotated holds its own
-            words += [
-                f"{s} {getattr(m, a)}" for a, s in BOUND_SYMBOLS if getattr(m, a, None) is not None
-            ]
-            if getattr(m, "pattern", None) == NAME_PATTERN:
-                words.append(NAME_WORDS)
-            elif getattr(m, "pattern", None):
-                words.append(f"(matching `{m.pattern}`)")
-            elif getattr(m, "min_length", None) == 1:
-                words.append("(non-empty)")
-    named = NAME_WORDS in words
-    return [w for w in words if not (named and w == "(non-empty)")]  # a name is never empty
-
-
-def _type_text(annotation: Any) -> str:
-    """A type annotation in words: ``list of float > 0``, ``int >= 0 or 'auto'``."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return " ".join([_type_text(args[0]), *_constraints(list(args[1:]))])
-    if origin is Literal:
-        return " or ".join(repr(a) for a in args)
-    if origin is list:
-        return f"list of {_type_text(args[0])}"
-    if origin is dict:
-        return f"mapping of {_type_text(args[0])} to {_type_text(args[1])}"
-    if annotation is Any:
-        return "anything"
-    if origin in (Union, UnionType):
-        return " or ".join("null" if a is type(None) else _type_text(a) for a in args)
-    return "path" if annotation is Path else getattr(annotation, "__name__", str(annotation))
-
-
-def reference() -> str:
-    """Every parameter as Markdown: one table per block with its key, rule and meaning
-    (``docs/params.md`` is this text; `python -m pipeline.core.params` prints it)."""
-    lines = [
-        "# Parameters",
-        "",
-        "Every key of `params.yaml`, generated from its schema (`pipeline/core/params.py`) by",
-        "`python -m pipeline.core.params`. Relations between keys are checked too: the training",
-        "and evaluation splits differ, the scales and overlap give at most "
-        f"{MAX_PATCHES_PER_IMAGE:,} patches",
-        f"for a {REFERENCE_IMAGE[0]}x{REFERENCE_IMAGE[1]} image, and no class is listed twice.",
-    ]
-
-    def table(model: Any, prefix: str) -> None:
-        rows = []
-        for name, field in model.model_fields.items():
-            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-                table(field.annotation, f"{prefix}{name}.")
-                continue
-            rule = " ".join([_type_text(field.annotation), *_constraints(field.metadata)])
-            rows.append(f"| `{prefix}{name}` | {rule} | {field.description} |")
-        if rows:
-            title = prefix.rstrip(".") or "top level"
-            doc = (model.__doc__ or "").strip().splitlines()[0]
-            lines.extend(
-                [
-                    "",
-                    f"## {title}",
-                    "",
-                    doc,
-                    "",
-                    "| key | rule | meaning |",
-                    "| --- | --- | --- |",
-                    *rows,
-                ]
-            )
-
-    table(Params, "")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(reference(), end="")
