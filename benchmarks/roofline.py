@@ -39,7 +39,7 @@ from pipeline.core.params import Head
 from pipeline.features.dense_cache import image_windows
 from pipeline.features.nets.registry import registered
 from pipeline.features.runtimes import compiled_forward, native_bfloat16, resolve_arithmetic
-from pipeline.trained.head import build_head
+from pipeline.trained.head import build_head, sgd
 from pipeline.trained.weak import weak_head
 
 CPU = torch.device("cpu")
@@ -115,8 +115,10 @@ def window_paths(net: str, size: int, config: Head) -> list[HotPath]:
 
 def training_path(net: str, dim: int, config: Head) -> HotPath:
     """One SGD step of the adaptation layers (FCa + FCb, classes + background) on a batch."""
-    head = build_head(dim, CLASSES + 1, layers=2, hidden=config.hidden, dropout=0.5, seed=0)
-    optimiser = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9)
+    head = build_head(
+        dim, CLASSES + 1, layers=config.layers, hidden=config.hidden, dropout=config.dropout
+    )
+    optimiser = sgd(head, config)  # as the project trains
     x = torch.randn(TRAINING_BATCH, dim)
     y = torch.randint(0, CLASSES + 1, (TRAINING_BATCH,))
 

@@ -11,6 +11,7 @@ from torch import nn
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Head, load_params
 from pipeline.core.scratch_rows import disk_rows_writer
+from pipeline.trained.dropout import UniformDropout
 from pipeline.trained.head import build_head, holdout_mask, train_head
 from pipeline.trained.trained_layers import load_layers
 from tests.conftest import REPO_PARAMS
@@ -19,7 +20,7 @@ from tests.conftest import REPO_PARAMS
 def test_paper_head_is_dropout_fca_relu_dropout_fcb():
     head = build_head(1280, 21)
     kinds = [type(m) for m in head]
-    assert kinds == [nn.Dropout, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert kinds == [UniformDropout, nn.Linear, nn.ReLU, UniformDropout, nn.Linear]
     assert (head[1].in_features, head[1].out_features) == (1280, 2048)
     assert (head[4].in_features, head[4].out_features) == (2048, 21)
     assert all(m.p == 0.5 for m in head if isinstance(m, nn.Dropout))

