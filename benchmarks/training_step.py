@@ -6,7 +6,7 @@ For each descriptor size, one SGD step of FCa + FCb (classes + background, dropo
 momentum 0.9, weight decay 0.0005) on a batch of float16 rows, as `train_head` runs it; the
 variants alternate within each round, so that the ratio holds on a shared machine. Also
 times filling a batch-by-hidden mask with `bernoulli_` (what `nn.Dropout` calls) and with
-`torch.rand` (`UniformDropout`), and checks that one step of the fused SGD gives the weights
+`torch.rand` (`UniformDropout`), and checks that 5 steps of the fused SGD give the weights
 the per-operation SGD gives, to float rounding. Run on demand:
 
     python benchmarks/training_step.py [--dims 1280 6144] [--batch 128] [--rounds 4]
@@ -38,6 +38,15 @@ def default_variant(head: nn.Sequential) -> nn.Sequential:
         if isinstance(module, nn.Dropout):
             plain[n] = nn.Dropout(module.p)
     return plain
+
+
+def per_operation_sgd(module: nn.Module, config: Head) -> torch.optim.SGD:
+    """PyTorch's default SGD (one operation at a time) with the settings `sgd` gives the
+    project's fused one."""
+    return torch.optim.SGD(
+        module.parameters(), lr=config.lr, momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )  # fmt: skip
 
 
 def stepper(head: nn.Module, optimiser: torch.optim.Optimizer, batch: int, dim: int):
@@ -74,11 +83,10 @@ def largest_weight_change(config: Head, dim: int) -> float:
     per-operation SGD, from the same weights and batches (dropout off)."""
     head = build_head(dim, CLASSES + 1, hidden=config.hidden, dropout=0.0)
     other = copy.deepcopy(head)
-    fused, plain = sgd(head, config), torch.optim.SGD(
-        other.parameters(), lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )  # fmt: skip
-    x, y = torch.randn(128, dim), torch.randint(0, CLASSES + 1, (128,))
+    fused, plain = sgd(head, config), per_operation_sgd(other, config)
+    generator = torch.Generator().manual_seed(dim)  # the same batch on every run
+    x = torch.randn(128, dim, generator=generator)
+    y = torch.randint(0, CLASSES + 1, (128,), generator=generator)
     for module, optimiser in ((head, fused), (other, plain)):
         for _ in range(5):
             optimiser.zero_grad(set_to_none=True)
@@ -115,13 +123,11 @@ def main() -> None:
     for dim in args.dims:
         head = build_head(dim, CLASSES + 1, hidden=config.hidden, dropout=config.dropout)
         plain = default_variant(head)
-        plain_sgd = torch.optim.SGD(
-            plain.parameters(), lr=config.lr, momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )  # fmt: skip
         seconds = alternate(
             {
-                "defaults": stepper(plain.train(), plain_sgd, args.batch, dim),
+                "defaults": stepper(
+                    plain.train(), per_operation_sgd(plain, config), args.batch, dim
+                ),
                 "project": stepper(head.train(), sgd(head, config), args.batch, dim),
             },
             args.rounds,
