@@ -168,7 +168,8 @@ def test_two_sample_runs_at_once_end_with_an_index_that_matches_its_files(cached
     shutil.rmtree(PATCHES)
     command = [sys.executable, "-m", "stages.cli", "sample"]
     runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outcomes = [(run.wait(), run.stderr.read()) for run in runs]
+    stderrs = [run.communicate()[1] for run in runs]  # not wait(): it never ends on a full pipe
+    outcomes = [(run.returncode, stderr) for run, stderr in zip(runs, stderrs, strict=True)]
     for status, stderr in outcomes:
         assert "Traceback" not in stderr
         assert status == 0 or stderr.strip().splitlines()[-1].endswith(
