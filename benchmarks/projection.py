@@ -49,7 +49,7 @@ FORWARD_GFLOP = {"effnet-lite0": 0.768, "pre1512": 2.342}
 
 @dataclass(frozen=True)
 class Measured:
-    """One stage instance at one size: seconds, peak RSS (MiB), bytes written, and the work it
+    """One stage instance at one size: seconds, peak memory (MiB), bytes written, and the work it
     did: images of its split times epochs (1 for a stage that trains nothing); for trained
     layers, the seconds of training they record themselves (`work_seconds`, without the
     process's start), the part of it their epochs took (`epoch_seconds`; the rest prepared
@@ -58,7 +58,7 @@ class Measured:
 
     stage: str
     seconds: float
-    peak_rss_mib: float
+    peak_mib: float
     bytes_written: int
     images: int
     epochs: int
@@ -93,15 +93,15 @@ class Line:
     per_unit: float
     fixed_bytes: float
     bytes_per_image: float
-    rss_mib: float
-    rss_per_image_mib: float
+    peak_mib: float
+    peak_per_image_mib: float
     once: float = 0.0
     rows_per_image: float = 0.0
     epoch_fixed: float = 0.0
 
 
-def fit_line(small: Measured, large: Measured, rss_slope: float = 0.0) -> Line:
-    """The line through two sizes of one stage. `rss_slope` is the MiB of peak RSS per image
+def fit_line(small: Measured, large: Measured, memory_slope: float = 0.0) -> Line:
+    """The line through two sizes of one stage. `memory_slope` is the MiB of peak memory per image
     of the role that the fast-net rehearsal saw grow from N to 4N (0 when it did not)."""
     work_small, work_large = small.images * small.epochs, large.images * large.epochs
     per_unit = once = epoch_fixed = 0.0
@@ -128,8 +128,8 @@ def fit_line(small: Measured, large: Measured, rss_slope: float = 0.0) -> Line:
     fixed_bytes = max(large.bytes_written - per_image * large.images, 0.0)
     rows = large.examples / large.images if large.examples and large.images else 0.0
     return Line(
-        large.stage, fixed, per_unit, fixed_bytes, per_image, large.peak_rss_mib,
-        max(rss_slope, 0.0), once, rows, epoch_fixed,
+        large.stage, fixed, per_unit, fixed_bytes, per_image, large.peak_mib,
+        max(memory_slope, 0.0), once, rows, epoch_fixed,
     )  # fmt: skip
 
 
@@ -219,7 +219,7 @@ def project(
     return Projected(
         seconds / 3600,
         gpu_seconds / 3600,
-        (line.rss_mib + line.rss_per_image_mib * images) / 1024,
+        (line.peak_mib + line.peak_per_image_mib * images) / 1024,
         (line.fixed_bytes + line.bytes_per_image * images) / 1e9,
     )
 
@@ -262,7 +262,7 @@ def projection_table(
         if line.once:
             unit = f"{line.once:.3f} + {unit}"
         rows.append(
-            f"| {line.stage} | {unit} | {line.bytes_per_image:,.0f} | {line.rss_mib:.0f} | "
+            f"| {line.stage} | {unit} | {line.bytes_per_image:,.0f} | {line.peak_mib:.0f} | "
             + " | ".join(cells)
             + " |"
         )

@@ -1,5 +1,5 @@
 """A scale rehearsal: every stage of `dvc repro` on VOC-sized synthetic datasets of N and 4N
-images, with the wall time, peak RSS (of the stage's whole process tree) and bytes written of
+images, with the wall time, peak memory (of the stage's whole process tree) and bytes written of
 each stage, and the growth from N to 4N.
 
 The datasets are the demo generator's (500x375-ish JPEGs, 1-6 objects, the VOCdevkit layout)
@@ -14,7 +14,7 @@ process tree is sampled every 0.1 s. Run on demand (the copies go to --workdir, 
         [--calibrate 6] [--calibrate-nets effnet-lite0 pre1512] [--calibrate-epochs 3]
 
 It prints the growth table (4N over N): a stage whose memory does not grow with the dataset has
-an RSS ratio near 1; time and bytes grow with the images. Then, per net of --calibrate-nets, the
+a memory ratio near 1; time and bytes grow with the images. Then, per net of --calibrate-nets, the
 real profile (224 px) on K and 4K images (`--calibrate K`; trained layers capped at
 --calibrate-epochs) gives each stage's seconds per image (per image and epoch for trained
 layers), bytes per image and peak memory, extrapolated to VOC2007 and VOC2012 on this CPU and,
@@ -55,12 +55,12 @@ SAMPLE_SECONDS = 0.1
 
 @dataclass
 class StageRun:
-    """One stage instance of a rehearsal: seconds, peak RSS in MiB of its process tree, and the
-    bytes of the files it wrote (its outputs' sizes after it ran)."""
+    """One stage instance of a rehearsal: seconds, peak memory in MiB of its process tree (see
+    `tree_memory`), and the bytes of the files it wrote (its outputs' sizes after it ran)."""
 
     stage: str
     seconds: float
-    peak_rss_mib: float
+    peak_mib: float
     bytes_written: int
 
 
@@ -118,12 +118,15 @@ def stage_order(project: Path) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", dry)
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """The resident bytes of a process and all its descendants now."""
+def tree_memory(process: psutil.Process) -> int:
+    """The bytes a process and all its descendants hold now: the sum of their proportional set
+    sizes (PSS: a page shared by k processes counts 1/k in each). Not their RSS: a child forked
+    and not yet exec'd (OpenVINO's conversion forks 25 times) shares its parent's pages, and its
+    RSS counted them again (up to 1.5 GB more than the tree held, at random)."""
     total = 0
     for member in [process, *process.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):  # ended between listing and reading
-            total += member.memory_info().rss
+            total += member.memory_full_info().pss
     return total
 
 
@@ -145,7 +148,7 @@ def run_stage(project: Path, stage: str) -> StageRun:
         )  # fmt: skip
         watched, peak = psutil.Process(child.pid), 0
         while child.poll() is None:
-            peak = max(peak, tree_rss(watched))
+            peak = max(peak, tree_memory(watched))
             time.sleep(SAMPLE_SECONDS)
         if child.returncode != 0:
             stderr.seek(0)
@@ -165,7 +168,7 @@ def rehearse(
     runs = []
     for stage in stage_order(project):
         run = run_stage(project, stage)
-        print(f"  n={n} {stage}: {run.seconds:.1f} s, {run.peak_rss_mib:.0f} MiB", flush=True)
+        print(f"  n={n} {stage}: {run.seconds:.1f} s, {run.peak_mib:.0f} MiB", flush=True)
         runs.append(run)
     return measured(project, runs)
 
@@ -225,7 +228,7 @@ def cpu_forward_rate(net: str, size: int, batch: int = 32, repeats: int = 3) -> 
 def table(small: list[Measured], large: list[Measured], n: int) -> str:
     """The growth table (markdown) of two rehearsals of `n` and `4n` images."""
     rows = [
-        f"| stage | s ({n}) | s ({4 * n}) | time x | MiB ({n}) | MiB ({4 * n}) | RSS x "
+        f"| stage | s ({n}) | s ({4 * n}) | time x | MiB ({n}) | MiB ({4 * n}) | memory x "
         "| bytes/image |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -235,8 +238,8 @@ def table(small: list[Measured], large: list[Measured], n: int) -> str:
         per_image = b.bytes_written / (2 * 4 * n)  # trainval + test images
         rows.append(
             f"| {a.stage} | {a.seconds:.1f} | {b.seconds:.1f} | {b.seconds / a.seconds:.2f} "
-            f"| {a.peak_rss_mib:.0f} | {b.peak_rss_mib:.0f} "
-            f"| {b.peak_rss_mib / max(a.peak_rss_mib, 1):.2f} | {per_image:,.0f} |"
+            f"| {a.peak_mib:.0f} | {b.peak_mib:.0f} "
+            f"| {b.peak_mib / max(a.peak_mib, 1):.2f} | {per_image:,.0f} |"
         )
     return "\n".join(rows)
 
@@ -246,12 +249,12 @@ def generic(stage: str, net: str) -> str:
     return stage.replace(net, "N")
 
 
-def rss_slopes(small: list[Measured], large: list[Measured], net: str) -> dict[str, float]:
-    """MiB of peak RSS per image of its role that each stage grew by from N to 4N."""
+def memory_slopes(small: list[Measured], large: list[Measured], net: str) -> dict[str, float]:
+    """MiB of peak memory per image of its role that each stage grew by from N to 4N."""
     slopes = {}
     for a, b in zip(small, large, strict=True):
         grown = b.images - a.images
-        slopes[generic(a.stage, net)] = (b.peak_rss_mib - a.peak_rss_mib) / grown if grown else 0
+        slopes[generic(a.stage, net)] = (b.peak_mib - a.peak_mib) / grown if grown else 0
     return slopes
 
 
@@ -300,7 +303,7 @@ def main() -> None:
         "large": [asdict(r) for r in large],
     }
     print(table(small, large, args.n))
-    slopes = rss_slopes(small, large, args.net)
+    slopes = memory_slopes(small, large, args.net)
     k, size, epochs = args.calibrate, args.calibrate_size, args.calibrate_epochs
     past = json.loads(args.calibration_json.read_text()) if args.calibration_json else {}
     for net in args.calibrate_nets if k else []:
