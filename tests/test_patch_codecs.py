@@ -101,6 +101,29 @@ def test_jpeg_stays_within_its_stated_error_and_every_reader_decodes_it(tmp_path
     assert np.array_equal(shard_rows([index[0].path])[7]["pixels"], decoded[7])
 
 
+def test_reading_shard_after_shard_keeps_one_shard_open(tmp_path, photo_patches):
+    # an open HDF5 file keeps its caches (megabytes): a reader that kept every shard it had read
+    # open grew with the dataset (VOC2007's training shards: gigabytes)
+    codec = PatchCodec("jpeg", quality=90)
+    paths = [tmp_path / f"shard-{k:05d}.h5" for k in range(5)]
+    for k, path in enumerate(paths):
+        write(path, photo_patches[k * 8 : (k + 1) * 8], codec)
+    chunks = ShardPixelChunks([(path, 8) for path in paths], chunk_rows=4)
+    open_files, read = [], []
+    for chunk in chunks:
+        read.append(chunk.numpy())
+        open_files.append(h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE))
+    assert max(open_files) == 1
+    assert np.array_equal(
+        np.concatenate(read), np.concatenate([shard_rows_pixels(p) for p in paths])
+    )
+
+
+def shard_rows_pixels(path: Path) -> np.ndarray:
+    with h5py.File(path) as f:
+        return read_pixels(f, slice(None))
+
+
 def read_shard_index_of(directory: Path, name: str, rows: int, sha: str):
     write_parquet(
         pa.table({"shard": [name], "rows": [rows], "sha256": [sha], "digest": ["d"]}),
