@@ -38,7 +38,9 @@ class LazyShards:
         if self._pid != os.getpid():  # forked into a worker: never share HDF5 handles
             self._open, self._pid = None, os.getpid()
         if self._open is None or self._open[0] != k:
-            self.close()
+            if self._open is not None:
+                self._open[1].close()
+                self._open = None
             f = h5py.File(self.paths[k], "r")
             try:
                 check_format_version(f, PATCH_FORMAT_VERSION, self.paths[k])
@@ -47,12 +49,6 @@ class LazyShards:
                 raise
             self._open = (k, f)
         return self._open[1]
-
-    def close(self) -> None:
-        """Close the open shard's handle, if any (this process's own)."""
-        if self._open is not None and self._pid == os.getpid():
-            self._open[1].close()
-        self._open = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"paths": self.paths, "_open": None, "_pid": -1}
