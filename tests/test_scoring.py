@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from pipeline.core.equal_runs import equal_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import load_params
+from pipeline.data.manifests import read_manifest
 from pipeline.features.feature_cache import feature_cache_shards, read_feature_cache
 from pipeline.scoring.heatmaps import heat_maps
 from pipeline.scoring.image_scores import (
@@ -17,6 +19,7 @@ from pipeline.scoring.image_scores import (
     patch_probabilities,
 )
 from pipeline.scoring.localization import peak_inside
+from pipeline.scoring.methods import patch_method, split_patches
 from pipeline.trained.head import build_head
 
 
@@ -87,3 +90,31 @@ def test_image_probabilities_join_an_image_split_across_shards(cached):
         # the same numbers, to rounding: a linear layer's float results may depend on how many
         # rows its batch holds (MKL picks its kernel by size on some CPUs)
         np.testing.assert_allclose(rows.probabilities, expected[start:end], rtol=1e-5, atol=1e-7)
+
+
+def test_the_2014_method_maps_each_image_of_the_split_and_names_a_cache_of_other_rows(cached):
+    layout = load_params(Path("params.yaml")).layout
+    manifests = layout.manifests("test")
+    table = read_manifest(manifests, "patches.parquet").to_pandas()
+    images = read_manifest(manifests, "images.parquet").to_pandas()
+    sizes = {row.image_id: (row.width, row.height) for row in images.itertuples()}
+    patches = split_patches(manifests)
+    ids = table["image_id"].to_numpy()
+    assert patches.runs() == [(ids[s], s, e) for s, e in equal_runs(ids)]
+    np.testing.assert_array_equal(patches.boxes, table[["x0", "y0", "side"]].to_numpy())
+    shards = feature_cache_shards(layout.features("tiny", "test"))
+    dim = read_feature_cache(layout.features("tiny", "test"))[0]["features"].shape[1]
+    head = build_head(dim, 5, seed=0)  # the demo's 4 classes and background
+    scored = list(patch_method(head, shards, patches, sizes, k=5, pool="mean"))
+    assert [s.image_id for s in scored] == list(dict.fromkeys(ids))
+    width, height = sizes[scored[0].image_id]
+    assert scored[0].maps.shape == (4, height, width)
+    last_left_out = dataclasses.replace(
+        patches, image_ids=patches.image_ids[:-1], starts=patches.starts[:-1]
+    )
+    first_two_swapped = dataclasses.replace(
+        patches, image_ids=[patches.image_ids[1], patches.image_ids[0], *patches.image_ids[2:]]
+    )
+    for other in (last_left_out, first_two_swapped):
+        with pytest.raises(PipelineError, match="rows do not match the split's patches.parquet"):
+            list(patch_method(head, shards, other, sizes, k=5, pool="mean"))

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.heap_trim import release_free_heap
 from pipeline.core.shards import check_format_version
 from pipeline.data.cutting import cut_patches, cut_patches_torch
 from pipeline.data.images import load_rgb
@@ -106,6 +107,7 @@ class ImagePatchChunks(CutPatchChunks):
     def __getitem__(self, index: int) -> torch.Tensor | PipelineError:
         """The image's cut patches, or the PipelineError met reading it (see `raise_errors`)."""
         path, boxes = self.images[index]
+        release_free_heap()  # the last image's blocks, of other sizes than this one's
         try:
             return torch.from_numpy(cut_patches(load_rgb(path), boxes, self.size))
         except PipelineError as err:
@@ -138,6 +140,7 @@ class DecodedImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | PipelineError:
         """The decoded image and its boxes, or the PipelineError met reading it."""
         path, boxes = self.images[index]
+        release_free_heap()  # the last image's blocks, of other sizes than this one's
         try:
             pixels = torch.from_numpy(load_rgb(path).copy())  # decoded arrays are read-only
             return pixels, torch.from_numpy(np.asarray(boxes, dtype=np.float64))

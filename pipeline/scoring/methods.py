@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -117,39 +118,59 @@ def pooled(probabilities: np.ndarray, k: float, pool: str) -> np.ndarray:
 def patch_method(
     head: nn.Module,
     shards: Sequence[ShardFile],
-    patches: Mapping[str, np.ndarray],
+    patches: SplitPatches,
     sizes: Mapping[str, tuple[int, int]],
     *,
     k: float,
     pool: str,
 ) -> Iterator[Scored]:
-    """The 2014 method from the feature cache of the split, whose rows are the split's patches:
-    `patches` holds their ``image_id`` ``[N]`` and ``boxes`` ``[N, 3]`` in ``patches.parquet``
-    order; `sizes` maps image ids to width, height. PipelineError, naming the cache and the
-    stage that rewrites it, when its rows are not those patches."""
-    image_ids, boxes = patches["image_id"], patches["boxes"]
-    end = 0
+    """The 2014 method from the feature cache of the split, whose rows are the split's
+    `patches`; `sizes` maps image ids to width, height. PipelineError, naming the cache and the
+    stage that rewrites it, when its rows are not those patches (another image at a row, or
+    more or fewer rows)."""
+    runs = iter(patches.runs())
     for rows in image_probabilities(head, shards):
-        width, height = sizes[rows.image_id]
         part, first = rows.probabilities, rows.first
-        end = first + len(part)
-        if end > len(image_ids) or (image_ids[first:end] != rows.image_id).any():
+        if next(runs, None) != (rows.image_id, first, first + len(part)):
             raise rows_mismatch(shards)
-        maps = heat_maps(part[:, 1:], boxes[first:end], width, height)
+        width, height = sizes[rows.image_id]
+        maps = heat_maps(part[:, 1:], patches.boxes[first : first + len(part)], width, height)
         yield Scored(rows.image_id, pooled(part, k, pool), maps)
-    if end != len(image_ids):
+    if next(runs, None) is not None:
         raise rows_mismatch(shards)
 
 
-def split_patches(manifests: Path) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class SplitPatches:
+    """The patches of a split in ``patches.parquet`` order: each image's id and its rows
+    ``[starts[i], starts[i + 1])`` (the table is sorted by image), and every row's box
+    ``(x0, y0, side)`` float32 ``[N, 3]`` in original pixels. One id per image, not per row: a
+    VOC2007 test split has 2.5 million patches, 12 bytes a row here, 75 with a Python string
+    of its id on each row (190 MB)."""
+
+    image_ids: list[str]
+    starts: np.ndarray
+    boxes: np.ndarray
+
+    def runs(self) -> list[tuple[str, int, int]]:
+        """``(image_id, first row, end row)`` of each image, in row order."""
+        bounds = self.starts.tolist()
+        return list(zip(self.image_ids, bounds[:-1], bounds[1:], strict=True))
+
+
+def split_patches(manifests: Path) -> SplitPatches:
     """The patches of a split as `patch_method` reads them, from ``patches.parquet`` in the
-    split's `manifests` directory: ``image_id`` ``[N]`` and ``boxes`` ``[N, 3]``
-    ``(x0, y0, side)``."""
+    split's `manifests` directory; where the image id changes is found on the Arrow column,
+    so that no per-row string is made."""
     table = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
-    return {
-        "image_id": table["image_id"].to_numpy(zero_copy_only=False),
-        "boxes": np.stack([table[c].to_numpy() for c in ("x0", "y0", "side")], axis=1),
-    }
+    ids = table["image_id"].combine_chunks()
+    changes = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[len(ids) > 0, changes])
+    return SplitPatches(
+        image_ids=ids.take(starts).to_pylist(),
+        starts=np.r_[starts, len(ids)].astype(np.int64),
+        boxes=np.stack([table[c].to_numpy() for c in ("x0", "y0", "side")], axis=1),
+    )
 
 
 def rows_mismatch(shards: Sequence[ShardFile]) -> PipelineError:
