@@ -4,9 +4,10 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from pipeline.core.equal_runs import equal_runs
+from pipeline.core.equal_runs import equal_runs, string_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import load_params
 from pipeline.data.manifests import read_manifest
@@ -73,6 +74,18 @@ def test_split_scores_added_part_by_part_equal_the_scores_at_once():
         assert counts.tolist() == np.bincount(index, minlength=4).tolist()
     with pytest.raises(PipelineError, match="cache: holds image 'e' that the split does not list"):
         split.add(probabilities[:1], ["e"])
+
+
+def test_runs_of_a_string_column_cross_its_chunks_and_match_the_runs_of_its_values():
+    values = ["000005", "000005", "000007", "000007", "000007", "000005", "2008_000001"]
+    column = pa.chunked_array([values[:3], values[3:4], [], values[4:]])
+    ids, starts = string_runs(column)
+    assert ids == ["000005", "000007", "000005", "2008_000001"]
+    assert starts.tolist() == [0, 2, 5, 6, 7]
+    pairs = zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)
+    assert list(pairs) == equal_runs(np.array(values))
+    empty_ids, empty_starts = string_runs(pa.chunked_array([], pa.string()))
+    assert empty_ids == [] and empty_starts.tolist() == [0]
 
 
 def test_image_probabilities_join_an_image_split_across_shards(cached):

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from pipeline.core.equal_runs import equal_runs
+from pipeline.core.equal_runs import string_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.hashing import digest_of
 from pipeline.core.parallel import ALL_WORKERS, parallel_map
@@ -110,6 +110,13 @@ class ShardSource:
         )
 
 
+def rows_image_ids(images: list[tuple[str, int, int]]) -> np.ndarray:
+    """The image id of each row ``[rows]`` (str) of consecutive images given as
+    ``(image_id, first row, end row)``: made for one shard when it is written, so that the plan
+    of a split holds one id per image, not one per patch."""
+    return np.repeat(np.array([name for name, _, _ in images]), [e - s for _, s, e in images])
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """Pixels cut straight from the images, every patch of one image per chunk (each image
@@ -140,26 +147,26 @@ class ImageSource:
         patches is not part of the shards' digests: the two agree within
         `TORCH_CUTTING_TOLERANCE` (as the device's precision, it changes how descriptors are
         computed, not which)."""
-        ids = patches["image_id"].to_numpy(zero_copy_only=False).astype(str)
+        names, starts = string_runs(patches["image_id"])
         boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
         labels, patch = patches["label"].to_numpy(), patches["patch"].to_numpy()
-        image_rows = equal_runs(ids)
-        per_image = {ids[s]: (image_paths[ids[s]], boxes[s:e]) for s, e in image_rows}
+        bounds = list(zip(names, starts[:-1].tolist(), starts[1:].tolist(), strict=True))
+        per_image = {name: (image_paths[name], boxes[s:e]) for name, s, e in bounds}
         tasks = []
-        for number, first in enumerate(range(0, len(image_rows), images_per_shard)):
-            last = min(first + images_per_shard, len(image_rows)) - 1
-            lo, hi = image_rows[first][0], image_rows[last][1]
+        for number, first in enumerate(range(0, len(names), images_per_shard)):
+            block = bounds[first : first + images_per_shard]
+            lo, hi = block[0][1], block[-1][2]
 
-            def row_keys(lo: int = lo, hi: int = hi) -> RowKeys:
-                return {"label": labels[lo:hi], "image_id": ids[lo:hi], "patch": patch[lo:hi]}
+            def row_keys(lo: int = lo, hi: int = hi, block: list = block) -> RowKeys:
+                ids = rows_image_ids(block)
+                return {"label": labels[lo:hi], "image_id": ids, "patch": patch[lo:hi]}
 
-            names = list(dict.fromkeys(ids[lo:hi].tolist()))
             content = digest_of(
                 FEATURE_FORMAT_VERSION,
                 identity,
                 "images",
-                [image_sha256[i] for i in names],
-                "\n".join(ids[lo:hi].tolist()),
+                [image_sha256[name] for name, _, _ in block],
+                "\n".join(rows_image_ids(block).tolist()),
                 boxes[lo:hi],
             )
             tasks.append(FeatureTask(out / shard_name(number), int(hi - lo), content, row_keys))

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from torch import nn
 
+from pipeline.core.equal_runs import string_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.layout import Layout
 from pipeline.core.shards import ShardFile
@@ -160,17 +160,11 @@ class SplitPatches:
 
 def split_patches(manifests: Path) -> SplitPatches:
     """The patches of a split as `patch_method` reads them, from ``patches.parquet`` in the
-    split's `manifests` directory; where the image id changes is found on the Arrow column,
-    so that no per-row string is made."""
+    split's `manifests` directory."""
     table = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
-    ids = table["image_id"].combine_chunks()
-    changes = pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[len(ids) > 0, changes])
-    return SplitPatches(
-        image_ids=ids.take(starts).to_pylist(),
-        starts=np.r_[starts, len(ids)].astype(np.int64),
-        boxes=np.stack([table[c].to_numpy() for c in ("x0", "y0", "side")], axis=1),
-    )
+    image_ids, starts = string_runs(table["image_id"])
+    boxes = np.stack([table[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
+    return SplitPatches(image_ids, starts, boxes)
 
 
 def rows_mismatch(shards: Sequence[ShardFile]) -> PipelineError:
