@@ -79,13 +79,10 @@ def test_split_scores_added_part_by_part_equal_the_scores_at_once():
 def test_runs_of_a_string_column_cross_its_chunks_and_match_the_runs_of_its_values():
     values = ["000005", "000005", "000007", "000007", "000007", "000005", "2008_000001"]
     column = pa.chunked_array([values[:3], values[3:4], [], values[4:]])
-    ids, starts = string_runs(column)
-    assert ids == ["000005", "000007", "000005", "2008_000001"]
-    assert starts.tolist() == [0, 2, 5, 6, 7]
-    pairs = zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)
-    assert list(pairs) == equal_runs(np.array(values))
-    empty_ids, empty_starts = string_runs(pa.chunked_array([], pa.string()))
-    assert empty_ids == [] and empty_starts.tolist() == [0]
+    runs = string_runs(column)
+    assert runs == [("000005", 0, 2), ("000007", 2, 5), ("000005", 5, 6), ("2008_000001", 6, 7)]
+    assert [(s, e) for _, s, e in runs] == equal_runs(np.array(values))
+    assert string_runs(pa.chunked_array([], pa.string())) == []
 
 
 def test_image_probabilities_join_an_image_split_across_shards(cached):
@@ -113,7 +110,7 @@ def test_the_2014_method_maps_each_image_of_the_split_and_names_a_cache_of_other
     sizes = {row.image_id: (row.width, row.height) for row in images.itertuples()}
     patches = split_patches(manifests)
     ids = table["image_id"].to_numpy()
-    assert patches.runs() == [(ids[s], s, e) for s, e in equal_runs(ids)]
+    assert patches.images == [(ids[s], s, e) for s, e in equal_runs(ids)]
     np.testing.assert_array_equal(patches.boxes, table[["x0", "y0", "side"]].to_numpy())
     shards = feature_cache_shards(layout.features("tiny", "test"))
     dim = read_feature_cache(layout.features("tiny", "test"))[0]["features"].shape[1]
@@ -122,12 +119,9 @@ def test_the_2014_method_maps_each_image_of_the_split_and_names_a_cache_of_other
     assert [s.image_id for s in scored] == list(dict.fromkeys(ids))
     width, height = sizes[scored[0].image_id]
     assert scored[0].maps.shape == (4, height, width)
-    last_left_out = dataclasses.replace(
-        patches, image_ids=patches.image_ids[:-1], starts=patches.starts[:-1]
-    )
-    first_two_swapped = dataclasses.replace(
-        patches, image_ids=[patches.image_ids[1], patches.image_ids[0], *patches.image_ids[2:]]
-    )
+    (a, *a_rows), (b, *b_rows), *rest = patches.images
+    last_left_out = dataclasses.replace(patches, images=patches.images[:-1])
+    first_two_swapped = dataclasses.replace(patches, images=[(b, *a_rows), (a, *b_rows), *rest])
     for other in (last_left_out, first_two_swapped):
         with pytest.raises(PipelineError, match="rows do not match the split's patches.parquet"):
             list(patch_method(head, shards, other, sizes, k=5, pool="mean"))

@@ -147,13 +147,12 @@ class ImageSource:
         patches is not part of the shards' digests: the two agree within
         `TORCH_CUTTING_TOLERANCE` (as the device's precision, it changes how descriptors are
         computed, not which)."""
-        names, starts = string_runs(patches["image_id"])
+        bounds = string_runs(patches["image_id"])
         boxes = np.stack([patches[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
         labels, patch = patches["label"].to_numpy(), patches["patch"].to_numpy()
-        bounds = list(zip(names, starts[:-1].tolist(), starts[1:].tolist(), strict=True))
         per_image = {name: (image_paths[name], boxes[s:e]) for name, s, e in bounds}
         tasks = []
-        for number, first in enumerate(range(0, len(names), images_per_shard)):
+        for number, first in enumerate(range(0, len(bounds), images_per_shard)):
             block = bounds[first : first + images_per_shard]
             lo, hi = block[0][1], block[-1][2]
 

@@ -128,7 +128,7 @@ def patch_method(
     `patches`; `sizes` maps image ids to width, height. PipelineError, naming the cache and the
     stage that rewrites it, when its rows are not those patches (another image at a row, or
     more or fewer rows)."""
-    runs = iter(patches.runs())
+    runs = iter(patches.images)
     for rows in image_probabilities(head, shards):
         part, first = rows.probabilities, rows.first
         if next(runs, None) != (rows.image_id, first, first + len(part)):
@@ -142,29 +142,22 @@ def patch_method(
 
 @dataclass(frozen=True)
 class SplitPatches:
-    """The patches of a split in ``patches.parquet`` order: each image's id and its rows
-    ``[starts[i], starts[i + 1])`` (the table is sorted by image), and every row's box
-    ``(x0, y0, side)`` float32 ``[N, 3]`` in original pixels. One id per image, not per row: a
-    VOC2007 test split has 2.5 million patches, 12 bytes a row here, 75 with a Python string
-    of its id on each row (190 MB)."""
+    """The patches of a split in ``patches.parquet`` order: each image's rows as ``(image_id,
+    first row, end row)`` (the table is sorted by image), and every row's box ``(x0, y0,
+    side)`` float32 ``[N, 3]`` in original pixels. One id per image, not per row: a VOC2007
+    test split has 2.5 million patches, 12 bytes a row here, 75 with a Python string of its id
+    on each row (190 MB)."""
 
-    image_ids: list[str]
-    starts: np.ndarray
+    images: list[tuple[str, int, int]]
     boxes: np.ndarray
-
-    def runs(self) -> list[tuple[str, int, int]]:
-        """``(image_id, first row, end row)`` of each image, in row order."""
-        bounds = self.starts.tolist()
-        return list(zip(self.image_ids, bounds[:-1], bounds[1:], strict=True))
 
 
 def split_patches(manifests: Path) -> SplitPatches:
     """The patches of a split as `patch_method` reads them, from ``patches.parquet`` in the
     split's `manifests` directory."""
     table = read_manifest(manifests, "patches.parquet", ["image_id", "x0", "y0", "side"])
-    image_ids, starts = string_runs(table["image_id"])
     boxes = np.stack([table[c].to_numpy() for c in ("x0", "y0", "side")], axis=1)
-    return SplitPatches(image_ids, starts, boxes)
+    return SplitPatches(string_runs(table["image_id"]), boxes)
 
 
 def rows_mismatch(shards: Sequence[ShardFile]) -> PipelineError:
