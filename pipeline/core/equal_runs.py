@@ -6,6 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+Run = tuple[str, int, int]  # a value and the half-open rows it fills: (value, start, end)
+
 
 def equal_runs(values: np.ndarray) -> list[tuple[int, int]]:
     """Return ``[(start, end), ...]``: the half-open row ranges over which `values` stays equal,
@@ -18,7 +20,7 @@ def equal_runs(values: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
-def string_runs(column: pa.Array | pa.ChunkedArray) -> list[tuple[str, int, int]]:
+def string_runs(column: pa.Array | pa.ChunkedArray) -> list[Run]:
     """The runs of an Arrow string column, ``[(value, start, end), ...]`` in order (half-open
     row ranges; one per image of a table sorted by image id), found on the column itself,
     without a Python string per row (VOC2007 test's 2.5 million patch rows would take about

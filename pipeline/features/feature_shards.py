@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
-from pipeline.core.equal_runs import string_runs
+from pipeline.core.equal_runs import Run, string_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.hashing import digest_of
 from pipeline.core.parallel import ALL_WORKERS, parallel_map
@@ -110,7 +110,7 @@ class ShardSource:
         )
 
 
-def rows_image_ids(images: list[tuple[str, int, int]]) -> np.ndarray:
+def rows_image_ids(images: list[Run]) -> np.ndarray:
     """The image id of each row ``[rows]`` (str) of consecutive images given as
     ``(image_id, first row, end row)``: made for one shard when it is written, so that the plan
     of a split holds one id per image, not one per patch."""
@@ -156,7 +156,7 @@ class ImageSource:
             block = bounds[first : first + images_per_shard]
             lo, hi = block[0][1], block[-1][2]
 
-            def row_keys(lo: int = lo, hi: int = hi, block: list = block) -> RowKeys:
+            def row_keys(lo: int = lo, hi: int = hi, block: list[Run] = block) -> RowKeys:
                 ids = rows_image_ids(block)
                 return {"label": labels[lo:hi], "image_id": ids, "patch": patch[lo:hi]}
 

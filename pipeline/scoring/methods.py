@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.core.equal_runs import string_runs
+from pipeline.core.equal_runs import Run, string_runs
 from pipeline.core.errors import PipelineError
 from pipeline.core.layout import Layout
 from pipeline.core.shards import ShardFile
@@ -148,7 +148,7 @@ class SplitPatches:
     test split has 2.5 million patches, 12 bytes a row here, 75 with a Python string of its id
     on each row (190 MB)."""
 
-    images: list[tuple[str, int, int]]
+    images: list[Run]
     boxes: np.ndarray
 
 
