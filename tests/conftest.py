@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import io
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,10 +63,40 @@ def paper_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     return patch_grid(width, height, PAPER.tiling.scales, PAPER.tiling.min_overlap)
 
 
+# signals whose default action ends a process without a word (pytest's faulthandler covers the
+# crashes: SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL; SIGKILL cannot be caught)
+SILENT_ENDS = (
+    signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+    signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGXCPU,
+)  # fmt: skip
+
+
+def name_silent_ends() -> None:
+    """In this process (an xdist worker): a signal of `SILENT_ENDS` first writes its name, the
+    running test and every thread's stack to the process's stderr, which the xdist controller
+    prints, then ends the process as it would have (xdist alone says only "node down: Not
+    properly terminated"). Children forked from it keep the plain default action."""
+    stderr, worker = os.dup(2), os.getpid()
+
+    def name_and_end(signum: int, _frame: object) -> None:
+        if os.getpid() == worker:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "no test")
+            os.write(stderr, f"{signal.Signals(signum).name} ends this worker in {test}\n".encode())
+            faulthandler.dump_traceback(stderr, all_threads=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in SILENT_ENDS:
+        signal.signal(signum, name_and_end)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, share the cores among the workers: each worker, and every process it
     starts (the `pipeline` commands, DVC), gets cores / workers threads for torch, OpenMP and
-    MKL, so that workers running torch at once do not fight over the same cores."""
+    MKL, so that workers running torch at once do not fight over the same cores; a signal
+    that ends a worker is named (`name_silent_ends`)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        name_silent_ends()
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
