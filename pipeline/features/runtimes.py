@@ -115,12 +115,17 @@ def resolve_arithmetic(
     return Arithmetic("torch", torch.__version__, precision)
 
 
-def torch_forward(module: nn.Module, arithmetic: Arithmetic, device: torch.device) -> Forward:
-    """`module` run by PyTorch on `device` in the arithmetic's precision: float32 as it is, or
-    a copy with its weights cast to bfloat16 once (not by autocast at every call)."""
+def cast_once(module: nn.Module, arithmetic: Arithmetic) -> nn.Module:
+    """`module` in the arithmetic's precision: itself for float32, else a copy with its weights
+    cast to bfloat16 once (not by autocast at every call, which converts them each time)."""
     if arithmetic.precision == "bfloat16":
-        module = copy.deepcopy(module).to(torch.bfloat16)
-    module = module.to(device, memory_format=torch.channels_last)
+        return copy.deepcopy(module).to(torch.bfloat16)
+    return module
+
+
+def torch_forward(module: nn.Module, arithmetic: Arithmetic, device: torch.device) -> Forward:
+    """`module` run by PyTorch on `device` in the arithmetic's precision (`cast_once`)."""
+    module = cast_once(module, arithmetic).to(device, memory_format=torch.channels_last)
     dtype = arithmetic.dtype
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -188,11 +193,10 @@ def rule_forward(
     rule: nn.Module, arithmetic: Arithmetic, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A window rule (`pipeline.features.trunks`) applied to the whole map of each patch, in
-    PyTorch on `device` in the arithmetic's precision (a bfloat16 copy of its weights, cast
-    once): float32 maps ``[N, C, h, w]`` -> float32 ``[N, d, 1, 1]``."""
-    if arithmetic.precision == "bfloat16" and any(True for _ in rule.parameters()):
-        rule = copy.deepcopy(rule).to(torch.bfloat16)
-    rule = rule.to(device)
+    PyTorch on `device` in the arithmetic's precision (`cast_once`; a rule without weights,
+    the window average, stays float32): float32 maps ``[N, C, h, w]`` -> float32
+    ``[N, d, 1, 1]``."""
+    rule = cast_once(rule, arithmetic).to(device)
     dtype = next((p.dtype for p in rule.parameters()), torch.float32)
 
     def forward(maps: torch.Tensor) -> torch.Tensor:
