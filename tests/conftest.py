@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,40 @@ def name_silent_ends() -> None:
         signal.signal(signum, name_and_end)
 
 
+class WorkerEnds:
+    """In the xdist controller: how a worker's process ended when it ended without finishing
+    its tests (xdist says only "node down"): its exit status, or the signal that killed it
+    (SIGKILL: the kernel's out-of-memory killer or another process; nothing else shows it)."""
+
+    @staticmethod
+    def pytest_testnodedown(node: Any, error: object | None) -> None:
+        popen = getattr(getattr(node.gateway, "_io", None), "popen", None)
+        if error is None or popen is None:
+            return
+        try:
+            status = popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            status = None
+        if status is None:
+            ended = "is still running"
+        elif status < 0:
+            ended = f"was killed by {signal.Signals(-status).name}"
+        else:
+            ended = f"exited with status {status}"
+        reporter = node.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"[{node.gateway.id}] worker process {popen.pid} {ended}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, share the cores among the workers: each worker, and every process it
     starts (the `pipeline` commands, DVC), gets cores / workers threads for torch, OpenMP and
-    MKL, so that workers running torch at once do not fight over the same cores; a signal
-    that ends a worker is named (`name_silent_ends`)."""
+    MKL, so that workers running torch at once do not fight over the same cores. A worker that
+    dies says why: the signal that ended it (`name_silent_ends`), and the controller how its
+    process ended (`WorkerEnds`)."""
     if "PYTEST_XDIST_WORKER" in os.environ:
         name_silent_ends()
+    elif config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(WorkerEnds())
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
