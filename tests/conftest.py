@@ -107,8 +107,10 @@ class WorkerEnds:
             status = None
         if status is None:
             ended = "is still running"
-        elif status < 0:
+        elif -status in set(signal.Signals):
             ended = f"was killed by {signal.Signals(-status).name}"
+        elif status < 0:
+            ended = f"was killed by signal {-status}"
         else:
             ended = f"exited with status {status}"
         reporter = node.config.pluginmanager.get_plugin("terminalreporter")
