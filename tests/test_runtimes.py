@@ -5,6 +5,8 @@ resolve as documented; and a cache computed one way is never read as another's."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -143,3 +145,39 @@ def test_a_cache_made_with_one_runtime_is_recomputed_not_read_as_another(trained
         f"{OPENVINO.describe()}, not {TORCH.describe()} as these; re-run "
         "`pipeline fit-head --net tiny`"
     )
+
+
+# two OpenVINO models dropped in the order they were made, then a signal with a handler: the
+# process must survive it and keep the alternate signal stack it had (own process: a failure
+# kills it, not the test's)
+DROPPED_IN_ORDER = """
+import ctypes, gc, signal, subprocess, sys
+import torch
+from torch import nn
+from pipeline.features import runtimes
+
+def current():
+    stack = runtimes._SignalStack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack))
+    return stack.ss_sp, stack.ss_flags, stack.ss_size
+
+import faulthandler; faulthandler.enable()  # as pytest and `python -X faulthandler` do
+before = current()
+arithmetic = runtimes.Arithmetic("openvino", runtimes.openvino_version(), "float32")
+net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+first, second = (runtimes.openvino_forward(net, arithmetic, torch.zeros(1, 3, 16, 16), False)
+                 for _ in range(2))
+del first; gc.collect()
+del second; gc.collect()
+signal.signal(signal.SIGCHLD, lambda *_: None)  # as torch's DataLoader does
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+print(current() == before)
+"""
+
+
+def test_openvino_models_dropped_in_any_order_leave_the_signal_stack_a_child_can_signal():
+    done = subprocess.run(
+        [sys.executable, "-c", DROPPED_IN_ORDER], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"ended with {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.strip() == "True"

@@ -10,10 +10,12 @@ another's. `compiled_forward` turns a module into a function of float32 batches 
 from __future__ import annotations
 
 import copy
+import ctypes
 import importlib.metadata
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,6 +136,36 @@ def torch_forward(module: nn.Module, arithmetic: Arithmetic, device: torch.devic
     return forward
 
 
+class _SignalStack(ctypes.Structure):
+    """C's ``stack_t``: an alternate signal stack (`sigaltstack(2)`)."""
+
+    _fields_ = (
+        ("ss_sp", ctypes.c_void_p),
+        ("ss_flags", ctypes.c_int),
+        ("ss_size", ctypes.c_size_t),
+    )
+
+
+@contextmanager
+def signal_stack_kept() -> Iterator[None]:
+    """Give the calling thread back the alternate signal stack it had before the block.
+    OpenVINO's CPU plugin installs a stack of its own when it compiles a model and, when that
+    model is dropped, frees it and puts back the stack it found, but only if its own is still
+    the current one: two models dropped in the order they were made leave the thread on the
+    first one's freed stack, and the next signal with a handler (a child's SIGCHLD under
+    torch's DataLoader) kills the process with a SIGSEGV that faulthandler cannot report.
+    Nothing is done where the C library has no `sigaltstack`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    if not hasattr(libc, "sigaltstack") or libc.sigaltstack(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)
+
+
 def openvino_forward(
     module: nn.Module, arithmetic: Arithmetic, example: torch.Tensor, dynamic_size: bool
 ) -> Forward:
@@ -158,7 +190,8 @@ def openvino_forward(
         ) from None
     hint = "bf16" if arithmetic.precision == "bfloat16" else "f32"
     config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    compiled = ov.Core().compile_model(model, "CPU", config)
+    with signal_stack_kept():  # see there: the plugin's stack must not outlive the model
+        compiled = ov.Core().compile_model(model, "CPU", config)
     used = compiled.get_property("INFERENCE_PRECISION_HINT")
     if (used == ov.Type.bf16) != (arithmetic.precision == "bfloat16"):
         raise PipelineError(
