@@ -151,14 +151,13 @@ def test_a_cache_made_with_one_runtime_is_recomputed_not_read_as_another(trained
 # process must survive it and keep the alternate signal stack it had (own process: a failure
 # kills it, not the test's)
 DROPPED_IN_ORDER = """
-import ctypes, gc, signal, subprocess, sys
+import gc, signal, subprocess, sys
 import torch
 from torch import nn
 from pipeline.features import runtimes
 
 def current():
-    stack = runtimes._SignalStack()
-    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack))
+    stack = runtimes.current_signal_stack()
     return stack.ss_sp, stack.ss_flags, stack.ss_size
 
 import faulthandler; faulthandler.enable()  # as pytest and `python -X faulthandler` do

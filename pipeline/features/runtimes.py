@@ -146,6 +146,16 @@ class _SignalStack(ctypes.Structure):
     )
 
 
+def current_signal_stack() -> _SignalStack | None:
+    """The calling thread's alternate signal stack (`sigaltstack(2)`); None where the C library
+    has no `sigaltstack` or the call fails."""
+    sigaltstack = getattr(ctypes.CDLL(None, use_errno=True), "sigaltstack", None)
+    stack = _SignalStack()
+    if sigaltstack is None or sigaltstack(None, ctypes.byref(stack)) != 0:
+        return None
+    return stack
+
+
 @contextmanager
 def signal_stack_kept() -> Iterator[None]:
     """Give the calling thread back the alternate signal stack it had before the block.
@@ -154,16 +164,13 @@ def signal_stack_kept() -> Iterator[None]:
     the current one: two models dropped in the order they were made leave the thread on the
     first one's freed stack, and the next signal with a handler (a child's SIGCHLD under
     torch's DataLoader) kills the process with a SIGSEGV that faulthandler cannot report.
-    Nothing is done where the C library has no `sigaltstack`."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    before = _SignalStack()
-    if not hasattr(libc, "sigaltstack") or libc.sigaltstack(None, ctypes.byref(before)) != 0:
-        yield
-        return
+    Nothing is done where `current_signal_stack` cannot tell the stack."""
+    before = current_signal_stack()
     try:
         yield
     finally:
-        libc.sigaltstack(ctypes.byref(before), None)
+        if before is not None:
+            ctypes.CDLL(None).sigaltstack(ctypes.byref(before), None)
 
 
 def openvino_forward(
