@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core.equal_runs import equal_runs
+from pipeline.core.equal_runs import string_runs
 from pipeline.data.labeling import BACKGROUND
 
 
@@ -38,10 +38,9 @@ def kept_patches(
 def select_training_patches(patches: pa.Table, background_fraction: float, seed: int) -> pa.Table:
     """The rows of a patches table (sorted by image id) that training uses: every positive
     patch and, per image, a seeded `background_fraction` of its background (`kept_patches`)."""
-    ids = patches["image_id"].to_numpy(zero_copy_only=False)
     labels = patches["label"].to_numpy()
     kept = [
-        start + kept_patches(labels[start:end], ids[start], background_fraction, seed)
-        for start, end in equal_runs(ids)
+        start + kept_patches(labels[start:end], image_id, background_fraction, seed)
+        for image_id, start, end in string_runs(patches["image_id"])
     ]
     return patches.take(pa.array(np.concatenate(kept) if kept else [], type=pa.int64()))
