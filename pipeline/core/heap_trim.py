@@ -11,22 +11,9 @@ of 400 images cut and described by the tiny net: 1 MB a shard of 8 images, flat 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import sys
+from pipeline.core.libc import libc_function
 
-
-def _malloc_trim() -> ctypes._CFuncPtr | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    return getattr(libc, "malloc_trim", None)  # glibc only (musl has none)
-
-
-MALLOC_TRIM = _malloc_trim()
+MALLOC_TRIM = libc_function("malloc_trim")  # glibc only
 
 
 def release_free_heap() -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.libc import libc_function
 
 log = logging.getLogger("pipeline")
 
@@ -146,12 +147,14 @@ class _SignalStack(ctypes.Structure):
     )
 
 
+SIGALTSTACK = libc_function("sigaltstack")
+
+
 def current_signal_stack() -> _SignalStack | None:
     """The calling thread's alternate signal stack (`sigaltstack(2)`); None where the C library
     has no `sigaltstack` or the call fails."""
-    sigaltstack = getattr(ctypes.CDLL(None, use_errno=True), "sigaltstack", None)
     stack = _SignalStack()
-    if sigaltstack is None or sigaltstack(None, ctypes.byref(stack)) != 0:
+    if SIGALTSTACK is None or SIGALTSTACK(None, ctypes.byref(stack)) != 0:
         return None
     return stack
 
@@ -170,7 +173,7 @@ def signal_stack_kept() -> Iterator[None]:
         yield
     finally:
         if before is not None:
-            ctypes.CDLL(None).sigaltstack(ctypes.byref(before), None)
+            SIGALTSTACK(ctypes.byref(before), None)
 
 
 def openvino_forward(
