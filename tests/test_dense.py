@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -19,6 +20,7 @@ from pipeline.features.dense_cache import (
     image_windows,
     read_window_rule,
     window_boxes,
+    write_dense_shard,
     write_window_rule,
 )
 from pipeline.features.dense_extractor import aligned, resized_scales, trunk_maps
@@ -275,3 +277,20 @@ def test_a_whole_map_window_is_pooled_then_passed_through_the_layers_without_a_c
         rule._kernels.clear()  # what the test composed by hand
     rule(torch.rand(1, 8, 10, 6), (10, 6))
     assert rule._kernels == {}
+
+
+def test_a_dense_shard_takes_the_bytes_of_its_cells_and_no_padding(tmp_path):
+    """4,100 cells of 64 channels: a layout in chunks of 4,096 cells stored a second chunk of
+    4,096 for the last 4 (twice the cells' bytes); a shard of 8 VOC images, 7-9% padding."""
+    rng = np.random.default_rng(0)
+    images = [
+        ImageMaps(f"i{k}", 500, 375, [1.0], [1.0], [rng.standard_normal((64, 41, 50), np.float32)])
+        for k in range(2)
+    ]
+    path = tmp_path / "shard-00000.h5"
+    write_dense_shard(path, images, "digest", {})
+    cells_bytes = 2 * 41 * 50 * 64 * 2
+    assert path.stat().st_size - cells_bytes < 32 * 1024
+    with h5py.File(path) as f:
+        stored = f["cells"][:]
+    assert np.array_equal(stored[: 41 * 50], images[0].maps[0].reshape(64, -1).T.astype(np.float16))

@@ -95,13 +95,13 @@ def write_shard(
     return sha
 
 
-def store_array(name: str, array: np.ndarray, chunk_rows: int) -> Callable[[h5py.File], None]:
-    """A `write_shard` store of `array` ``[N, ...]`` as the uncompressed dataset `name`, in
-    chunks of `chunk_rows` rows."""
+def store_array(name: str, array: np.ndarray) -> Callable[[h5py.File], None]:
+    """A `write_shard` store of `array` ``[N, ...]`` as the uncompressed dataset `name`, laid
+    out contiguously: the file holds its bytes and no more (HDF5 stores a partly filled last
+    chunk at full size, which cost a chunked layout up to a chunk per shard)."""
 
     def store(f: h5py.File) -> None:
-        chunks = (min(chunk_rows, len(array)), *array.shape[1:]) if len(array) else None
-        f.create_dataset(name, data=array, chunks=chunks, track_times=False)
+        f.create_dataset(name, data=array, track_times=False)
 
     return store
 

@@ -50,9 +50,6 @@ RULE_FORMAT_VERSION = 1
 DENSE_FORMAT_VERSION = 1
 
 
-CELL_CHUNK_ROWS = 4096  # cells per HDF5 chunk of a dense shard
-
-
 @dataclass(frozen=True)
 class ImageMaps:
     """The trunk maps of one image: per scale its λ, factor (resized / original pixels) and map
@@ -86,10 +83,7 @@ def write_dense_shard(
     }
 
     def build(f: h5py.File) -> None:
-        f.create_dataset(
-            "cells", data=cells, chunks=(min(CELL_CHUNK_ROWS, len(cells)), channels),
-            track_times=False,
-        )  # fmt: skip
+        f.create_dataset("cells", data=cells, track_times=False)  # contiguous: no padded last chunk
         for name, values in columns.items():
             kind = h5py.string_dtype() if name == "image_id" else None
             f.create_dataset(name, data=values, dtype=kind, track_times=False)

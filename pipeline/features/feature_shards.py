@@ -41,7 +41,6 @@ from pipeline.features.patch_extractor import FeatureExtractor, PatchChunks, des
 
 RowKeys = dict[str, np.ndarray]  # label, image_id, patch of a shard's rows
 log = logging.getLogger("pipeline")
-FEATURE_CHUNK_ROWS = 1024  # rows per HDF5 chunk of a feature shard (about 2.6 MB at 1280-d)
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ def write_feature_shards(
         keys = task.row_keys()
         sha = write_shard(
             task.path,
-            store=store_array("features", np.concatenate(held), FEATURE_CHUNK_ROWS),
+            store=store_array("features", np.concatenate(held)),
             label=keys["label"],
             image_id=keys["image_id"].tolist(),
             patch=keys["patch"],
