@@ -5,9 +5,9 @@ picks them on this CPU), one item at a time:
   - the backbone's patch forward (`features`, `features-images`, `action-features`): a patch
     at `--size` px, in batches of 64;
   - the window descriptors of one 500x375 image (its 9 scales at `--size` px, random maps as
-    dense mode sizes them): what `fit-weak`, `fit-cam`, `compare`, `evaluate` and `heatmaps`
-    compute from the dense maps (pre1512: FC6 and FC7 over 2,343 windows; effnet-lite0: an
-    average of cells);
+    dense mode sizes them; the window rule in the backbone's precision): what `fit-weak`,
+    `fit-cam`, `compare`, `evaluate` and `heatmaps` compute from the dense maps (pre1512: FC6
+    and FC7 over 2,343 windows; effnet-lite0: an average of cells);
   - the adaptation layers' forward over those windows without gradient (`fit-weak`'s pass per
     image and epoch, float32);
   - the adaptation layers' training step (forward, backward, SGD step) on a batch of 128 rows
@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,15 @@ from weak_windows import image_maps, rule_of
 from pipeline.core.params import Head
 from pipeline.features.dense_cache import image_windows
 from pipeline.features.nets.registry import registered
-from pipeline.features.runtimes import compiled_forward, native_bfloat16, resolve_arithmetic
+from pipeline.features.runtimes import (
+    Arithmetic,
+    cast_once,
+    compiled_forward,
+    native_bfloat16,
+    resolve_arithmetic,
+    rule_forward,
+)
+from pipeline.features.trunks import rule_dtype
 from pipeline.trained.head import build_head, sgd
 from pipeline.trained.weak import weak_head
 
@@ -69,17 +77,21 @@ def counted_gflop(run: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def auto_arithmetic(net: str) -> Arithmetic:
+    """The runtime and precision `auto` picks for `net` on this CPU."""
+    return resolve_arithmetic("auto", "auto", CPU, registered()[net].bfloat16_safe, True)
+
+
 def backbone_path(net: str, size: int) -> HotPath:
     """The patch forward of `net` through the runtime and precision `auto` picks here."""
     module = net_module(net)
-    arithmetic = resolve_arithmetic("auto", "auto", CPU, registered()[net].bfloat16_safe, True)
+    arithmetic = auto_arithmetic(net)
     x = torch.randn(PATCH_BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
     forward = compiled_forward(module.trunk, arithmetic, CPU, x[:1])
-    rule = module.rule
+    rule = rule_forward(module.rule, arithmetic, CPU)
 
     def run() -> torch.Tensor:
-        maps = forward(x)
-        return rule(maps, tuple(maps.shape[-2:]))
+        return rule(forward(x))
 
     gflop = counted_gflop(lambda: module(x[:1]))
     label = f"{net} backbone forward ({arithmetic.runtime})"
@@ -87,14 +99,17 @@ def backbone_path(net: str, size: int) -> HotPath:
 
 
 def window_paths(net: str, size: int, config: Head) -> list[HotPath]:
-    """The window descriptors of one image, then the adaptation layers over them (no
-    gradient)."""
+    """The window descriptors of one image (the rule in the precision `auto` picks, as dense
+    mode reads it back), then the adaptation layers over them (no gradient, float32)."""
     channels = {"effnet-lite0": 1280, "pre1512": 256}[net]
+    arithmetic = auto_arithmetic(net)
     rule = rule_of(net, size)
+    rule = replace(rule, rule=cast_once(rule.rule, arithmetic))
     image = image_maps(channels, size, rule.stride, rule.window[0])
     descriptors = image_windows(rule, image, CPU).descriptors.float()
     head = weak_head(descriptors.shape[1], CLASSES, config).eval()
     count, dim = descriptors.shape
+    precision = arithmetic.precision if rule_dtype(rule.rule) == torch.bfloat16 else "float32"
 
     def layers() -> torch.Tensor:
         with torch.no_grad():
@@ -102,7 +117,7 @@ def window_paths(net: str, size: int, config: Head) -> list[HotPath]:
 
     return [
         HotPath(
-            f"{net} window descriptors ({count:,} windows)", "500x375 image", "float32",
+            f"{net} window descriptors ({count:,} windows)", "500x375 image", precision,
             counted_gflop(lambda: image_windows(rule, image, CPU)),
             lambda: image_windows(rule, image, CPU),
         ),

@@ -7,7 +7,11 @@ On the maps of 6 scales of a 500x375 image (256 channels, pre1512's FC of 6144, 
 weights), reports the relative difference of the two and their seconds, alternated over
 rounds (the maps channels last, as the dense cache gives them, and NCHW). Run on demand:
 
-    python benchmarks/window_matmul.py [--rounds 3]
+    python benchmarks/window_matmul.py [--rounds 3] [--precision float32|bfloat16]
+
+With ``--precision bfloat16`` (weights and maps cast once, as dense mode computes the windows
+of maps made in bfloat16) it tells, on a CPU with AMX or AVX-512-BF16, whether the rule's
+convolutions or the unfolded multiply is the faster there.
 """
 
 from __future__ import annotations
@@ -54,10 +58,17 @@ def as_it_runs(rule: PooledFullyConnected, maps: torch.Tensor) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--precision", choices=["float32", "bfloat16"], default="float32",
+        help="of the weights and maps (bfloat16: as dense mode runs maps made in bfloat16; "
+        "emulated, and slow, on a CPU without AMX or AVX-512-BF16)",
+    )  # fmt: skip
     args = parser.parse_args()
+    dtype = getattr(torch, args.precision)
     torch.manual_seed(0)
     rule = PooledFullyConnected(6, [nn.Linear(9216, 6144), nn.Linear(6144, 6144)]).eval()
-    maps = [torch.randn(1, 256, h, w).relu() for h, w in MAP_SIZES]
+    rule = rule.to(dtype)
+    maps = [torch.randn(1, 256, h, w).relu().to(dtype) for h, w in MAP_SIZES]
     # the dense cache's maps reach the rule channels last (`image_windows`), the trunk's layout
     last = [m.contiguous(memory_format=torch.channels_last) for m in maps]
     variants = {
@@ -69,7 +80,7 @@ def main() -> None:
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():
         a, b = convolution(rule, maps[0]), unfolded(rule, last[0])
-        print(f"relative difference {float((a - b).abs().max() / a.abs().max()):.1e}")
+        print(f"relative difference {float((a - b).abs().max() / a.abs().max()):.1e}", flush=True)
         for _ in range(args.rounds):
             for name, (run, inputs) in variants.items():
                 start = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import h5py
 import numpy as np
 import pytest
@@ -27,6 +29,7 @@ from pipeline.features.dense_extractor import aligned, resized_scales, trunk_map
 from pipeline.features.nets.backbone import normalise
 from pipeline.features.nets.registry import build_backbone
 from pipeline.features.patch_extractor import configured_extractor
+from pipeline.features.runtimes import as_float16, native_bfloat16_here
 from pipeline.features.trunks import PooledFullyConnected, adaptive_pool_matrix, fold_batch_norms
 from tests.conftest import net_options
 from tests.test_nets import serve_torchvision_weights
@@ -56,11 +59,12 @@ def test_a_window_that_is_the_whole_resized_image_is_exactly_the_patch_descripto
     name, monkeypatch
 ):
     # a square image at scale 1 is one patch: resizing, trunk and window rule must give the
-    # very numbers patch mode gives (both in float32 here; caches round both to float16)
+    # very numbers patch mode gives (both in float32, whatever `auto` picks on this CPU;
+    # caches round both to float16)
     backbone = backbone_for(name, monkeypatch)
     size = PATCH_SIZES[name]
     image = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
-    extractor = configured_extractor(backbone, CPU, 1, "auto", "auto")
+    extractor = configured_extractor(backbone, CPU, 1, "auto", "float32")
     maps = dense_image(extractor, image, [1.0], size)
     rule = backbone.dense_trunk().window_rule(size)
     assert maps.maps[0].shape[1:] == rule.window
@@ -239,6 +243,39 @@ def test_the_stored_window_rule_gives_the_windows_of_the_backbone_it_was_written
     assert (tmp_path / "s.rule.pt").read_bytes() == first  # the same rule, the same bytes
 
 
+def test_windows_of_maps_made_in_bfloat16_are_computed_in_bfloat16_as_patch_mode_does(
+    tmp_path, caplog
+):
+    # maps made in bfloat16 (`features.precision`; emulated on a CPU without it) have their
+    # windows computed in bfloat16 too, by the rule the stages read back: the window that is
+    # a whole patch is patch mode's descriptor to the float16 a cache stores, not the float32
+    # rule's
+    backbone = build_backbone("tiny", net_options("tiny"))
+    size = PATCH_SIZES["tiny"]
+    image = np.random.default_rng(4).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    extractor = configured_extractor(backbone, CPU, 4, "torch", "bfloat16")
+    maps = dense_image(extractor, image, [1.0, 1.6], size)
+    origin = {"weights_digest": backbone.weights_digest, "arithmetic": "torch 2, bfloat16"}
+    built = backbone.dense_trunk().window_rule(size)
+    write_window_rule(tmp_path / "s.rule.pt", built, {"net": "tiny", **origin})
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        stored = read_window_rule(tmp_path / "s.rule.pt", net="tiny", origin=origin)
+    if not native_bfloat16_here():
+        assert "made in bfloat16" in caplog.text and "emulates" in caplog.text
+    windows = image_windows(stored, maps, CPU)
+    whole = windows.descriptors[windows.scale_index == 0]
+    patch = extractor(torch.from_numpy(cut_patches(image, np.array([[0.0, 0.0, 96.0]]), size)))
+    assert whole.shape == (1, backbone.dim)
+    assert np.array_equal(as_float16(whole), patch)
+    in_float32 = image_windows(built, maps, CPU).descriptors
+    assert not np.array_equal(as_float16(in_float32[:1]), patch)
+    # windows computed each from its own block (fit-windows) agree to bfloat16's rounding
+    index = np.array([len(windows.descriptors) - 1, 0, 3])
+    chosen = chosen_windows(stored, maps, index, CPU)
+    largest = windows.descriptors.abs().max()
+    assert (chosen - windows.descriptors[index]).abs().max() <= 2**-7 * largest
+
+
 def test_a_window_rule_of_other_weights_or_a_damaged_one_is_one_line_naming_dense(tmp_path):
     backbone = build_backbone("tiny", net_options("tiny"))
     rule = backbone.dense_trunk().window_rule(32)
@@ -253,6 +290,10 @@ def test_a_window_rule_of_other_weights_or_a_damaged_one_is_one_line_naming_dens
     other_way = origin | {"arithmetic": "torch 2, bfloat16"}
     with pytest.raises(PipelineError, match=r"rule of arithmetic openvino 1, float32, not torch"):
         read_window_rule(path, net="tiny", origin=other_way)
+    odd = origin | {"arithmetic": "torch 2, float8"}  # recorded alike, but no arithmetic
+    write_window_rule(path, rule, {"net": "tiny", **odd})
+    with pytest.raises(PipelineError, match=r"rule\.pt: window rule of unknown arithmetic \(not"):
+        read_window_rule(path, net="tiny", origin=odd)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(PipelineError, match=r"rule\.pt: not a readable window rule"):
         read_window_rule(path, net="tiny", origin=origin)

@@ -105,6 +105,15 @@ def test_the_settings_resolve_as_documented(monkeypatch):
         resolve_arithmetic("openvino", "float32", CPU, False, True)
 
 
+def test_a_recorded_arithmetic_reads_back_as_the_arithmetic_that_wrote_it():
+    # the window rule computes in the precision its maps' recorded arithmetic names
+    for arithmetic in (OPENVINO, TORCH, Arithmetic("torch", "2.14.1+cu128", "bfloat16")):
+        assert Arithmetic.described(arithmetic.describe()) == arithmetic
+    for words in ("", "torch, float32", "onnx 1, float32", "torch 2, float16", "torch 2 float32"):
+        with pytest.raises(ValueError, match="not an arithmetic"):
+            Arithmetic.described(words)
+
+
 def test_a_value_beyond_float16_is_stored_saturated_not_infinite():
     values = np.array([1e6, -7e4, 1.5, np.nan], np.float32)
     stored = runtimes.as_float16(values)

@@ -194,7 +194,8 @@ class Features(Block):
         "cache's identity, with its version"
     )
     precision: Literal["auto", "float32", "bfloat16"] = Field(
-        description="of the frozen backbone (weights cast once); auto: bfloat16 only where the "
+        description="of the frozen backbone and of its window rule, patch and dense mode alike "
+        "(weights cast once); auto: bfloat16 only where the "
         "device computes it natively (CUDA with bf16, a CPU with AMX or AVX-512-BF16) and for "
         "nets whose bfloat16 descriptors stay within 1% of float32's (the AlexNet geometry: "
         "pre1512, alexnet), else float32. Part of every cache's identity"

@@ -19,8 +19,9 @@ holds the rule (`pipeline.features.trunks.rule_state`), the window of a patch an
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ from pipeline.core.shards import (
 )
 from pipeline.core.torch_files import check_seal, load_weights_only, save_torch, sealed
 from pipeline.features.cache_identity import ORIGIN_KEYS, descriptor_origin, origin_mismatch
-from pipeline.features.runtimes import as_float16
+from pipeline.features.runtimes import Arithmetic, as_float16, cast_once, native_bfloat16_here
 from pipeline.features.trunks import Window, WindowRule, rule_from_state, rule_state
+
+log = logging.getLogger("pipeline")
 
 RULE_FORMAT_VERSION = 1
 
@@ -199,8 +202,8 @@ def image_windows(rule: WindowRule, image: ImageMaps, device: torch.device) -> W
     for n, (factor, maps) in enumerate(zip(image.factors, image.maps, strict=True)):
         # one memory layout whatever the array's strides: the trunk's own (channels last)
         batch = torch.from_numpy(np.ascontiguousarray(maps)).float()[None].to(device)
-        grid = rule.rule(batch.contiguous(memory_format=torch.channels_last), rule.window)[0]
-        descriptors.append(grid.flatten(1).T.float().cpu())
+        grid = rule.descriptors(batch.contiguous(memory_format=torch.channels_last))[0]
+        descriptors.append(grid.flatten(1).T.cpu())
         shape = maps.shape[1:]
         boxes.append(window_boxes(shape, rule.window, rule.stride, factor, rule.patch_size))
         scale_index.append(np.full(grid.shape[1] * grid.shape[2], n, np.int64))
@@ -228,7 +231,7 @@ def chosen_windows(
             blocks = cells.unfold(1, rule.window[0], 1).unfold(2, rule.window[1], 1)
             chosen = blocks[:, torch.from_numpy(i), torch.from_numpy(j)].transpose(0, 1)
             batch = chosen.float().to(device).contiguous(memory_format=torch.channels_last)
-            parts.append(rule.rule(batch, rule.window).flatten(1).float().cpu())  # [n, d]
+            parts.append(rule.descriptors(batch).flatten(1).cpu())  # [n, d]
             rows_of.append(at)
     if sum(len(at) for at in rows_of) != len(index):
         raise ValueError(f"image {image.image_id}: window numbers outside 0..{start - 1}")
@@ -255,7 +258,9 @@ def write_window_rule(path: Path, rule: WindowRule, identity: dict[str, Any]) ->
 
 def read_window_rule(path: Path, *, net: str, origin: dict[str, Any]) -> WindowRule:
     """The window rule stored at `path` for the maps of `net` of `origin` (the weights digest
-    and arithmetic that made them, `descriptor_origin`; read weights-only). PipelineError
+    and arithmetic that made them, `descriptor_origin`; read weights-only), in the precision
+    of that arithmetic (weights cast once: windows are computed as patch mode computes a
+    patch's descriptor, in bfloat16 for maps made in bfloat16). PipelineError
     naming the file, and the stage that rewrites it, when it is missing, unreadable, damaged
     (its contents not those sealed in it), or written for another net or origin."""
     redo = f"re-run `pipeline dense --net {net}`"
@@ -279,7 +284,17 @@ def read_window_rule(path: Path, *, net: str, origin: dict[str, Any]) -> WindowR
     differs = origin_mismatch(descriptor_origin(identity), origin)
     if differs:
         raise PipelineError(f"{path}: window rule of {differs} as the maps; {redo}")
-    return stored
+    try:
+        arithmetic = Arithmetic.described(str(identity["arithmetic"]))
+    except ValueError as err:
+        raise PipelineError(f"{path}: window rule of unknown arithmetic ({err}); {redo}") from None
+    if arithmetic.precision == "bfloat16" and not native_bfloat16_here():
+        log.warning(
+            "%s: the maps were made in bfloat16, so their windows are computed in bfloat16, "
+            "which this machine emulates: slower than float32",
+            path,
+        )
+    return replace(stored, rule=cast_once(stored.rule, arithmetic))
 
 
 @dataclass(frozen=True)

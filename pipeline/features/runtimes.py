@@ -24,6 +24,7 @@ from torch import nn
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.libc import libc_function
+from pipeline.features.trunks import apply_rule
 
 log = logging.getLogger("pipeline")
 
@@ -46,6 +47,16 @@ class Arithmetic:
         ``"openvino 2026.4.1, float32"``."""
         return f"{self.runtime} {self.version}, {self.precision}"
 
+    @classmethod
+    def described(cls, words: str) -> Arithmetic:
+        """The arithmetic `describe` put in `words` (a cache's recorded identity); ValueError
+        when they are not such a description."""
+        runtime_version, _, precision = words.rpartition(", ")
+        runtime, _, version = runtime_version.partition(" ")
+        if runtime not in RUNTIMES[1:] or not version or precision not in PRECISIONS[1:]:
+            raise ValueError(f"not an arithmetic: {words!r}")
+        return cls(runtime, version, precision)
+
     @property
     def dtype(self) -> torch.dtype:
         """The torch dtype of the precision."""
@@ -66,6 +77,12 @@ def native_bfloat16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def native_bfloat16_here() -> bool:
+    """Whether this machine computes bfloat16 natively on its CPU or on a CUDA GPU it has."""
+    cuda = torch.cuda.is_available() and native_bfloat16(torch.device("cuda"))
+    return cuda or native_bfloat16(torch.device("cpu"))
 
 
 def made_on(device: torch.device) -> str:
@@ -240,10 +257,9 @@ def rule_forward(
     the window average, stays float32): float32 maps ``[N, C, h, w]`` -> float32
     ``[N, d, 1, 1]``."""
     rule = cast_once(rule, arithmetic).to(device)
-    dtype = next((p.dtype for p in rule.parameters()), torch.float32)
 
     def forward(maps: torch.Tensor) -> torch.Tensor:
-        return rule(maps.to(dtype), tuple(maps.shape[-2:])).float()
+        return apply_rule(rule, maps, tuple(maps.shape[-2:]))
 
     return forward
 

@@ -177,6 +177,25 @@ class WindowRule:
     patch_size: int
     averages: bool
 
+    def descriptors(self, maps: torch.Tensor) -> torch.Tensor:
+        """Every window's descriptor of maps ``[N, C, h, w]`` (any float dtype), float32
+        ``[N, d, h - kh + 1, w - kw + 1]``, computed in the rule's precision (`apply_rule`)."""
+        return apply_rule(self.rule, maps, self.window)
+
+
+def rule_dtype(rule: nn.Module) -> torch.dtype:
+    """The dtype a window rule computes in: that of its weights, float32 for a rule without
+    weights (the window average)."""
+    return next((p.dtype for p in rule.parameters()), torch.float32)
+
+
+def apply_rule(rule: nn.Module, maps: torch.Tensor, window: Window) -> torch.Tensor:
+    """`rule` over every `window` of maps ``[N, C, h, w]`` (any float dtype), the maps cast to
+    the rule's dtype (`rule_dtype`: bfloat16 when its weights were cast to it) and the
+    descriptors returned as float32 ``[N, d, h - kh + 1, w - kw + 1]``; patch mode (the window
+    the whole map) and dense mode compute alike."""
+    return rule(maps.to(rule_dtype(rule)), tuple(window)).float()
+
 
 def rule_state(rule: nn.Module) -> dict[str, Any]:
     """A window rule as plain tensors and numbers (for a weights-only file): ``{"kind":

@@ -31,7 +31,7 @@ from pipeline.core.heap_trim import release_free_heap
 from pipeline.core.params import Head as HeadParams
 from pipeline.core.scratch_rows import DiskRowsWriter, disk_rows_writer
 from pipeline.features.dense_cache import DenseImageReader, ImageMaps, image_windows
-from pipeline.features.trunks import WindowRule
+from pipeline.features.trunks import WindowRule, apply_rule
 from pipeline.trained.head import (
     EpochLog,
     FittedHead,
@@ -125,7 +125,7 @@ def whole_image_descriptor(rule: WindowRule, image: ImageMaps, device: torch.dev
     """The descriptor ``[d]`` float32 of the whole image: the net's window rule over the entire
     scale-1 map (its global average for GAP nets)."""
     maps = torch.from_numpy(np.asarray(image.maps[scale_one(image)])).float()[None].to(device)
-    return rule.rule(maps, tuple(maps.shape[-2:])).flatten().float().cpu().numpy()
+    return apply_rule(rule.rule, maps, tuple(maps.shape[-2:])).flatten().cpu().numpy()
 
 
 SCAN_ROWS = 8192  # window rows per forward pass of a scan: bounds its memory, not its result
