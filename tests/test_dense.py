@@ -276,6 +276,22 @@ def test_windows_of_maps_made_in_bfloat16_are_computed_in_bfloat16_as_patch_mode
     assert (chosen - windows.descriptors[index]).abs().max() <= 2**-7 * largest
 
 
+def test_a_stored_rule_follows_the_maps_to_the_device_they_are_on(tmp_path):
+    # fit-windows, fit-weak and fit-cam compute windows on head.device (a GPU where there is
+    # one) with the rule read onto the CPU; an AlexNet-type rule's weights must go there too.
+    # No GPU here: the meta device stands for it (shapes without values)
+    backbone = build_backbone("tiny", net_options("tiny"))
+    origin = {"weights_digest": backbone.weights_digest, "arithmetic": "torch 2, float32"}
+    built = backbone.dense_trunk().window_rule(32)
+    write_window_rule(tmp_path / "s.rule.pt", built, {"net": "tiny", **origin})
+    rule = read_window_rule(tmp_path / "s.rule.pt", net="tiny", origin=origin)
+    for height, width in ((8, 8), (11, 13)):  # a whole patch's map (pool, then FC), and more
+        maps = torch.rand(1, 32, height, width, device="meta")
+        out = rule.descriptors(maps)
+        assert out.device == maps.device and out.dtype == torch.float32
+        assert out.shape == (1, backbone.dim, height - 7, width - 7)
+
+
 def test_a_window_rule_of_other_weights_or_a_damaged_one_is_one_line_naming_dense(tmp_path):
     backbone = build_backbone("tiny", net_options("tiny"))
     rule = backbone.dense_trunk().window_rule(32)

@@ -190,10 +190,14 @@ def rule_dtype(rule: nn.Module) -> torch.dtype:
 
 
 def apply_rule(rule: nn.Module, maps: torch.Tensor, window: Window) -> torch.Tensor:
-    """`rule` over every `window` of maps ``[N, C, h, w]`` (any float dtype), the maps cast to
-    the rule's dtype (`rule_dtype`: bfloat16 when its weights were cast to it) and the
-    descriptors returned as float32 ``[N, d, h - kh + 1, w - kw + 1]``; patch mode (the window
-    the whole map) and dense mode compute alike."""
+    """`rule` over every `window` of maps ``[N, C, h, w]`` (any float dtype, on any device),
+    the maps cast to the rule's dtype (`rule_dtype`: bfloat16 when its weights were cast to
+    it) and the descriptors returned as float32 ``[N, d, h - kh + 1, w - kw + 1]`` on the
+    maps' device; patch mode (the window the whole map) and dense mode compute alike. The
+    rule's weights follow the maps to their device, moved in place on the first call (a
+    stored rule is read onto the CPU; the stages that train on windows compute them on
+    ``head.device``)."""
+    rule.to(maps.device)
     return rule(maps.to(rule_dtype(rule)), tuple(window)).float()
 
 
