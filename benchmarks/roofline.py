@@ -109,7 +109,7 @@ def window_paths(net: str, size: int, config: Head) -> list[HotPath]:
     descriptors = image_windows(rule, image, CPU).descriptors.float()
     head = weak_head(descriptors.shape[1], CLASSES, config).eval()
     count, dim = descriptors.shape
-    precision = arithmetic.precision if rule_dtype(rule.rule) == torch.bfloat16 else "float32"
+    precision = "bfloat16" if rule_dtype(rule.rule) == torch.bfloat16 else "float32"
 
     def layers() -> torch.Tensor:
         with torch.no_grad():
